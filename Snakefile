@@ -1,0 +1,22 @@
+# likeness: from PhotoPrism's face markers to a personal SDXL LoRA.
+#
+#   snakemake --cores 2          build what is stale (profiles/default/ sets the defaults)
+#   snakemake -n                 list every job, with the training estimate
+#
+# The job list is complete at parse time: workflow/rules/common.smk asks PhotoPrism's database for
+# the person's markers while this file is read, so a dry run shows every per-face job.
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/export.smk"
+include: "workflow/rules/crop.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/export/markers.tsv",
+        "results/crops/summary.tsv",

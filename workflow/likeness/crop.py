@@ -1,0 +1,267 @@
+"""Crop one face from its photo: decode no more than needed, apply EXIF orientation, write atomically.
+
+The result of every face is a JSON record (``results/crops/<uid>.json``): either ``status: ok`` with the
+crop image beside it, or ``status: excluded`` with the reason a user can read. A bad photo never stops
+the run and never produces a garbage crop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from . import geometry
+from .atomic import atomic_write_bytes, atomic_write_json, write_if_changed
+from .imageheader import ImageHeader, read_header
+
+_REDUCED_FLAGS = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+_ENCODE_FLAGS = {
+    "jpg": [cv2.IMWRITE_JPEG_QUALITY],
+    "png": [cv2.IMWRITE_PNG_COMPRESSION],
+    "webp": [cv2.IMWRITE_WEBP_QUALITY],
+}
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    size: int = 1024  # final side in pixels; never upscaled
+    factor: float = 2.2  # crop side = face side x factor (head and shoulders)
+    format: str = "jpg"
+    quality: int = 95
+    max_megapixels: float = 250.0  # refuse to decode larger photos (decompression bombs)
+
+    @classmethod
+    def from_config(cls, crop_config: dict[str, Any]) -> CropSettings:
+        return cls(
+            size=int(crop_config["size"]),
+            factor=float(crop_config["factor"]),
+            format=str(crop_config["format"]),
+            quality=int(crop_config["quality"]),
+            max_megapixels=float(crop_config["max_megapixels"]),
+        )
+
+
+class Unusable(Exception):
+    """This face cannot be cropped; the message is the reason recorded for it."""
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise Unusable(f"cannot read photo: {exc.strerror or exc}") from None
+
+
+def _check_complete(data: bytes, header: ImageHeader | None) -> None:
+    """Truncated files decode 'successfully' with grey rows in OpenCV: refuse them up front."""
+    if not data:
+        raise Unusable("photo file is empty (0 bytes)")
+    if header is None:
+        return
+    if header.format == "jpeg" and data.rfind(b"\xff\xd9") < 4:
+        raise Unusable("photo is truncated: the JPEG has no end-of-image marker")
+    if header.format == "png" and b"IEND" not in data[-64:]:
+        raise Unusable("photo is truncated: the PNG has no IEND chunk")
+
+
+def _decode(data: bytes, scale: int) -> np.ndarray:
+    array = np.frombuffer(data, np.uint8)
+    # imdecode applies the EXIF orientation for every colour flag, the reduced ones included
+    # (tests/test_crop.py checks all eight orientations on each path).
+    image = cv2.imdecode(array, _REDUCED_FLAGS[scale])
+    if image is None:
+        raise Unusable("photo cannot be decoded (not an image, or an unsupported format)")
+    return image
+
+
+def crop_face(spec: dict[str, Any], settings: CropSettings, image_path: str, record_path: str) -> dict[str, Any]:
+    """Crop the face described by ``spec`` (a marker row plus its resolved photo path); write both files.
+
+    ``spec`` keys: marker_uid, file_uid, file_root, file_name, path, path_reason, x, y, w, h,
+    file_width, file_height. Returns the record that was written.
+    """
+    record: dict[str, Any] = {
+        "marker_uid": spec["marker_uid"],
+        "status": "excluded",
+        "reason": "",
+        "image": None,
+        "image_sha256": None,
+        "source": {k: spec.get(k, "") for k in ("file_uid", "file_root", "file_name", "path")},
+    }
+    try:
+        record.update(_crop(spec, settings, image_path))
+        record["status"] = "ok"
+    except (Unusable, geometry.GeometryError) as exc:
+        record["reason"] = str(exc)
+        if os.path.lexists(image_path):  # an earlier crop of this face is no longer valid
+            os.unlink(image_path)
+    atomic_write_json(record_path, record)
+    return record
+
+
+def _crop(spec: dict[str, Any], settings: CropSettings, image_path: str) -> dict[str, Any]:
+    if spec.get("path_reason"):
+        raise Unusable(spec["path_reason"])
+    data = _read_file(spec["path"])
+    header = read_header(spec["path"]) if data else None
+    _check_complete(data, header)
+    if header is not None:
+        width, height = geometry.displayed_size(header.width, header.height, header.orientation)
+        if width * height > settings.max_megapixels * 1e6:
+            raise Unusable(
+                f"photo declares {width}x{height} pixels, over crop.max_megapixels ({settings.max_megapixels:g} MP)"
+            )
+    else:
+        width = height = 0
+    expected = (int(spec.get("file_width") or 0), int(spec.get("file_height") or 0))
+    if header is not None and all(expected) and (width, height) != expected:
+        raise Unusable(
+            f"photo is {width}x{height} on disk but PhotoPrism indexed it as "
+            f"{expected[0]}x{expected[1]}: the file changed since indexing, re-index it"
+        )
+
+    if header is None:  # a format whose size we cannot read up front: decode fully, then check
+        full = _decode(data, 1)
+        height, width = full.shape[:2]
+        if all(expected) and (width, height) != expected:
+            raise Unusable(
+                f"photo is {width}x{height} on disk but PhotoPrism indexed it as "
+                f"{expected[0]}x{expected[1]}: the file changed since indexing, re-index it"
+            )
+
+    face = geometry.marker_rect(spec["x"], spec["y"], spec["w"], spec["h"], width, height)
+    square = geometry.square_crop(face, width, height, settings.factor)
+    out_side = geometry.output_side(square.side, settings.size)
+    scale = geometry.reduced_scale(square.side, out_side) if header and header.format == "jpeg" else 1
+
+    if header is None:
+        decoded = full
+    else:
+        decoded = _decode(data, scale)
+        want = (math.ceil(height / scale), math.ceil(width / scale))
+        if decoded.shape[:2] != want:
+            raise Unusable(
+                f"photo decoded to {decoded.shape[1]}x{decoded.shape[0]} pixels, expected "
+                f"{want[1]}x{want[0]}: the file is damaged"
+            )
+    region = geometry.scale_rect(square.rect, scale, decoded.shape[1], decoded.shape[0])
+    pixels = decoded[region.y0 : region.y1, region.x0 : region.x1]
+    if pixels.shape[0] != out_side or pixels.shape[1] != out_side:
+        pixels = cv2.resize(pixels, (out_side, out_side), interpolation=cv2.INTER_AREA)
+
+    encoded = _encode(pixels, settings)
+    atomic_write_bytes(image_path, encoded)
+    face_in_crop = geometry.rect_in_crop(face, square, out_side)
+    return {
+        "image": image_path,
+        "image_sha256": hashlib.sha256(encoded).hexdigest(),
+        "photo_width": width,
+        "photo_height": height,
+        "face_box": face.as_list(),
+        "crop_box": [square.left, square.top, square.side, square.side],
+        "face_in_crop": list(face_in_crop),
+        "native_face_side": max(face.width, face.height),
+        "native_crop_side": square.side,
+        "output_side": out_side,
+        "decode_scale": scale,
+        "measurements": measure(pixels, face_in_crop),
+    }
+
+
+def _encode(pixels: np.ndarray, settings: CropSettings) -> bytes:
+    extension = "." + settings.format
+    params = [*_ENCODE_FLAGS[settings.format], settings.quality] if settings.format != "png" else []
+    ok, buffer = cv2.imencode(extension, np.ascontiguousarray(pixels), params)
+    if not ok:
+        raise Unusable(f"could not encode the crop as {settings.format}")
+    return buffer.tobytes()
+
+
+def measure(pixels: np.ndarray, face_in_crop: tuple[int, int, int, int]) -> dict[str, Any]:
+    """Per-face measurements computed while the crop is in memory (see likeness.quality)."""
+    try:
+        from .quality import measure as quality_measure
+    except ImportError:  # the quality module arrives with the selection stage
+        return {}
+    return quality_measure(pixels, face_in_crop)
+
+
+def image_name(uid: str, settings: CropSettings) -> str:
+    return f"{uid}.{settings.format}"
+
+
+def spec_for(marker: Any, path: str, path_reason: str) -> dict[str, Any]:
+    """The per-face parameters of a crop job: everything that, when it changes, must re-crop the face."""
+    return {
+        "marker_uid": marker.marker_uid,
+        "file_uid": marker.file_uid,
+        "file_root": marker.file_root,
+        "file_name": marker.file_name,
+        "path": path,
+        "path_reason": path_reason,
+        "x": marker.x,
+        "y": marker.y,
+        "w": marker.w,
+        "h": marker.h,
+        "file_width": marker.file_width,
+        "file_height": marker.file_height,
+    }
+
+
+def image_path_for(record_path: str, settings: CropSettings) -> str:
+    """The crop image sits beside its record: results/crops/<uid>.<format>."""
+    return str(Path(record_path).with_suffix("." + settings.format))
+
+
+def run_job(spec: dict[str, Any], settings: CropSettings, record_path: str, log_path: str) -> dict[str, Any]:
+    """The crop rule's body: crop one face and log the outcome in one line."""
+    record = crop_face(spec, settings, image_path_for(record_path, settings), record_path)
+    outcome = "ok" if record["status"] == "ok" else f"excluded: {record['reason']}"
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(log_path).write_text(f"{spec['marker_uid']} {spec.get('path') or spec.get('file_name')}: {outcome}\n")
+    return record
+
+
+SUMMARY_COLUMNS = ["marker_uid", "status", "reason", "native_crop_side", "output_side", "source"]
+
+
+def write_summary(record_paths: list[str], table_path: str) -> str:
+    """One row per face (cropped or excluded with its reason); returns the summary line."""
+    rows = []
+    for path in sorted(record_paths):
+        record = json.loads(Path(path).read_text())
+        rows.append(
+            [
+                record["marker_uid"],
+                record["status"],
+                record["reason"],
+                str(record.get("native_crop_side", "")),
+                str(record.get("output_side", "")),
+                record["source"].get("path") or record["source"].get("file_name", ""),
+            ]
+        )
+    lines = ["\t".join(SUMMARY_COLUMNS)] + ["\t".join(_tsv_cell(v) for v in row) for row in rows]
+    write_if_changed(table_path, ("\n".join(lines) + "\n").encode("utf-8"))
+    reasons = Counter(row[2] for row in rows if row[1] != "ok")
+    cropped = sum(1 for row in rows if row[1] == "ok")
+    detail = "; ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
+    return f"cropped {cropped} of {len(rows)} faces" + (f", excluded {detail}" if detail else "")
+
+
+def _tsv_cell(value: str) -> str:
+    return value.replace("\t", " ").replace("\n", " ")

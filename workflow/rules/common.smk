@@ -1,0 +1,60 @@
+# Helpers shared by every stage: config validation, the parse-time export, per-face parameters.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+from likeness import crop as lk_crop
+from likeness import sources as lk_sources
+from likeness.config import validate_config
+from likeness.errors import LikenessError
+
+
+def fail(error):
+    """Stop with one line, not a traceback: the message names the config key or the problem."""
+    sys.exit(f"likeness: {error}")
+
+
+try:
+    validate_config(config)
+    # The job list comes from one quick read-only query while the Snakefile is parsed, so that
+    # `snakemake -n` shows every job (a checkpoint would hide everything behind it).
+    EXPORT = lk_sources.read_export(
+        lk_sources.make_engine(
+            config["source"]["url"],
+            config["source"]["password_env"],
+            config["source"]["option_file"],
+        ),
+        config["person"],
+        config["source"]["url"],
+    )
+except LikenessError as error:
+    fail(error)
+
+ROOTS = {
+    "/": config["source"]["originals"],
+    "sidecar": config["source"]["sidecar"],
+    "import": config["source"]["import"],
+}
+CROP_SETTINGS = lk_crop.CropSettings.from_config(config["crop"])
+
+
+def _face_specs():
+    specs = {}
+    for marker in EXPORT.usable:
+        path, reason = lk_sources.resolve_photo(ROOTS, marker.file_root, marker.file_name)
+        specs[marker.marker_uid] = lk_crop.spec_for(marker, path, reason)
+    return specs
+
+
+FACE_SPECS = _face_specs()
+FACE_UIDS = sorted(FACE_SPECS)
+
+
+wildcard_constraints:
+    uid="[0-9a-z]+",
+
+
+def crop_records(wildcards=None):
+    """Every per-face crop record: what later stages read (a removed marker drops out here)."""
+    return expand("results/crops/{uid}.json", uid=FACE_UIDS)
