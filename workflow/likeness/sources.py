@@ -32,7 +32,9 @@ DEFAULT_PASSWORD_ENV = "LIKENESS_DB_PASSWORD"
 
 
 # -- connection -----------------------------------------------------------------------------------------
-def make_engine(url: str, password_env: str = DEFAULT_PASSWORD_ENV, option_file: str = "") -> sa.Engine:
+def make_engine(
+    url: str, password_env: str = DEFAULT_PASSWORD_ENV, option_file: str = "", lock_timeout: float = 10.0
+) -> sa.Engine:
     """A read-only engine for ``source.url``.
 
     SQLite is opened through a ``file:...?mode=ro`` URI, so not even a journal can be written. MariaDB
@@ -51,13 +53,13 @@ def make_engine(url: str, password_env: str = DEFAULT_PASSWORD_ENV, option_file:
         )
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(parsed.database or "")
+        return _sqlite_engine(parsed.database or "", lock_timeout)
     if backend in ("mysql", "mariadb"):
         return _mysql_engine(parsed, password_env, option_file)
     raise ConfigError("source.url", f"unsupported database '{backend}': use mysql+mysqldb:// or sqlite:///")
 
 
-def _sqlite_engine(database: str) -> sa.Engine:
+def _sqlite_engine(database: str, lock_timeout: float) -> sa.Engine:
     if not database or database == ":memory:":
         raise ConfigError("source.url", "give the path of PhotoPrism's index.db: sqlite:///path/to/index.db")
     path = Path(database).expanduser().resolve()
@@ -66,7 +68,8 @@ def _sqlite_engine(database: str) -> sa.Engine:
     uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
 
     def connect() -> sqlite3.Connection:
-        return sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False)
+        # PhotoPrism may be writing: wait for its lock a while before giving up with a clear message.
+        return sqlite3.connect(uri, uri=True, timeout=lock_timeout, check_same_thread=False)
 
     return sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
 
@@ -339,6 +342,15 @@ def read_export(engine: sa.Engine, person: str, url_for_messages: str = "") -> E
 
 
 # -- where the photo is on disk ----------------------------------------------------------------------------
+def roots_from_config(source_config: Mapping[str, str]) -> dict[str, str]:
+    """PhotoPrism's file_root values and the folders they stand for on this machine."""
+    return {
+        "/": source_config["originals"],
+        "sidecar": source_config.get("sidecar", ""),
+        "import": source_config.get("import", ""),
+    }
+
+
 def resolve_photo(roots: Mapping[str, str], file_root: str, file_name: str) -> tuple[str, str]:
     """(path, '') for a photo inside its root folder, or ('', reason) when it must not or cannot be read.
 
@@ -405,3 +417,10 @@ def export_summary(export: Export) -> str:
         f"{export.subject.name} ({export.subject.uid}): {len(export.markers)} face markers, "
         f"{len(export.usable)} usable" + (f"; excluded {parts}" if parts else "")
     )
+
+
+def run_export_job(export: Export, markers_path: str, neighbours_path: str, log_path: str) -> None:
+    """The export rule's body: the two tables and a one-line summary in the log."""
+    write_tables(export, markers_path, neighbours_path)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(log_path).write_text(export_summary(export) + "\n")

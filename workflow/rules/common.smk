@@ -31,18 +31,16 @@ try:
 except LikenessError as error:
     fail(error)
 
-ROOTS = {
-    "/": config["source"]["originals"],
-    "sidecar": config["source"]["sidecar"],
-    "import": config["source"]["import"],
-}
+ROOTS = lk_sources.roots_from_config(config["source"])
 CROP_SETTINGS = lk_crop.CropSettings.from_config(config["crop"])
 
 
 def _face_specs():
     specs = {}
     for marker in EXPORT.usable:
-        path, reason = lk_sources.resolve_photo(ROOTS, marker.file_root, marker.file_name)
+        path, reason = lk_sources.resolve_photo(
+            ROOTS, marker.file_root, marker.file_name
+        )
         specs[marker.marker_uid] = lk_crop.spec_for(marker, path, reason)
     return specs
 

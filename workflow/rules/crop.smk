@@ -6,14 +6,16 @@
 
 rule crop_face:
     input:
-        photo=lambda wc: [FACE_SPECS[wc.uid]["path"]] if FACE_SPECS[wc.uid]["path"] else [],
+        photo=lambda wc: (
+            [FACE_SPECS[wc.uid]["path"]] if FACE_SPECS[wc.uid]["path"] else []
+        ),
     output:
         record="results/crops/{uid}.json",
+    log:
+        "logs/crop/{uid}.log",
     params:
         face=lambda wc: FACE_SPECS[wc.uid],
         settings=vars(CROP_SETTINGS),
-    log:
-        "logs/crop/{uid}.log",
     run:
         lk_crop.run_job(params.face, CROP_SETTINGS, output.record, log[0])
 

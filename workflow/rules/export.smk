@@ -6,11 +6,10 @@ rule export_markers:
     output:
         markers="results/export/markers.tsv",
         neighbours="results/export/neighbours.tsv",
+    log:
+        "logs/export_markers.log",
     params:
         # A digest, not the rows: params are stored in plain text in .snakemake/metadata.
         digest=lk_sources.export_digest(EXPORT),
-    log:
-        "logs/export_markers.log",
     run:
-        lk_sources.write_tables(EXPORT, output.markers, output.neighbours)
-        Path(log[0]).write_text(lk_sources.export_summary(EXPORT) + "\n")
+        lk_sources.run_export_job(EXPORT, output.markers, output.neighbours, log[0])

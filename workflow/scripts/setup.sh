@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set up likeness on a fresh machine: system libraries, then a virtual environment in .venv/.
+#   bash workflow/scripts/setup.sh          the workflow's packages
+#   bash workflow/scripts/setup.sh --dev    plus what the tests, the demo's stand-in tagger and lint need
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev]"
+
+# mysqlclient compiles against MariaDB's client library; pkg-config finds it.
+missing=()
+pkg-config --exists libmariadb 2>/dev/null || missing+=(libmariadb-dev)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+command -v gcc >/dev/null || missing+=(gcc)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: please install these system packages first: ${missing[*]} (Debian/Ubuntu: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+
+python=""
+for candidate in python3.11 python3; do
+  if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    python=$candidate
+    break
+  fi
+done
+if [ -z "$python" ]; then
+  echo "setup: likeness needs Python 3.11 (python3.11 not found)" >&2
+  exit 1
+fi
+
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+echo "setup: ready (.venv/bin/snakemake)"
