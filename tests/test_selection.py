@@ -425,6 +425,8 @@ def test_changing_the_selection_touches_only_the_changed_files(lib: Library) -> 
     stale_cache.write_bytes(b"old latents")
     dropped_cache = images_dir / f"{order[3]}_1024x1024_sdxl.npz"
     dropped_cache.write_bytes(b"old latents")
+    interrupted = images_dir / f".{order[0]}.jpg.4242.tmp"
+    interrupted.write_bytes(b"half a link")
     before = _images()
 
     # The crop of order[1] is rewritten (atomically, new inode) with new pixels, and top_n shrinks to 3.
@@ -452,6 +454,7 @@ def test_changing_the_selection_touches_only_the_changed_files(lib: Library) -> 
     assert replaced.read_bytes() == crop.read_bytes()
     assert not stale_cache.exists()
     assert caption.read_text() == "ohwx person\n"
+    assert not interrupted.exists()
     assert sorted(p for p in after if p.endswith(".jpg")) == sorted(f"{u}.jpg" for u in kept_uids())
 
 
@@ -475,3 +478,13 @@ def test_copies_when_hard_links_fail_and_keeps_identical_copies(
     selection.run_selection(paths, markers, neighbours, {}, OUT)
     after = _images()
     assert {n: s.st_mtime_ns for n, s in after.items()} == {n: s.st_mtime_ns for n, s in before.items()}
+
+
+def test_choose_breaks_score_ties_by_marker_uid_whatever_the_input_order() -> None:
+    def face(uid: str, phash: str) -> selection.Face:
+        return selection.Face(uid, record={"measurements": {"phash": phash}}, score=0.5)
+
+    faces = [face("m3", "ffffffffffffffff"), face("m1", "0000000000000000"), face("m2", "00000000ffffffff")]
+    chosen = selection.choose(faces, SelectSettings(top_n=2))
+    assert [f.marker_uid for f in chosen] == ["m1", "m2"]
+    assert faces[0].reason_key == "below top_n"

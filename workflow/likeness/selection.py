@@ -697,10 +697,13 @@ def sync_images(wanted: Mapping[str, str], images_dir: str | os.PathLike[str]) -
     name, then rename) or, where the filesystem refuses links, copied atomically. Image files no longer
     wanted are removed, and so are the latent caches sd-scripts keeps beside a removed or replaced
     image (``<stem>_<W>x<H>_sdxl.npz``, ``<stem>.npz``), which would otherwise train on the old pixels.
-    Captions and other files are left to the stages that write them.
+    Captions and other files are left to the stages that write them; temporary files of an interrupted
+    sync (``.*.tmp``) are removed.
     """
     folder = Path(images_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)  # a temporary link or copy from an interrupted run
     present = {p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
     removed = sorted(present - set(wanted))
     for name in removed:
