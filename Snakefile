@@ -13,6 +13,7 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/crop.smk"
+include: "workflow/rules/select.smk"
 
 
 rule all:
@@ -20,3 +21,4 @@ rule all:
     input:
         "results/export/markers.tsv",
         "results/crops/summary.tsv",
+        "results/dataset/manifest.tsv",

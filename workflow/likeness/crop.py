@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import geometry
+from . import geometry, quality
 from .atomic import atomic_write_bytes, atomic_write_json, write_if_changed
 from .imageheader import ImageHeader, read_header
 
@@ -179,8 +179,16 @@ def _crop(spec: dict[str, Any], settings: CropSettings, image_path: str) -> dict
         "native_crop_side": square.side,
         "output_side": out_side,
         "decode_scale": scale,
-        "measurements": measure(pixels, face_in_crop),
+        "measurements": _measure(pixels, face_in_crop),
     }
+
+
+def _measure(pixels: np.ndarray, face_in_crop: tuple[int, int, int, int]) -> dict[str, Any]:
+    """Selection's measurements, computed while the crop is in memory: cached with the crop itself."""
+    try:
+        return quality.measure(pixels, face_in_crop)
+    except ValueError as exc:
+        raise Unusable(f"crop cannot be measured: {exc}") from None
 
 
 def _encode(pixels: np.ndarray, settings: CropSettings) -> bytes:
@@ -190,19 +198,6 @@ def _encode(pixels: np.ndarray, settings: CropSettings) -> bytes:
     if not ok:
         raise Unusable(f"could not encode the crop as {settings.format}")
     return buffer.tobytes()
-
-
-def measure(pixels: np.ndarray, face_in_crop: tuple[int, int, int, int]) -> dict[str, Any]:
-    """Per-face measurements computed while the crop is in memory (see likeness.quality)."""
-    try:
-        from .quality import measure as quality_measure
-    except ImportError:  # the quality module arrives with the selection stage
-        return {}
-    return quality_measure(pixels, face_in_crop)
-
-
-def image_name(uid: str, settings: CropSettings) -> str:
-    return f"{uid}.{settings.format}"
 
 
 def spec_for(marker: Any, path: str, path_reason: str) -> dict[str, Any]:
@@ -265,3 +260,16 @@ def write_summary(record_paths: list[str], table_path: str) -> str:
 
 def _tsv_cell(value: str) -> str:
     return value.replace("\t", " ").replace("\n", " ")
+
+
+# The modules whose code decides a crop's pixels and record. Snakemake's code trigger sees only the
+# rule's own text, so the crop rule carries this digest as a param: changing any of them re-crops.
+_CROP_MODULES = ("crop.py", "geometry.py", "imageheader.py", "quality.py")
+
+
+def code_digest() -> str:
+    package = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in _CROP_MODULES:
+        digest.update((package / name).read_bytes())
+    return digest.hexdigest()[:16]

@@ -53,8 +53,10 @@ from typing import Any
 
 import numpy as np
 
+from likeness import geometry
 from likeness.atomic import atomic_write_bytes, write_if_changed
 from likeness.errors import ConfigError, LikenessError
+from likeness.quality import hamming_distance
 
 # The fixed order of exclusion reasons; the first that applies is the one reported.
 REASON_ORDER = (
@@ -292,15 +294,12 @@ def parse_taken_at(text: str) -> dt.datetime | None:
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 in photo pixels
 
 
-def marker_rect(x: float, y: float, w: float, h: float, width: int, height: int) -> Rect:
-    """PhotoPrism's pixel rectangle of a marker: float32 maths, truncation, clamped to the image."""
-    f32 = np.float32
-    fx, fy, fw, fh = (min(max(f32(v), f32(0)), f32(1)) for v in (x, y, w, h))
-    x0 = int(f32(width) * fx)
-    y0 = int(f32(height) * fy)
-    x1 = int(f32(width) * (fx + fw))
-    y1 = int(f32(height) * (fy + fh))
-    return (max(0, min(x0, width)), max(0, min(y0, height)), max(0, min(x1, width)), max(0, min(y1, height)))
+def marker_rect(x: float, y: float, w: float, h: float, width: int, height: int) -> Rect | None:
+    """PhotoPrism's pixel rectangle of a neighbour marker (likeness.geometry); None when it is unusable."""
+    try:
+        return tuple(geometry.marker_rect(x, y, w, h, width, height).as_list())  # type: ignore[return-value]
+    except geometry.GeometryError:
+        return None
 
 
 def intersect(a: Rect, b: Rect) -> Rect | None:
@@ -362,12 +361,10 @@ def other_face_share(
         if row["marker_uid"] == face_uid:
             continue
         try:
-            rect = marker_rect(
-                float(row["x"]), float(row["y"]), float(row["w"]), float(row["h"]), width, height
-            )
-        except ValueError:
+            rect = marker_rect(float(row["x"]), float(row["y"]), float(row["w"]), float(row["h"]), width, height)
+        except ValueError:  # an empty or non-numeric cell
             continue
-        if area(rect) == 0 or iou(rect, face_box) >= SAME_FACE_IOU:
+        if rect is None or iou(rect, face_box) >= SAME_FACE_IOU:
             continue
         inside = intersect(rect, crop_rect)
         if inside is not None:
@@ -560,7 +557,7 @@ def choose(candidates: list[Face], settings: SelectSettings) -> list[Face]:
     for group in group_duplicates(ordered, settings.duplicate_distance):
         best = group[0]
         for other in group[1:]:
-            distance = _hamming(best.measurements["phash"], other.measurements["phash"])
+            distance = hamming_distance(best.measurements["phash"], other.measurements["phash"])
             other.exclude("duplicate", "", text=f"duplicate of {best.marker_uid} ({distance} bits apart)")
             best.duplicates.append(other.marker_uid)
     per_day: dict[dt.date, int] = {}
@@ -579,10 +576,6 @@ def choose(candidates: list[Face], settings: SelectSettings) -> list[Face]:
             continue
         selected.append(face)
     return selected
-
-
-def _hamming(hash_a: str, hash_b: str) -> int:
-    return (int(hash_a, 16) ^ int(hash_b, 16)).bit_count()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -819,3 +812,19 @@ def run_selection(
     write_if_changed(out / "manifest.tsv", manifest_bytes(selected))
     write_if_changed(out / "excluded.tsv", excluded_bytes([f for f in faces if f.reason_key]))
     return summary_line(len(selected), faces)
+
+
+def run_selection_job(
+    crop_json_paths: Sequence[str],
+    markers_tsv: str,
+    neighbours_tsv: str,
+    cfg: Mapping[str, Any],
+    log_path: str,
+    out_dir: str = "results/dataset",
+) -> str:
+    """The select rule's body: select, then print and log the one summary line of this run."""
+    line = run_selection(crop_json_paths, markers_tsv, neighbours_tsv, cfg, out_dir)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(log_path).write_text(line + "\n")
+    print(f"likeness: {line}", flush=True)
+    return line

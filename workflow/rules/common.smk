@@ -5,6 +5,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from likeness import crop as lk_crop
+from likeness import selection as lk_selection
 from likeness import sources as lk_sources
 from likeness.config import validate_config
 from likeness.errors import LikenessError

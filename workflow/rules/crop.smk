@@ -16,6 +16,7 @@ rule crop_face:
     params:
         face=lambda wc: FACE_SPECS[wc.uid],
         settings=vars(CROP_SETTINGS),
+        code=lk_crop.code_digest(),
     run:
         lk_crop.run_job(params.face, CROP_SETTINGS, output.record, log[0])
 

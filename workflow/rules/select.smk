@@ -1,0 +1,22 @@
+# Choose the training set from all crops: filter, drop near-duplicates, rank, keep the best N.
+# One job reads every crop record (cheap JSON) and writes the manifests; results/dataset/images/ is
+# synced file by file. update(): Snakemake would otherwise delete the manifests before the job runs,
+# and an unchanged manifest must keep its mtime so later stages see nothing new.
+
+
+rule select_faces:
+    input:
+        records=crop_records(),
+        markers="results/export/markers.tsv",
+        neighbours="results/export/neighbours.tsv",
+    output:
+        manifest=update("results/dataset/manifest.tsv"),
+        excluded=update("results/dataset/excluded.tsv"),
+    params:
+        settings=config["select"],
+    log:
+        "logs/select_faces.log",
+    run:
+        lk_selection.run_selection_job(
+            input.records, input.markers, input.neighbours, params.settings, log[0]
+        )
