@@ -252,7 +252,8 @@ def write_summary(record_paths: list[str], table_path: str) -> str:
         )
     lines = ["\t".join(SUMMARY_COLUMNS)] + ["\t".join(_tsv_cell(v) for v in row) for row in rows]
     write_if_changed(table_path, ("\n".join(lines) + "\n").encode("utf-8"))
-    reasons = Counter(row[2] for row in rows if row[1] != "ok")
+    # Count by the reason's kind ("photo missing on disk"), not its per-file detail.
+    reasons = Counter(row[2].split(":")[0] for row in rows if row[1] != "ok")
     cropped = sum(1 for row in rows if row[1] == "ok")
     detail = "; ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
     return f"cropped {cropped} of {len(rows)} faces" + (f", excluded {detail}" if detail else "")
