@@ -1,0 +1,419 @@
+"""Caption stage: preprocessing, stand-in tagger, caption rules, incremental runs, offline error."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cap_reference
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+import yaml
+from cap_fixtures import face_image, write_dataset
+from likeness import captions, standin_tagger, tagger
+from likeness.captions import CaptionRules, CaptionSettings, caption_line, caption_tags, run_captions
+from likeness.errors import ConfigError, LikenessError
+from likeness.tagger import TagTable
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _encode(image: np.ndarray, extension: str) -> bytes:
+    ok, data = cv2.imencode(extension, image)
+    assert ok
+    return data.tobytes()
+
+
+# ------------------------------------------------------------------------------ preprocessing
+
+_RNG = np.random.default_rng(7)
+PREPROCESS_CASES = {
+    # name: (pixels as cv2 writes them, extension, the same pixels as RGB/RGBA/gray for the reference)
+    "landscape_large": _RNG.integers(0, 256, (500, 903, 3), dtype=np.uint8),
+    "portrait_small_odd_padding": _RNG.integers(0, 256, (121, 80, 3), dtype=np.uint8),
+    "grayscale": _RNG.integers(0, 256, (300, 200), dtype=np.uint8),
+    "with_alpha": _RNG.integers(0, 256, (640, 480, 4), dtype=np.uint8),
+    "small_with_alpha": _RNG.integers(0, 256, (60, 90, 4), dtype=np.uint8),
+    "exactly_input_size": _RNG.integers(0, 256, (448, 448, 3), dtype=np.uint8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PREPROCESS_CASES))
+def test_preprocess_matches_independent_implementation(name: str) -> None:
+    pixels = PREPROCESS_CASES[name]  # cv2 order: BGR / BGRA / gray
+    data = _encode(pixels, ".png")  # lossless, so both sides see the same pixels
+    if pixels.ndim == 2:
+        as_pil_sees_it = pixels
+    elif pixels.shape[2] == 4:
+        as_pil_sees_it = pixels[:, :, [2, 1, 0, 3]]
+    else:
+        as_pil_sees_it = pixels[:, :, ::-1]
+    ours = tagger.preprocess(tagger.decode_image(data), 448)
+    expected = cap_reference.reference_tensor(as_pil_sees_it, 448)
+    assert ours.shape == (448, 448, 3) and ours.dtype == np.float32
+    assert float(np.abs(ours - expected).max()) <= 1.0
+    assert float(np.abs(ours - expected).mean()) < 0.05
+
+
+def test_preprocess_is_bgr_padded_white_and_unscaled() -> None:
+    red_strip = np.zeros((100, 448, 3), dtype=np.uint8)
+    red_strip[:, :, 2] = 255  # pure red in cv2's BGR
+    tensor = tagger.preprocess(tagger.decode_image(_encode(red_strip, ".png")))
+    assert tensor[224, 224].tolist() == [0.0, 0.0, 255.0]  # B, G, R: red in the last channel
+    assert tensor[0, 0].tolist() == [255.0, 255.0, 255.0]  # white padding above
+    assert tensor[447, 447].tolist() == [255.0, 255.0, 255.0]  # and below
+
+
+def test_transparent_pixels_become_white() -> None:
+    clear = np.zeros((50, 50, 4), dtype=np.uint8)
+    tensor = tagger.preprocess(tagger.decode_image(_encode(clear, ".png")))
+    assert np.all(tensor == 255.0)
+
+
+def test_unreadable_bytes_decode_to_none() -> None:
+    assert tagger.decode_image(b"not an image") is None
+    assert tagger.decode_image(b"") is None
+
+
+# ------------------------------------------------------------------------------ stand-in model
+
+
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_standin_has_the_real_taggers_interface(tmp_path: Path, dynamic: bool) -> None:
+    folder = standin_tagger.build(tmp_path, dynamic_batch=dynamic)
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    model_input, model_output = session.get_inputs()[0], session.get_outputs()[0]
+    table = tagger.read_tag_table(folder / "selected_tags.csv")
+    assert model_input.name == "input" and model_input.type == "tensor(float)"
+    assert model_input.shape[1:] == [448, 448, 3]
+    assert isinstance(model_input.shape[0], str) == dynamic
+    assert model_output.shape[1] == len(table)
+    assert table.categories[:4] == (9, 9, 9, 9)
+    assert table.names[:4] == ("general", "sensitive", "questionable", "explicit")
+    assert {0, 4} <= set(table.categories)
+    assert {"1girl", "brown_hair", "^_^", "beard"} <= set(table.names)
+
+
+def test_standin_outputs_depend_on_the_image(tmp_path: Path) -> None:
+    folder = standin_tagger.build(tmp_path)
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    batch = np.stack([tagger.preprocess(face_image(seed)) for seed in range(3)])
+    probabilities = session.run(None, {"input": batch})[0]
+    assert probabilities.shape == (3, len(tagger.read_tag_table(folder / "selected_tags.csv")))
+    assert np.all((probabilities > 0) & (probabilities < 1))
+    assert np.abs(probabilities[0] - probabilities[1]).max() > 0.2
+    expected = standin_tagger.reference_probabilities(batch, probabilities.shape[1])
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+
+
+def test_standin_build_keeps_unchanged_files(tmp_path: Path) -> None:
+    folder = standin_tagger.build(tmp_path)
+    before = (folder / "model.onnx").stat().st_mtime_ns
+    os.utime(folder / "model.onnx", ns=(before - 10**9, before - 10**9))
+    standin_tagger.build(tmp_path)
+    assert (folder / "model.onnx").stat().st_mtime_ns == before - 10**9
+
+
+# ------------------------------------------------------------------------------ caption rules
+
+TABLE = TagTable(
+    names=("general", "sensitive", "questionable", "explicit", "1girl", "brown_hair", "smile", "^_^",
+           "long_hair", "beard", "looking_at_viewer", "hatsune_miku", "hakurei_reimu"),
+    categories=(9, 9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 4, 4),
+)  # fmt: skip
+
+
+def _probs(**by_name: float) -> np.ndarray:
+    vector = np.zeros(len(TABLE), dtype=np.float32)
+    for name, value in by_name.items():
+        vector[TABLE.names.index(name.replace("CARET", "^_^"))] = value
+    return vector
+
+
+def test_thresholds_are_inclusive_and_per_category() -> None:
+    rules = CaptionRules(general_threshold=0.35, character_threshold=0.85)
+    probs = _probs(smile=0.35, long_hair=0.3499, hatsune_miku=0.85, hakurei_reimu=0.84)
+    assert caption_tags(probs, TABLE, rules) == ["smile", "hatsune miku"]
+
+
+def test_character_tag_high_above_general_threshold_needs_its_own() -> None:
+    rules = CaptionRules(general_threshold=0.2, character_threshold=0.9)
+    assert caption_tags(_probs(hakurei_reimu=0.5), TABLE, rules) == []
+
+
+def test_tags_keep_the_taggers_order_not_probability_order() -> None:
+    probs = _probs(looking_at_viewer=0.99, smile=0.4, **{"1girl": 0.6}, hatsune_miku=0.9)
+    assert caption_tags(probs, TABLE, CaptionRules()) == [
+        "1girl",
+        "smile",
+        "looking at viewer",
+        "hatsune miku",
+    ]
+
+
+def test_underscores_follow_remove_underscore() -> None:
+    probs = _probs(long_hair=0.9, CARET=0.9)
+    # tagger order: "^_^" comes before long_hair; short tags (kaomoji) keep their underscore
+    assert caption_tags(probs, TABLE, CaptionRules()) == ["^_^", "long hair"]
+    assert caption_tags(probs, TABLE, CaptionRules(remove_underscore=False)) == ["^_^", "long_hair"]
+
+
+def test_exclusions_match_either_spelling_and_the_replacement() -> None:
+    settings = CaptionSettings.from_config(
+        {"exclude_tags": ["Looking at viewer", "grin"], "replace_tags": {"smile": "grin", "1girl": "woman"},
+         "prune_traits": False}
+    )  # fmt: skip
+    probs = _probs(smile=0.9, looking_at_viewer=0.9, **{"1girl": 0.9})
+    assert caption_tags(probs, TABLE, CaptionRules.from_settings(settings)) == ["woman"]
+
+
+def test_replacement_keeps_the_tags_position() -> None:
+    settings = CaptionSettings.from_config({"replace_tags": {"1girl": "woman"}})
+    probs = _probs(smile=0.9, **{"1girl": 0.9})
+    assert caption_tags(probs, TABLE, CaptionRules.from_settings(settings)) == ["woman", "smile"]
+
+
+def test_trait_pruning_uses_the_documented_list() -> None:
+    probs = _probs(brown_hair=0.9, beard=0.9, long_hair=0.9, smile=0.9)
+    pruned = CaptionRules.from_settings(CaptionSettings.from_config({}))
+    kept = CaptionRules.from_settings(CaptionSettings.from_config({"prune_traits": False}))
+    assert caption_tags(probs, TABLE, pruned) == ["smile", "long hair"]
+    assert caption_tags(probs, TABLE, kept) == ["brown hair", "smile", "long hair", "beard"]
+
+
+def test_trait_list_file_is_documented_and_holds_only_fixed_traits() -> None:
+    path = REPO_ROOT / "resources" / "tagger" / "trait_tags.txt"
+    text = path.read_text(encoding="utf-8")
+    traits = captions.read_trait_tags(path)
+    assert text.startswith("#") and "prune_traits" in text
+    assert {"brown hair", "blue eyes", "beard", "freckles"} <= traits
+    assert not {"long hair", "smile", "glasses", "1girl"} & traits
+
+
+def test_custom_trait_file(tmp_path: Path) -> None:
+    custom = tmp_path / "traits.txt"
+    custom.write_text("# only the beard\nbeard\n", encoding="utf-8")
+    rules = CaptionRules.from_settings(CaptionSettings.from_config({"trait_tags_file": str(custom)}))
+    assert caption_tags(_probs(brown_hair=0.9, beard=0.9), TABLE, rules) == ["brown hair"]
+
+
+def test_rating_is_off_by_default_and_last_when_on() -> None:
+    probs = _probs(general=0.2, sensitive=0.7, smile=0.9)
+    assert caption_tags(probs, TABLE, CaptionRules()) == ["smile"]
+    assert caption_tags(probs, TABLE, CaptionRules(include_rating=True)) == ["smile", "sensitive"]
+
+
+def test_caption_line_puts_trigger_and_class_word_first_without_duplicates() -> None:
+    assert caption_line("ohwx", "man", ["man", "smile", "smile"]) == "ohwx, man, smile"
+    assert caption_line("ohwx", "", ["smile"]) == "ohwx, smile"
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"general_threshold": 1.5}, "caption.general_threshold"),
+        ({"character_threshold": "high"}, "caption.character_threshold"),
+        ({"batch_size": 0}, "caption.batch_size"),
+        ({"exclude_tags": "smile"}, "caption.exclude_tags"),
+        ({"replace_tags": {"smile": ""}}, "caption.replace_tags"),
+        ({"provider": "tpu"}, "caption.provider"),
+        ({"standin": "yes"}, "caption.standin"),
+        ({"class_word": "a, b"}, "caption.class_word"),
+        ({"treshold": 0.3}, "caption.treshold"),
+    ],
+)
+def test_bad_config_names_the_key(section: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        CaptionSettings.from_config(section)
+    assert caught.value.key == key
+    assert "\n" not in str(caught.value)
+
+
+def test_schema_defaults_match_the_code() -> None:
+    schema = yaml.safe_load((REPO_ROOT / "workflow" / "schemas" / "caption.schema.yaml").read_text())
+    defaults = CaptionSettings()
+    assert schema["additionalProperties"] is False
+    for name, spec in schema["properties"].items():
+        assert spec.get("description"), name
+        expected = getattr(defaults, name)
+        if isinstance(expected, tuple):
+            expected = dict(expected) if name == "replace_tags" else list(expected)
+        assert spec["default"] == expected, name
+    assert set(schema["properties"]) == set(CaptionSettings.__dataclass_fields__) - {"extra"}
+    assert CaptionSettings.from_config({k: v["default"] for k, v in schema["properties"].items()}) == defaults
+
+
+# ------------------------------------------------------------------------------ the stage
+
+
+def _run(root: Path, manifest: Path, images: Path, section: dict, log: list[str] | None = None) -> dict:
+    lines = log if log is not None else []
+    summary = run_captions(
+        manifest, images, root / "cache", {"standin": True, **section}, "ohwx",
+        root / "results" / "captions" / "captions.tsv", root / "results" / "captions" / "stats.json",
+        log=lines.append,
+    )  # fmt: skip
+    stats = json.loads((root / "results" / "captions" / "stats.json").read_text())
+    stats["summary"] = summary
+    return stats
+
+
+def test_captions_are_written_and_incremental(tmp_path: Path) -> None:
+    manifest, images = write_dataset(tmp_path, ["a1", "b2", "c3"])
+    log: list[str] = []
+    first = _run(tmp_path, manifest, images, {"batch_size": 2}, log)
+    assert first["model_runs"] == 3 and "model ran on 3 images" in first["summary"]
+    assert any("provider CPUExecutionProvider" in line for line in log)
+    assert any("tagged 3/3 images" in line and "ETA" in line for line in log)
+    for uid in ("a1", "b2", "c3"):
+        assert (images / f"{uid}.txt").read_text(encoding="utf-8").startswith("ohwx, person, ")
+    table = (tmp_path / "results" / "captions" / "captions.tsv").read_text(encoding="utf-8").splitlines()
+    assert table[0] == "marker_uid\tcaption" and [row.split("\t")[0] for row in table[1:]] == [
+        "a1",
+        "b2",
+        "c3",
+    ]
+    assert len(list((tmp_path / "cache").glob("wd14-*/*.npy"))) == 3
+
+    # Two more faces: the model runs on those two only; unchanged captions keep their mtime.
+    old_stamp = (images / "a1.txt").stat().st_mtime_ns
+    manifest, images = write_dataset(tmp_path, ["a1", "b2", "c3", "d4", "e5"])
+    second = _run(tmp_path, manifest, images, {})
+    assert second["model_runs"] == 2 and second["from_cache"] == 3
+    assert (images / "a1.txt").stat().st_mtime_ns == old_stamp
+
+    # A different threshold rewrites captions from the stored probabilities: no model run.
+    before = (images / "a1.txt").read_text(encoding="utf-8")
+    third = _run(tmp_path, manifest, images, {"general_threshold": 0.9})
+    assert third["model_runs"] == 0 and "model ran on 0 images" in third["summary"]
+    after = (images / "a1.txt").read_text(encoding="utf-8")
+    assert after != before and len(after.split(", ")) < len(before.split(", "))
+
+
+def test_captions_equal_rules_applied_to_the_stored_probabilities(tmp_path: Path) -> None:
+    manifest, images = write_dataset(tmp_path, ["a1", "b2"])
+    section = {"general_threshold": 0.5, "exclude_tags": ["solo"]}
+    stats = _run(tmp_path, manifest, images, section)
+    folder = tmp_path / "cache" / captions.STANDIN_DIR
+    table = tagger.read_tag_table(folder / "selected_tags.csv")
+    rules = CaptionRules.from_settings(CaptionSettings.from_config({"standin": True, **section}))
+    for uid in ("a1", "b2"):
+        data = (images / f"{uid}.jpg").read_bytes()
+        session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        probs = session.run(None, {"input": tagger.preprocess(tagger.decode_image(data))[None]})[0][0]
+        expected = caption_line("ohwx", "person", caption_tags(probs, table, rules))
+        assert (images / f"{uid}.txt").read_text(encoding="utf-8") == expected + "\n"
+    assert stats["captioned"] == 2
+
+
+def test_model_loads_once_and_runs_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest, images = write_dataset(tmp_path, [f"f{i}" for i in range(5)])
+    loads: list[Path] = []
+    batches: list[int] = []
+    real_load = tagger.load_tagger
+
+    def counting_load(path: Path, preference: str, log) -> tagger.LoadedTagger:
+        loads.append(path)
+        loaded = real_load(path, preference, log)
+        real_predict = loaded.predict
+        loaded.predict = lambda batch: (batches.append(batch.shape[0]), real_predict(batch))[1]  # type: ignore[method-assign]
+        return loaded
+
+    monkeypatch.setattr(tagger, "load_tagger", counting_load)
+    _run(tmp_path, manifest, images, {"batch_size": 2})
+    assert len(loads) == 1 and batches == [2, 2, 1]
+    _run(tmp_path, manifest, images, {"character_threshold": 0.5})
+    assert len(loads) == 1  # everything stored: the model is not even loaded
+
+
+def test_fixed_batch_model_runs_one_image_at_a_time(tmp_path: Path) -> None:
+    fixed = standin_tagger.build(tmp_path / "fixed", dynamic_batch=False)
+    loaded = tagger.load_tagger(fixed / "model.onnx", "cpu", lambda line: None)
+    batch = np.stack([tagger.preprocess(face_image(seed)) for seed in range(3)])
+    assert loaded.fixed_batch == 1
+    dynamic = tagger.load_tagger(
+        standin_tagger.build(tmp_path / "dyn") / "model.onnx", "cpu", lambda line: None
+    )
+    assert dynamic.fixed_batch is None
+    np.testing.assert_allclose(loaded.predict(batch), dynamic.predict(batch), atol=1e-5)
+
+
+def test_model_dir_is_used_and_keys_the_cache(tmp_path: Path) -> None:
+    manifest, images = write_dataset(tmp_path, ["a1"])
+    model_dir = standin_tagger.build(tmp_path / "my-model", dynamic_batch=False)
+    stats = _run(tmp_path, manifest, images, {"standin": False, "model_dir": str(model_dir)})
+    assert stats["model"] == f"folder {model_dir}" and stats["model_runs"] == 1
+    standin_stats = _run(tmp_path, manifest, images, {})
+    assert standin_stats["model_key"] != stats["model_key"] and standin_stats["model_runs"] == 1
+
+
+def test_model_dir_without_files_is_a_config_error(tmp_path: Path) -> None:
+    manifest, images = write_dataset(tmp_path, ["a1"])
+    with pytest.raises(ConfigError) as caught:
+        _run(tmp_path, manifest, images, {"standin": False, "model_dir": str(tmp_path / "empty")})
+    assert caught.value.key == "caption.model_dir"
+
+
+def test_deselected_faces_lose_their_caption_but_nothing_else_is_removed(tmp_path: Path) -> None:
+    manifest, images = write_dataset(tmp_path, ["a1", "b2", "c3"])
+    _run(tmp_path, manifest, images, {})
+    (images / "notes.md").write_text("keep me", encoding="utf-8")
+    manifest, images = write_dataset(tmp_path, ["a1", "c3"])
+    stats = _run(tmp_path, manifest, images, {})
+    assert not (images / "b2.txt").exists() and stats["sidecars_removed"] == 1
+    assert (images / "b2.jpg").exists() and (images / "notes.md").exists()
+    assert (images / "a1.txt").exists() and (images / "c3.txt").exists()
+
+
+def test_unreadable_and_missing_images_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    manifest, images = write_dataset(tmp_path, ["a1", "b2"])
+    (images / "b2.jpg").write_bytes(b"truncated")
+    with manifest.open("a", encoding="utf-8") as handle:
+        handle.write("gone\tresults/crops/gone.jpg\tdeadbeef\t0.5\n")
+    log: list[str] = []
+    stats = _run(tmp_path, manifest, images, {}, log)
+    reasons = {item["marker_uid"]: item["reason"] for item in stats["skipped"]}
+    assert set(reasons) == {"b2", "gone"} and "not a readable image" in reasons["b2"]
+    assert stats["captioned"] == 1 and stats["model_runs"] == 1 and (images / "a1.txt").exists()
+    assert any(line.startswith("caption: skipped face gone") for line in log)
+
+
+def test_trigger_must_be_a_single_caption_word(tmp_path: Path) -> None:
+    manifest, images = write_dataset(tmp_path, ["a1"])
+    with pytest.raises(ConfigError) as caught:
+        run_captions(manifest, images, tmp_path / "cache", {"standin": True}, "ohwx, person",
+                     tmp_path / "captions.tsv", log=lambda line: None)  # fmt: skip
+    assert caught.value.key == "trigger"
+
+
+def test_offline_without_cached_model_is_one_line_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # no network in tests, on any machine
+    manifest, images = write_dataset(tmp_path, ["a1"])
+    with pytest.raises(LikenessError) as caught:
+        run_captions(
+            manifest, images, tmp_path / "cache", {"hub_cache": str(tmp_path / "hub")}, "ohwx",
+            tmp_path / "captions.tsv", log=lambda line: None,
+        )  # fmt: skip
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "SmilingWolf/wd-vit-tagger-v3" in message and "'caption.model_dir'" in message
+    assert not (images / "a1.txt").exists()
+
+
+def test_provider_choice() -> None:
+    assert tagger.choose_providers("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider", "CPUExecutionProvider"
+    ]  # fmt: skip
+    assert tagger.choose_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert tagger.choose_providers("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        "CPUExecutionProvider"
+    ]
+    with pytest.raises(ConfigError):
+        tagger.choose_providers("cuda", ["CPUExecutionProvider"])
