@@ -14,6 +14,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/crop.smk"
 include: "workflow/rules/select.smk"
+include: "workflow/rules/caption.smk"
 
 
 rule all:
@@ -22,3 +23,4 @@ rule all:
         "results/export/markers.tsv",
         "results/crops/summary.tsv",
         "results/dataset/manifest.tsv",
+        "results/captions/captions.tsv",

@@ -334,9 +334,7 @@ def test_fixed_batch_model_runs_one_image_at_a_time(tmp_path: Path) -> None:
     loaded = tagger.load_tagger(fixed / "model.onnx", "cpu", lambda line: None)
     batch = np.stack([tagger.preprocess(face_image(seed)) for seed in range(3)])
     assert loaded.fixed_batch == 1
-    dynamic = tagger.load_tagger(
-        standin_tagger.build(tmp_path / "dyn") / "model.onnx", "cpu", lambda line: None
-    )
+    dynamic = tagger.load_tagger(standin_tagger.build(tmp_path / "dyn") / "model.onnx", "cpu", lambda line: None)
     assert dynamic.fixed_batch is None
     np.testing.assert_allclose(loaded.predict(batch), dynamic.predict(batch), atol=1e-5)
 
@@ -412,8 +410,6 @@ def test_provider_choice() -> None:
         "CUDAExecutionProvider", "CPUExecutionProvider"
     ]  # fmt: skip
     assert tagger.choose_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-    assert tagger.choose_providers("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
-        "CPUExecutionProvider"
-    ]
+    assert tagger.choose_providers("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     with pytest.raises(ConfigError):
         tagger.choose_providers("cuda", ["CPUExecutionProvider"])

@@ -458,9 +458,7 @@ def test_changing_the_selection_touches_only_the_changed_files(lib: Library) -> 
     assert sorted(p for p in after if p.endswith(".jpg")) == sorted(f"{u}.jpg" for u in kept_uids())
 
 
-def test_copies_when_hard_links_fail_and_keeps_identical_copies(
-    lib: Library, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_copies_when_hard_links_fail_and_keeps_identical_copies(lib: Library, monkeypatch: pytest.MonkeyPatch) -> None:
     uids = [add_distinct(lib, seed) for seed in (1, 2)]
     paths, markers, neighbours = lib.write()
 

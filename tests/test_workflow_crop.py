@@ -108,6 +108,8 @@ def test_config_errors_are_one_line_naming_the_key(workflow):
     assert result.stderr.strip().splitlines()[-1] == "likeness: config key 'crop.size': 'big' is not of type integer"
     write_config(workdir, library.root, person="Nobody")
     result = snakemake(workdir, "-n", check=False)
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "likeness: config key 'person': no PhotoPrism subject is named 'Nobody'; closest:"
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("likeness: config key 'person': no PhotoPrism subject is named 'Nobody'; closest:")
     )

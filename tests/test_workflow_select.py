@@ -75,6 +75,8 @@ def test_selection_is_incremental_and_stable(tmp_path):
     assert uids_of(jobs, "crop_face") == {photo.faces[0].uid}
     assert "select_faces" in jobs
     snakemake(workdir, "--cores", "2")
-    assert photo.faces[0].uid in (workdir / "results" / "dataset" / "manifest.tsv").read_text() + (
-        workdir / "results" / "dataset" / "excluded.tsv"
-    ).read_text()
+    assert (
+        photo.faces[0].uid
+        in (workdir / "results" / "dataset" / "manifest.tsv").read_text()
+        + (workdir / "results" / "dataset" / "excluded.tsv").read_text()
+    )

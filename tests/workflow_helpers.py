@@ -49,8 +49,9 @@ def write_config(workdir: Path, library_root: Path, person: str = "Zoë O'Brien"
     return config
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
-              timeout: float = 600) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """``snakemake ARGS`` in ``workdir`` with this interpreter's snakemake; the profile applies."""
     full_env = {**os.environ, **(env or {})}
     full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env.get('PATH', '')}"

@@ -102,9 +102,7 @@ class CaptionSettings:
                 raise ConfigError("caption.provider", f"expected one of {', '.join(PROVIDERS)}")
             values["provider"] = section["provider"]
         if "class_word" in section:
-            values["class_word"] = _caption_word(
-                section["class_word"], "caption.class_word", allow_empty=True
-            )
+            values["class_word"] = _caption_word(section["class_word"], "caption.class_word", allow_empty=True)
         if "exclude_tags" in section:
             values["exclude_tags"] = _tag_list(section["exclude_tags"], "exclude_tags")
         if "replace_tags" in section:
@@ -339,9 +337,7 @@ def collect_faces(rows: Sequence[Mapping[str, str]], images_dir: Path) -> tuple[
         seen.add(uid)
         path = _face_image(uid, row, images_dir)
         if path is None:
-            skipped.append(
-                Skipped(uid, f"no image {images_dir / (uid + '.jpg')} nor crop {row.get('image')!r}")
-            )
+            skipped.append(Skipped(uid, f"no image {images_dir / (uid + '.jpg')} nor crop {row.get('image')!r}"))
             continue
         try:
             data = path.read_bytes()
@@ -449,9 +445,7 @@ def run_captions(
     (None: ``caption.cache_dir``) keeps the probabilities and survives ``--delete-all-output``."""
     settings = CaptionSettings.from_config(cfg)
     trigger_word = _caption_word(trigger, "trigger", allow_empty=False)
-    word = (
-        settings.class_word if class_word is None else _caption_word(class_word, "caption.class_word", True)
-    )
+    word = settings.class_word if class_word is None else _caption_word(class_word, "caption.class_word", True)
     rules = CaptionRules.from_settings(settings)
     images_root = Path(images_dir)
     cache_root = Path(cache_dir if cache_dir is not None else settings.cache_dir)
@@ -503,9 +497,7 @@ def run_captions(
     for item in skipped:
         log(f"caption: skipped face {item.uid or '(no uid)'}: {item.reason}")
 
-    atomic_write_text(
-        captions_tsv, "marker_uid\tcaption\n" + "".join(f"{uid}\t{text}\n" for uid, text in rows)
-    )
+    atomic_write_text(captions_tsv, "marker_uid\tcaption\n" + "".join(f"{uid}\t{text}\n" for uid, text in rows))
     stats = {
         "faces": len(faces) + len(skipped),
         "captioned": len(rows),
@@ -527,3 +519,16 @@ def run_captions(
         summary += f", {len(skipped)} skipped"
     log(f"caption: {summary}")
     return summary
+
+
+def run_captions_job(
+    manifest_tsv: str,
+    cfg: Mapping[str, Any],
+    trigger: str,
+    captions_tsv: str,
+    stats_json: str,
+    log: Log = print,
+    images_dir: str = "results/dataset/images",
+) -> str:
+    """The caption rule's body: captions next to the dataset images, progress and summary in the log."""
+    return run_captions(manifest_tsv, images_dir, None, cfg, trigger, captions_tsv, stats_json, log=log)

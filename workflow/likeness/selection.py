@@ -139,9 +139,7 @@ class SelectSettings:
         settings = cls(
             top_n=_int_setting(values, "top_n", cls.top_n, minimum=1),
             min_crop_side=_int_setting(values, "min_crop_side", cls.min_crop_side, minimum=1),
-            max_other_face_share=_number_setting(
-                values, "max_other_face_share", cls.max_other_face_share, 0, 1
-            ),
+            max_other_face_share=_number_setting(values, "max_other_face_share", cls.max_other_face_share, 0, 1),
             min_sharpness=_number_setting(values, "min_sharpness", cls.min_sharpness, 0, None),
             brightness_min=_number_setting(values, "brightness_min", cls.brightness_min, 0, 255),
             brightness_max=_number_setting(values, "brightness_max", cls.brightness_max, 0, 255),
@@ -160,9 +158,7 @@ class SelectSettings:
         return settings
 
 
-def _int_setting(
-    values: Mapping[str, Any], key: str, default: int, minimum: int, maximum: int | None = None
-) -> int:
+def _int_setting(values: Mapping[str, Any], key: str, default: int, minimum: int, maximum: int | None = None) -> int:
     value = values.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"select.{key}", f"must be a whole number, got {value!r}")
@@ -459,9 +455,7 @@ def apply_filters(face: Face, settings: SelectSettings) -> None:
         face.exclude("too small", f"native crop {crop_side} px < {settings.min_crop_side}")
     share = face.other_face_share or 0.0
     if share > settings.max_other_face_share:
-        face.exclude(
-            "crowded", f"other faces cover {share:.3f} of the crop > {settings.max_other_face_share}"
-        )
+        face.exclude("crowded", f"other faces cover {share:.3f} of the crop > {settings.max_other_face_share}")
     if m["sharpness"] < settings.min_sharpness:
         face.exclude("blurred", f"sharpness {m['sharpness']:.1f} < {settings.min_sharpness}")
     if m["brightness"] < settings.brightness_min:

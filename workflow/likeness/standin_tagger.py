@@ -75,9 +75,7 @@ def build_model_bytes(n_tags: int, dynamic_batch: bool = True, input_size: int =
     weights, bias = standin_weights(n_tags)
     nodes = [
         helper.make_node("Transpose", [INPUT_NAME], ["nchw"], perm=[0, 3, 1, 2]),
-        helper.make_node(
-            "AveragePool", ["nchw"], ["quadrants"], kernel_shape=[half, half], strides=[half, half]
-        ),
+        helper.make_node("AveragePool", ["nchw"], ["quadrants"], kernel_shape=[half, half], strides=[half, half]),
         helper.make_node("Flatten", ["quadrants"], ["features"], axis=1),
         helper.make_node("Mul", ["features", "inv255"], ["unit"]),
         helper.make_node("Sub", ["unit", "half"], ["centred"]),
@@ -98,9 +96,7 @@ def build_model_bytes(n_tags: int, dynamic_batch: bool = True, input_size: int =
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [batch, n_tags])],
         initializers,
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="likeness-standin"
-    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="likeness-standin")
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
     return model.SerializeToString()

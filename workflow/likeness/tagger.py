@@ -38,8 +38,7 @@ PREPROCESS_VERSION = "sd-scripts-v0.10.1-wd14"
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 OFFLINE_HINT = (
-    "set config key 'caption.model_dir' to a folder with model.onnx and selected_tags.csv, "
-    "or run once with network"
+    "set config key 'caption.model_dir' to a folder with model.onnx and selected_tags.csv, or run once with network"
 )
 
 
@@ -65,9 +64,7 @@ def read_tag_table(path: str | os.PathLike[str]) -> TagTable:
     except OSError as exc:
         raise LikenessError(f"cannot read tag list {path}: {exc.strerror or exc}") from exc
     if not rows or [cell.strip() for cell in rows[0][:3]] != ["tag_id", "name", "category"]:
-        raise LikenessError(
-            f"{path} is not a WD14 selected_tags.csv (expected header tag_id,name,category,...)"
-        )
+        raise LikenessError(f"{path} is not a WD14 selected_tags.csv (expected header tag_id,name,category,...)")
     names: list[str] = []
     categories: list[int] = []
     for line_number, row in enumerate(rows[1:], start=2):
@@ -134,9 +131,7 @@ def pad_to_square_white(image: np.ndarray) -> np.ndarray:
     size = max(height, width)
     pad_x, pad_y = size - width, size - height
     left, top = pad_x // 2, pad_y // 2
-    return np.pad(
-        image, ((top, pad_y - top), (left, pad_x - left), (0, 0)), mode="constant", constant_values=255
-    )
+    return np.pad(image, ((top, pad_y - top), (left, pad_x - left), (0, 0)), mode="constant", constant_values=255)
 
 
 _PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point precision for 8-bit resampling
@@ -232,9 +227,7 @@ def _hub_file(repo_id: str, revision: str | None, filename: str, hub_cache: str 
     )
 
     try:
-        return hf_hub_download(
-            repo_id, filename, revision=revision, cache_dir=hub_cache, local_files_only=True
-        )
+        return hf_hub_download(repo_id, filename, revision=revision, cache_dir=hub_cache, local_files_only=True)
     except LocalEntryNotFoundError:
         pass  # not cached yet: download below
     except Exception as exc:  # a malformed repo id or revision, a broken cache
@@ -325,9 +318,7 @@ def choose_providers(preference: str, available: list[str]) -> list[str]:
     """Providers to ask ONNX Runtime for, best first; CPU always closes the list."""
     if preference == "cpu" or CUDA_PROVIDER not in available:
         if preference == "cuda":
-            raise ConfigError(
-                "caption.provider", "'cuda' asked for, but this onnxruntime has no CUDA provider"
-            )
+            raise ConfigError("caption.provider", "'cuda' asked for, but this onnxruntime has no CUDA provider")
         return [CPU_PROVIDER]
     return [CUDA_PROVIDER, CPU_PROVIDER]
 
@@ -347,9 +338,7 @@ class LoadedTagger:
         count = batch.shape[0]
         if self.fixed_batch is not None and count != self.fixed_batch:
             if count > self.fixed_batch:
-                parts = [
-                    self.predict(batch[i : i + self.fixed_batch]) for i in range(0, count, self.fixed_batch)
-                ]
+                parts = [self.predict(batch[i : i + self.fixed_batch]) for i in range(0, count, self.fixed_batch)]
                 return np.concatenate(parts)
             padding = np.zeros((self.fixed_batch - count, *batch.shape[1:]), dtype=batch.dtype)
             batch = np.concatenate([batch, padding])

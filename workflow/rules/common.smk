@@ -1,9 +1,12 @@
 # Helpers shared by every stage: config validation, the parse-time export, per-face parameters.
 import sys
+
+from snakemake.exceptions import WorkflowError
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
+from likeness import captions as lk_captions
 from likeness import crop as lk_crop
 from likeness import selection as lk_selection
 from likeness import sources as lk_sources
@@ -14,6 +17,26 @@ from likeness.errors import LikenessError
 def fail(error):
     """Stop with one line, not a traceback: the message names the config key or the problem."""
     sys.exit(f"likeness: {error}")
+
+
+def run_logged(log_path, job, *args):
+    """Run a stage's job with its progress lines going to the log (and the console, prefixed).
+
+    A LikenessError becomes the job's one-line error message, written to the log too.
+    """
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8") as handle:
+
+        def log(line):
+            handle.write(line + "\n")
+            handle.flush()
+            print(f"likeness: {line}", flush=True)
+
+        try:
+            return job(*args, log=log)
+        except LikenessError as error:
+            handle.write(f"error: {error}\n")
+            raise WorkflowError(f"likeness: {error}") from None
 
 
 try:

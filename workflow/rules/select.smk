@@ -12,10 +12,10 @@ rule select_faces:
     output:
         manifest=update("results/dataset/manifest.tsv"),
         excluded=update("results/dataset/excluded.tsv"),
-    params:
-        settings=config["select"],
     log:
         "logs/select_faces.log",
+    params:
+        settings=config["select"],
     run:
         lk_selection.run_selection_job(
             input.records, input.markers, input.neighbours, params.settings, log[0]
