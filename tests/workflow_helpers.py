@@ -39,6 +39,8 @@ def write_config(workdir: Path, library_root: Path, person: str = "Zoë O'Brien"
             "sidecar": str(library_root / "storage" / "sidecar"),
         },
         "crop": {"size": 256},
+        # The offline stand-in tagger, with its caches inside the test's folder.
+        "caption": {"standin": True, "cache_dir": str(workdir / "cache" / "captions")},
     }
     for key, value in sections.items():
         if isinstance(value, dict):

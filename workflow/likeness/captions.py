@@ -451,6 +451,8 @@ def run_captions(
     cache_root = Path(cache_dir if cache_dir is not None else settings.cache_dir)
 
     faces, skipped = collect_faces(read_manifest(manifest_tsv), images_root)
+    if not faces:  # nothing selected: no model needed, only stale sidecars to clear
+        return _no_faces(images_root, cache_root, captions_tsv, stats_json, skipped, log)
     files = locate_model(settings, cache_root, log)
     table = tagger.read_tag_table(files.tags_path)
     key = tagger.model_key(files, cache_root / HASH_MEMO)
@@ -517,6 +519,37 @@ def run_captions(
     summary = f"captioned {len(rows)} faces, model ran on {model_runs} images, provider {provider}"
     if skipped:
         summary += f", {len(skipped)} skipped"
+    log(f"caption: {summary}")
+    return summary
+
+
+def _no_faces(
+    images_root: Path,
+    cache_root: Path,
+    captions_tsv: str | os.PathLike[str],
+    stats_json: str | os.PathLike[str] | None,
+    skipped: list,
+    log: Log,
+) -> str:
+    record_path = cache_root / SIDECAR_RECORD
+    removed = _remove_stale_sidecars(images_root, record_path, set(), log)
+    atomic_write_json(record_path, {"images_dir": str(images_root), "uids": []})
+    atomic_write_text(captions_tsv, "marker_uid\tcaption\n")
+    if stats_json is not None:
+        atomic_write_json(
+            stats_json,
+            {
+                "faces": len(skipped),
+                "captioned": 0,
+                "model_runs": 0,
+                "from_cache": 0,
+                "captions_changed": 0,
+                "sidecars_removed": removed,
+                "provider": "none",
+                "skipped": [{"marker_uid": i.uid, "reason": i.reason} for i in skipped],
+            },
+        )
+    summary = "captioned 0 faces: the training set is empty"
     log(f"caption: {summary}")
     return summary
 
