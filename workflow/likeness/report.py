@@ -190,6 +190,8 @@ def fit_image(image: np.ndarray, tile: int) -> np.ndarray:
 def _read_tile_image(path: PathLike | None, tile: int) -> np.ndarray | None:
     if path is None or str(path) == "":
         return None
+    if not Path(path).is_file():  # checked first: OpenCV would print a warning for every missing file
+        return None
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         return None
@@ -607,7 +609,8 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
         return [low]
     raw = (high - low) / max(1, count)
     power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    # The round step nearest (in ratio) to an even split gives between about count/2 and 2*count ticks.
+    step = min((m * power for m in (1, 2, 5, 10)), key=lambda candidate: abs(math.log(candidate / raw)))
     first = math.floor(low / step) * step
     ticks = []
     value = first
