@@ -1,0 +1,539 @@
+"""The report's figures (contact sheets, charts, estimate, loss curve, samples) and the report itself."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from likeness import report
+from rep_helpers import (
+    COLOURS,
+    EXCLUDED_COLUMNS,
+    MANIFEST_COLUMNS,
+    sample_name,
+    solid_png,
+    textured_jpeg,
+    tqdm_log,
+    write_table,
+)
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _read(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None, path
+    return image
+
+
+def _colour_mask(image: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    return np.all(image == np.array(colour, dtype=np.uint8), axis=2)
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x, y, width, height) of the True pixels."""
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+
+def _is_background(region: np.ndarray) -> np.ndarray:
+    return _colour_mask(region, report.BACKGROUND)
+
+
+def _ink(region: np.ndarray) -> int:
+    """Pixels of (anti-aliased) text: much darker than the background and the placeholder grey."""
+    return int((region.astype(int).sum(axis=2) < 3 * 120).sum())
+
+
+# ---------------------------------------------------------------------------------------------------
+# contact_sheet
+
+
+def test_sheet_places_every_tile_once_in_order(tmp_path):
+    tile, columns = 48, 3
+    paths = [solid_png(tmp_path / f"c{i}.png", colour) for i, colour in enumerate(COLOURS)]
+    tiles = [(path, [f"tile {i}", "second line"]) for i, path in enumerate(paths)]
+    size = report.contact_sheet(tiles, tmp_path / "sheet.png", columns=columns, tile=tile)
+    sheet = _read(tmp_path / "sheet.png")
+    assert size == (sheet.shape[1], sheet.shape[0])
+
+    layout = report.sheet_layout(len(tiles), columns, tile, lines=2)
+    assert (layout.width, layout.height) == size
+    origins = []
+    for index, colour in enumerate(COLOURS):
+        mask = _colour_mask(sheet, colour)
+        # Each colour fills exactly one whole tile: nothing clipped, nothing drawn over it.
+        assert mask.sum() == tile * tile
+        x, y, w, h = _bbox(mask)
+        assert (w, h) == (tile, tile)
+        assert (x, y) == layout.image_origin(index)
+        origins.append((y, x))
+    # Row-major order: 7 tiles in 3 columns give 3 rows.
+    assert origins == sorted(origins)
+    assert len({y for y, _ in origins}) == 3 and len({x for _, x in origins}) == columns
+
+
+def test_sheet_grows_by_one_tile_per_column_and_row(tmp_path):
+    path = solid_png(tmp_path / "c.png", COLOURS[0])
+    sizes = {}
+    for count in (1, 2, 4, 5):
+        sizes[count] = report.contact_sheet(
+            [(path, ["x"])] * count, tmp_path / f"s{count}.png", columns=4, tile=40
+        )
+    column_step = sizes[2][0] - sizes[1][0]
+    assert column_step > 40  # a tile plus a gap
+    assert sizes[4][0] == sizes[1][0] + 3 * column_step
+    assert sizes[5][0] == sizes[4][0]  # the fifth tile wraps
+    assert sizes[4][1] == sizes[1][1]
+    assert sizes[5][1] > sizes[4][1] + 40
+
+
+def test_tile_pixels_are_the_resized_crop(tmp_path):
+    crop = textured_jpeg(tmp_path / "crop.jpg", seed=3, side=300)
+    tile = 120
+    report.contact_sheet([(crop, ["#1"])], tmp_path / "sheet.png", columns=4, tile=tile)
+    sheet = _read(tmp_path / "sheet.png")
+    x, y = report.sheet_layout(1, 4, tile, lines=1).image_origin(0)
+    expected = cv2.resize(_read(crop), (tile, tile), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(sheet[y : y + tile, x : x + tile], expected)
+
+
+def test_wide_crop_is_letterboxed_in_the_middle(tmp_path):
+    crop = solid_png(tmp_path / "wide.png", COLOURS[1], side=200, height=100)
+    tile = 80
+    report.contact_sheet([(crop, [])], tmp_path / "sheet.png", columns=1, tile=tile)
+    sheet = _read(tmp_path / "sheet.png")
+    x, y = report.sheet_layout(1, 1, tile).image_origin(0)
+    bx, by, bw, bh = _bbox(_colour_mask(sheet, COLOURS[1]))
+    assert (bw, bh) == (tile, tile // 2)
+    assert (bx, by) == (x, y + (tile - tile // 2) // 2)
+
+
+def test_caption_text_is_drawn_under_each_tile(tmp_path):
+    paths = [solid_png(tmp_path / f"c{i}.png", COLOURS[i]) for i in range(3)]
+    tiles = [(paths[0], ["#1  0.93", "2021-05-02"]), (paths[1], []), (paths[2], ["#3"])]
+    report.contact_sheet(tiles, tmp_path / "sheet.png", columns=3, tile=64)
+    sheet = _read(tmp_path / "sheet.png")
+    layout = report.sheet_layout(3, 3, 64, lines=2)
+    inked = []
+    for index in range(3):
+        x, y, w, h = layout.text_box(index)
+        inked.append(int((~_is_background(sheet[y : y + h, x : x + w])).sum()))
+    assert inked[0] > 0 and inked[2] > 0
+    assert inked[1] == 0  # no lines, no ink
+    # Two lines hold more ink than one.
+    assert inked[0] > inked[2]
+
+
+def test_missing_image_gives_a_placeholder_with_its_note(tmp_path):
+    tiles = [(None, ["photo missing"], "photo missing on disk"), (tmp_path / "absent.jpg", ["gone"])]
+    report.contact_sheet(tiles, tmp_path / "sheet.png", columns=2, tile=96)
+    sheet = _read(tmp_path / "sheet.png")
+    layout = report.sheet_layout(2, 2, 96, lines=1)
+    for index in range(2):
+        x, y = layout.image_origin(index)
+        square = sheet[y : y + 96, x : x + 96]
+        grey = _colour_mask(square, report.PLACEHOLDER).sum()
+        assert grey > 96 * 96 // 2
+        assert _ink(square) > 0
+
+
+def test_blank_cells_stay_empty(tmp_path):
+    path = solid_png(tmp_path / "c.png", COLOURS[0])
+    report.contact_sheet([(None, []), (path, ["x"])], tmp_path / "sheet.png", columns=2, tile=40)
+    sheet = _read(tmp_path / "sheet.png")
+    x, y = report.sheet_layout(2, 2, 40, lines=1).image_origin(0)
+    assert _is_background(sheet[y : y + 40, x : x + 40]).all()
+
+
+def test_sheet_is_deterministic_and_not_rewritten(tmp_path):
+    crop = textured_jpeg(tmp_path / "crop.jpg", seed=5)
+    tiles = [(crop, ["Zoë O'Brien", "a caption far too long to fit under a small tile at all"])]
+    out = tmp_path / "sheet.png"
+    report.contact_sheet(tiles, out, tile=64)
+    first, mtime = out.read_bytes(), out.stat().st_mtime_ns
+    report.contact_sheet(tiles, out, tile=64)
+    assert out.read_bytes() == first
+    assert out.stat().st_mtime_ns == mtime
+    other = tmp_path / "other.png"
+    report.contact_sheet(tiles, other, tile=64)
+    assert other.read_bytes() == first
+
+
+def test_text_helpers_fit_and_ascii():
+    assert report.to_ascii("Zoë O’Brien\tx") == "Zoe O?Brien x"
+    scale = 0.4
+    long = "unreadable: photo missing on disk: originals/2017/07/IMG_1008.jpg"
+    short = report.fit_text(long, 100, scale)
+    assert short.endswith("..") and cv2.getTextSize(short, report.FONT, scale, 1)[0][0] <= 100
+    assert report.fit_text("ok", 100, scale) == "ok"
+    wrapped = report.wrap_text(long, 100, scale)
+    assert len(wrapped) > 1
+    assert all(cv2.getTextSize(line, report.FONT, scale, 1)[0][0] <= 100 for line in wrapped)
+    assert "".join(wrapped).replace(" ", "") == long.replace(" ", "")
+
+
+# ---------------------------------------------------------------------------------------------------
+# selected and excluded sheets
+
+
+def _manifest_rows(tmp_path: Path, count: int) -> list[dict[str, str]]:
+    rows = []
+    for index in range(count):
+        uid = f"m{index:02d}"
+        crop = solid_png(tmp_path / "results" / "crops" / f"{uid}.png", COLOURS[index])
+        rows.append({
+            "rank": str(index + 1), "marker_uid": uid, "score": f"{0.9 - index / 100:.4f}",
+            "crop": str(crop.relative_to(tmp_path)), "taken_at": f"2021-0{index + 1}-02T10:00:00Z",
+        })  # fmt: skip
+    return rows
+
+
+def test_selected_sheet_is_in_rank_order(tmp_path):
+    rows = _manifest_rows(tmp_path, 5)
+    manifest = write_table(tmp_path / "manifest.tsv", MANIFEST_COLUMNS, [rows[i] for i in (3, 0, 4, 2, 1)])
+    out = tmp_path / "selected.png"
+    size = report.selected_sheet(manifest, out, columns=3, tile=48, root=tmp_path)
+    sheet = _read(out)
+    assert size == (sheet.shape[1], sheet.shape[0])
+    layout = report.sheet_layout(5, 3, 48, lines=3, title="training set: 5 faces in rank order")
+    assert (layout.width, layout.height) == size
+    for rank in range(5):
+        mask = _colour_mask(sheet, COLOURS[rank])
+        assert mask.sum() == 48 * 48
+        assert _bbox(mask)[:2] == layout.image_origin(rank)
+
+
+def test_selected_tiles_carry_rank_score_date_and_placeholder_for_missing_crop(tmp_path):
+    rows = _manifest_rows(tmp_path, 2)
+    rows[1]["crop"] = "results/crops/not-there.jpg"
+    tiles = report.selected_tiles(rows, root=tmp_path)
+    assert tiles[0].lines == ["#1  0.9000", "2021-01-02", "m00"]
+    assert tiles[0].path == tmp_path / rows[0]["crop"]
+    report.contact_sheet(tiles, tmp_path / "s.png", tile=48)
+    sheet = _read(tmp_path / "s.png")
+    x, y = report.sheet_layout(2, 8, 48, lines=3).image_origin(1)
+    assert _colour_mask(sheet[y : y + 48, x : x + 48], report.PLACEHOLDER).sum() > 48 * 48 // 2
+
+
+def _excluded_rows(tmp_path: Path) -> list[dict[str, str]]:
+    crops = tmp_path / "crops"
+    rows = [
+        {"marker_uid": "a1", "reason_key": "too small", "reason": "too small: native crop 601 px < 768",
+         "score": "0.5", "crop": str(solid_png(crops / "a1.png", COLOURS[0]))},
+        {"marker_uid": "a2", "reason_key": "too small", "reason": "too small: native crop 640 px < 768",
+         "score": "0.7", "crop": str(solid_png(crops / "a2.png", COLOURS[1]))},
+        {"marker_uid": "a3", "reason_key": "too small", "reason": "too small: native crop 700 px < 768",
+         "score": "0.6", "crop": str(solid_png(crops / "a3.png", COLOURS[2]))},
+        {"marker_uid": "b1", "reason_key": "unreadable", "reason": "unreadable: photo missing on disk: x.jpg",
+         "crop": ""},
+        {"marker_uid": "b2", "reason_key": "unreadable", "reason": "unreadable: export: photo archived",
+         "crop": ""},
+        {"marker_uid": "c1", "reason_key": "below top_n", "reason": "below top_n: rank 61 > 60",
+         "score": "0.8", "crop": str(solid_png(crops / "c1.png", COLOURS[3]))},
+    ]  # fmt: skip
+    return rows
+
+
+def test_excluded_sheets_one_per_reason_with_safe_names(tmp_path):
+    excluded = write_table(tmp_path / "excluded.tsv", EXCLUDED_COLUMNS, _excluded_rows(tmp_path))
+    out_dir = tmp_path / "report" / "excluded"
+    out_dir.mkdir(parents=True)
+    (out_dir / "excluded_day-cap.png").write_bytes(b"stale")
+    paths = report.excluded_sheets(excluded, out_dir, columns=4, tile=48)
+    names = [path.name for path in paths]
+    # Reasons in the selection's order; the stale sheet of a reason that no longer occurs is gone.
+    assert names == ["excluded_unreadable.png", "excluded_too-small.png", "excluded_below-top-n.png"]
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(names)
+
+    small = _read(out_dir / "excluded_too-small.png")
+    layout = report.sheet_layout(3, 4, 48, lines=3, title="excluded, too small: 3 faces")
+    assert small.shape[:2] == (layout.height, layout.width)
+    # Best score first: a2 (0.7), a3 (0.6), a1 (0.5).
+    for position, colour in enumerate([COLOURS[1], COLOURS[2], COLOURS[0]]):
+        assert _bbox(_colour_mask(small, colour))[:2] == layout.image_origin(position)
+
+    unreadable = _read(out_dir / "excluded_unreadable.png")
+    layout = report.sheet_layout(2, 4, 48, lines=3, title="excluded, unreadable: 2 faces")
+    for position in range(2):
+        x, y = layout.image_origin(position)
+        square = unreadable[y : y + 48, x : x + 48]
+        assert _colour_mask(square, report.PLACEHOLDER).sum() > 48 * 48 // 3
+        assert _ink(square) > 0
+
+
+def test_excluded_tile_text_drops_the_reason_key(tmp_path):
+    tiles = report.excluded_tiles(_excluded_rows(tmp_path)[:1])
+    assert tiles[0].lines[0] == "native crop 601 px < 768"
+
+
+def test_excluded_sheet_caps_its_tiles(tmp_path):
+    excluded = write_table(tmp_path / "excluded.tsv", EXCLUDED_COLUMNS, _excluded_rows(tmp_path)[:3])
+    report.excluded_sheets(excluded, tmp_path / "out", columns=8, tile=48, limit=2)
+    sheet = _read(tmp_path / "out" / "excluded_too-small.png")
+    assert _colour_mask(sheet, COLOURS[1]).sum() == 48 * 48
+    assert _colour_mask(sheet, COLOURS[2]).sum() == 48 * 48
+    assert _colour_mask(sheet, COLOURS[0]).sum() == 0  # the lowest score is left out
+
+
+SLUGS = [
+    ("too small", "too-small"),
+    ("below top_n", "below-top-n"),
+    ("not named by hand", "not-named-by-hand"),
+    ("../x", "x"),
+    ("", "other"),
+]
+
+
+@pytest.mark.parametrize(("key", "slug"), SLUGS)
+def test_reason_slug(key, slug):
+    assert report.reason_slug(key) == slug
+
+
+# ---------------------------------------------------------------------------------------------------
+# SVG charts
+
+
+def _bars(svg_path: Path) -> list[tuple[str, int, float]]:
+    root = ET.parse(svg_path).getroot()
+    return [
+        (rect.get("data-label"), int(rect.get("data-count")), float(rect.get("width")))
+        for rect in root.iter(f"{SVG}rect")
+        if rect.get("class") == "bar"
+    ]
+
+
+def test_reasons_chart_one_bar_per_reason_with_counts(tmp_path):
+    excluded = write_table(tmp_path / "excluded.tsv", EXCLUDED_COLUMNS, _excluded_rows(tmp_path))
+    counts = report.reasons_chart(excluded, tmp_path / "reasons.svg")
+    bars = _bars(tmp_path / "reasons.svg")
+    assert [(label, count) for label, count, _ in bars] == counts
+    assert counts == [("unreadable", 2), ("too small", 3), ("below top_n", 1)]
+    widths = {label: width for label, _, width in bars}
+    assert widths["too small"] == pytest.approx(3 * widths["below top_n"], rel=0.01)
+    text = (tmp_path / "reasons.svg").read_text()
+    assert "6 in all" in text
+
+
+def test_reasons_chart_without_exclusions(tmp_path):
+    excluded = write_table(tmp_path / "excluded.tsv", EXCLUDED_COLUMNS, [])
+    assert report.reasons_chart(excluded, tmp_path / "reasons.svg") == []
+    assert _bars(tmp_path / "reasons.svg") == []
+    assert "no face was excluded" in (tmp_path / "reasons.svg").read_text()
+
+
+def test_tags_chart_counts_tags_after_trigger_and_class(tmp_path):
+    captions = [
+        "ohwx, woman, glasses, smile, hat",
+        "ohwx, woman, glasses, smile",
+        "ohwx, woman, glasses, <b>&amp</b>",
+        "ohwx, woman",
+        "ohwx, woman, glasses, glasses",  # a repeated tag counts once per caption
+    ]
+    path = tmp_path / "captions.tsv"
+    path.write_text("marker_uid\tcaption\n" + "".join(f"m{i}\t{c}\n" for i, c in enumerate(captions)))
+    counts = report.tags_chart(path, tmp_path / "tags.svg", top=3)
+    assert counts == [("glasses", 4), ("smile", 2), ("<b>&amp</b>", 1)]
+    bars = _bars(tmp_path / "tags.svg")  # parses: the markup in a tag is escaped
+    assert [(label, count) for label, count, _ in bars] == counts
+    labels = {label for label, _, _ in bars}
+    assert "ohwx" not in labels and "woman" not in labels
+
+
+# ---------------------------------------------------------------------------------------------------
+# estimate
+
+
+def test_estimate_html_shows_the_numbers_and_the_warning(tmp_path):
+    estimate = {
+        "gpu": "NVIDIA H100 80GB HBM3", "total_steps": 2800, "steps_per_epoch": 280, "epochs": 10,
+        "seconds_per_step": 0.61, "hours": 1.75, "cost": 4.2, "currency": "EUR",
+        "warning": "settings may not fit in 24 GB <check>", "resolution": 1024,
+    }  # fmt: skip
+    (tmp_path / "estimate.json").write_text(json.dumps(estimate))
+    rows = dict(report.estimate_html(tmp_path / "estimate.json", tmp_path / "estimate.html"))
+    page = (tmp_path / "estimate.html").read_text()
+    for number in ("2800", "280", "10", "0.61", "1024", "NVIDIA H100 80GB HBM3"):
+        assert f"<td>{number}" in page
+    assert rows["Estimated time"] == "1.75 h (1 h 45 min)"
+    assert rows["Estimated cost"] == "4.20 EUR"
+    assert "Currency" not in rows  # shown with the cost
+    assert rows["Resolution"] == "1024"  # keys it does not know are shown too
+    assert "settings may not fit in 24 GB &lt;check&gt;" in page
+    assert "<check>" not in page
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", None])
+def test_estimate_html_survives_bad_input(tmp_path, content):
+    source = tmp_path / "estimate.json"
+    if content is not None:
+        source.write_text(content)
+    assert report.estimate_html(source, tmp_path / "estimate.html") == []
+    page = (tmp_path / "estimate.html").read_text()
+    assert 'class="warning"' in page and "estimate" in page
+
+
+# ---------------------------------------------------------------------------------------------------
+# loss curve
+
+
+def test_loss_curve_reads_the_last_value_of_each_step():
+    losses = [0.2 - step * 0.004 for step in range(30)]
+    points = report.loss_curve(tqdm_log(losses, redraws=3))
+    assert [step for step, _ in points] == list(range(1, 31))
+    assert [loss for _, loss in points] == pytest.approx(losses, abs=5e-5)
+
+
+def test_loss_curve_other_postfix_keys_ansi_and_odd_numbers():
+    text = (
+        "\x1b[A\rsteps:  10%|#         | 1/10 [00:01<00:09,  1.0s/it, Keys Scaled=0, avr_loss=0.125]"
+        "\rsteps:  20%|##        | 2/10 [00:02<00:08,  1.0s/it, avr_loss=1.5e-05]\n"
+        "steps:  30%|###       | 3/10 [00:03<00:07,  1.0s/it, avr_loss=nan]\n"
+        "validation steps: 100%|##| 2/2 [00:01<00:00, val_avr_loss=9.9]\n"
+        "epoch 1/10\n"
+        "steps:  40%|####      | 4/10 [00:04<00:06,  1.0s/it, avr_loss=.5]\r"
+    )
+    assert report.loss_curve(text) == [(1, 0.125), (2, 1.5e-05), (4, 0.5)]
+    assert report.loss_curve("no progress here\n") == []
+
+
+def test_loss_svg_draws_one_vertex_per_point(tmp_path):
+    points = [(step, 0.1 + 0.05 / step) for step in range(1, 41)]
+    assert report.loss_svg(points, tmp_path / "loss.svg") == 40
+    root = ET.parse(tmp_path / "loss.svg").getroot()
+    (line,) = [el for el in root.iter(f"{SVG}polyline") if el.get("class") == "loss"]
+    vertices = [tuple(map(float, pair.split(","))) for pair in line.get("points").split()]
+    assert len(vertices) == 40
+    xs = [x for x, _ in vertices]
+    ys = [y for _, y in vertices]
+    assert xs == sorted(xs) and len(set(xs)) == 40
+    assert ys == sorted(ys)  # loss falls, so y (downwards in SVG) grows
+
+
+def test_loss_chart_without_a_log(tmp_path):
+    assert report.loss_chart(tmp_path / "missing.log", tmp_path / "loss.svg") == 0
+    text = (tmp_path / "loss.svg").read_text()
+    assert "no loss values" in text and "polyline" not in text
+    ET.parse(tmp_path / "loss.svg")
+
+
+def test_nice_ticks_are_round_and_cover_the_range():
+    for low, high in [(0.0731, 0.1962), (0, 4000), (1, 37), (0.5, 0.52)]:
+        ticks = report.nice_ticks(low, high, count=5)
+        assert low <= ticks[0] and ticks[-1] <= high
+        assert 3 <= len(ticks) <= 11
+        step = ticks[1] - ticks[0]
+        mantissa = step / 10 ** np.floor(np.log10(step))
+        assert min(abs(mantissa - m) for m in (1, 2, 5, 10)) < 1e-6
+        assert all(b - a == pytest.approx(step) for a, b in itertools.pairwise(ticks))
+        # Round: every tick is a whole multiple of the step.
+        assert all(abs(t / step - round(t / step)) < 1e-6 for t in ticks)
+    assert report.nice_ticks(1, 1) == [1]
+
+
+# ---------------------------------------------------------------------------------------------------
+# samples
+
+
+def test_parse_sample_name_both_forms():
+    by_epoch = report.parse_sample_name(sample_name(3, 1, "20240101120000"))
+    assert (by_epoch.by_epoch, by_epoch.number, by_epoch.prompt, by_epoch.label) == (True, 3, 1, "epoch 3")
+    by_step = report.parse_sample_name(sample_name(120, 0, "20240101120000", by_epoch=False, seed=42))
+    assert (by_step.by_epoch, by_step.number, by_step.prompt, by_step.label) == (False, 120, 0, "step 120")
+    bare = report.parse_sample_name(sample_name(0, 2, "20240101120000", output_name=""))
+    assert (bare.number, bare.prompt, bare.label) == (0, 2, "before training")
+    assert report.parse_sample_name("ohwx_lora-000001.safetensors") is None
+    assert report.parse_sample_name("notes.png") is None
+
+
+def test_samples_sheet_one_row_per_epoch_newest_wins(tmp_path):
+    folder = tmp_path / "output" / "sample"
+    expected = {}
+    for epoch in (0, 1, 2):
+        for prompt in (0, 1):
+            colour = COLOURS[epoch * 2 + prompt]
+            solid_png(folder / sample_name(epoch, prompt, f"2024010100000{epoch}"), colour, side=64)
+            expected[(epoch, prompt)] = colour
+    # A resumed run sampled epoch 1 prompt 0 again, later: that image wins.
+    solid_png(folder / sample_name(1, 0, "20240102000000"), COLOURS[6], side=64)
+    expected[(1, 0)] = COLOURS[6]
+    (folder / "readme.txt").write_text("not a sample")
+    # Epoch 3 has only prompt 1: its prompt-0 cell stays blank and prompt 1 keeps its column.
+    solid_png(folder / sample_name(3, 1, "20240103000000"), (30, 30, 30), side=64)
+
+    groups = report.sample_groups(folder)
+    assert [label for label, _ in groups] == ["before training", "epoch 1", "epoch 2", "epoch 3"]
+    assert report.samples_sheet(folder, tmp_path / "samples.png", tile=40) == 4
+    sheet = _read(tmp_path / "samples.png")
+    layout = report.sheet_layout(8, 2, 40, lines=2, title="samples by epoch (4 rounds)")
+    assert sheet.shape[:2] == (layout.height, layout.width)
+    for (epoch, prompt), colour in expected.items():
+        assert _bbox(_colour_mask(sheet, colour))[:2] == layout.image_origin(epoch * 2 + prompt)
+    assert _colour_mask(sheet, COLOURS[2]).sum() == 0  # the older epoch-1 sample is not shown
+    x, y = layout.image_origin(6)
+    assert _is_background(sheet[y : y + 40, x : x + 40]).all()
+    assert _bbox(_colour_mask(sheet, (30, 30, 30)))[:2] == layout.image_origin(7)
+
+
+def test_samples_sheet_without_samples(tmp_path):
+    assert report.samples_sheet(tmp_path / "missing", tmp_path / "samples.png") == 0
+    assert _read(tmp_path / "samples.png").size > 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Snakemake's report, through the CLI on a temporary copy of the workflow
+
+
+@pytest.mark.snakemake
+def test_snakemake_report_includes_every_figure(tmp_path):
+    from library_helpers import build_small_library, write_sqlite
+    from workflow_helpers import copy_workflow, snakemake, write_config
+
+    library = build_small_library(tmp_path / "library")
+    write_sqlite(library)
+    workdir = copy_workflow(tmp_path / "wf")
+    lenient = {"min_crop_side": 64, "min_sharpness": 0, "max_other_face_share": 1.0, "duplicate_distance": 0,
+               "brightness_min": 0, "brightness_max": 255, "max_clipped_share": 1.0}  # fmt: skip
+    write_config(workdir, library.root, select={**lenient, "top_n": 2})
+    snakefile = workdir / "Snakefile"
+    include = 'include: "workflow/rules/report.smk"'
+    if include not in snakefile.read_text():
+        snakefile.write_text(snakefile.read_text() + f"\n\n{include}\n")
+
+    # What the caption and training stages would have written.
+    captions = workdir / "results" / "captions" / "captions.tsv"
+    captions.parent.mkdir(parents=True)
+    captions.write_text("marker_uid\tcaption\nm1\tohwx, woman, glasses, smile\nm2\tohwx, woman, glasses\n")
+    estimate = workdir / "results" / "train" / "estimate.json"
+    estimate.parent.mkdir(parents=True)
+    estimate.write_text(json.dumps({"gpu": "RTX 4090", "total_steps": 400, "hours": 0.16}))
+    (workdir / "logs").mkdir(exist_ok=True)
+    (workdir / "logs" / "train.log").write_text(tqdm_log([0.2, 0.15, 0.12, 0.1]))
+    (workdir / "results" / "train" / "lora.safetensors").write_bytes(b"weights")
+    samples = workdir / "results" / "train" / "output" / "sample"
+    solid_png(samples / sample_name(1, 0, "20240101000000"), COLOURS[0], side=64)
+
+    targets = [
+        "results/report/selected.png", "results/report/excluded", "results/report/exclusion_reasons.svg",
+        "results/report/caption_tags.svg", "results/report/estimate.html", "results/report/loss.svg",
+        "results/report/samples.png",
+    ]  # fmt: skip
+    snakemake(workdir, "--cores", "2", *targets)
+    sheets = sorted(p.name for p in (workdir / "results" / "report" / "excluded").glob("*.png"))
+    assert "excluded_below-top-n.png" in sheets
+
+    result = snakemake(workdir, "--report", "report.html", *targets)
+    page = (workdir / "report.html").read_text()
+    log = result.stdout + result.stderr
+    for name in ["selected.png", *sheets, "exclusion_reasons.svg", "caption_tags.svg", "estimate.html",
+                 "loss.svg", "samples.png"]:  # fmt: skip
+        assert f"Adding {name}" in log
+        assert name in page
+    assert "The training set in rank order" in page  # a caption from workflow/report/
+    shutil.rmtree(workdir / ".snakemake", ignore_errors=True)
