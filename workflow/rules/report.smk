@@ -106,6 +106,5 @@ REPORT_BEFORE_TRAINING = [
     "results/report/excluded",
     "results/report/exclusion_reasons.svg",
     "results/report/caption_tags.svg",
-    "results/report/estimate.html",
 ]
 REPORT_AFTER_TRAINING = ["results/report/loss.svg", "results/report/samples.png"]
