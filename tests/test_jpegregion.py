@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 from likeness import jpegregion
-from likeness.geometry import Rect, apply_orientation, displayed_size
-from likeness.synthlib import background, draw_face, encode_jpeg
+from likeness.geometry import Rect, apply_orientation, displayed_size, stored_from_displayed
+from likeness.synthlib import background, draw_face, encode_jpeg, with_exif_orientation
 
 ORIENTATIONS = range(1, 9)
 REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
@@ -117,9 +117,6 @@ def test_region_matches_opencv_whole_decode(
 def _encode(displayed: np.ndarray, orientation: int, sampling: str) -> bytes:
     if sampling == "420":
         return encode_jpeg(displayed, orientation)
-    from likeness.geometry import stored_from_displayed
-    from likeness.synthlib import with_exif_orientation
-
     stored = np.ascontiguousarray(stored_from_displayed(displayed, orientation))
     if sampling == "gray":
         ok, buffer = cv2.imencode(
