@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import geometry, quality
+from . import geometry, jpegregion, quality
 from .atomic import atomic_write_bytes, atomic_write_json, write_if_changed
 from .imageheader import ImageHeader, read_header
 
@@ -34,6 +34,12 @@ _ENCODE_FLAGS = {
     "png": [cv2.IMWRITE_PNG_COMPRESSION],
     "webp": [cv2.IMWRITE_WEBP_QUALITY],
 }
+
+
+# Decode only the region around the crop (libjpeg-turbo, likeness.jpegregion) when the crop covers at
+# most this share of the photo: the lossless cut still entropy-decodes the whole file, so for big crops
+# the whole decode is as fast (benchmarks/README.md: break-even near 25% on a 24 MP photo).
+REGION_DECODE_MAX_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -149,18 +155,21 @@ def _crop(spec: dict[str, Any], settings: CropSettings, image_path: str) -> dict
     out_side = geometry.output_side(square.side, settings.size)
     scale = geometry.reduced_scale(square.side, out_side) if header and header.format == "jpeg" else 1
 
-    if header is None:
-        decoded = full
-    else:
-        decoded = _decode(data, scale)
-        want = (math.ceil(height / scale), math.ceil(width / scale))
-        if decoded.shape[:2] != want:
-            raise Unusable(
-                f"photo decoded to {decoded.shape[1]}x{decoded.shape[0]} pixels, expected "
-                f"{want[1]}x{want[0]}: the file is damaged"
-            )
-    region = geometry.scale_rect(square.rect, scale, decoded.shape[1], decoded.shape[0])
-    pixels = decoded[region.y0 : region.y1, region.x0 : region.x1]
+    pixels = _region_pixels(data, header, square, scale, width * height)
+    region_decoded = pixels is not None
+    if pixels is None:
+        if header is None:
+            decoded = full
+        else:
+            decoded = _decode(data, scale)
+            want = (math.ceil(height / scale), math.ceil(width / scale))
+            if decoded.shape[:2] != want:
+                raise Unusable(
+                    f"photo decoded to {decoded.shape[1]}x{decoded.shape[0]} pixels, expected "
+                    f"{want[1]}x{want[0]}: the file is damaged"
+                )
+        region = geometry.scale_rect(square.rect, scale, decoded.shape[1], decoded.shape[0])
+        pixels = decoded[region.y0 : region.y1, region.x0 : region.x1]
     if pixels.shape[0] != out_side or pixels.shape[1] != out_side:
         pixels = cv2.resize(pixels, (out_side, out_side), interpolation=cv2.INTER_AREA)
 
@@ -179,6 +188,7 @@ def _crop(spec: dict[str, Any], settings: CropSettings, image_path: str) -> dict
         "native_crop_side": square.side,
         "output_side": out_side,
         "decode_scale": scale,
+        "region_decode": region_decoded,
         "measurements": _measure(pixels, face_in_crop),
     }
 
@@ -189,6 +199,21 @@ def _measure(pixels: np.ndarray, face_in_crop: tuple[int, int, int, int]) -> dic
         return quality.measure(pixels, face_in_crop)
     except ValueError as exc:
         raise Unusable(f"crop cannot be measured: {exc}") from None
+
+
+def _region_pixels(
+    data: bytes, header: ImageHeader | None, square: geometry.SquareCrop, scale: int, photo_pixels: int
+) -> np.ndarray | None:
+    """The crop's pixels decoded alone where that pays; None: decode the whole photo instead.
+
+    decode_region also answers None without libturbojpeg, for a JPEG it cannot cut (CMYK, odd
+    subsampling) and for damaged data: the whole decode then decides, with its own checks.
+    """
+    if header is None or header.format != "jpeg" or scale != 1:
+        return None  # a reduced decode costs about what the lossless cut does (benchmarks/README.md)
+    if square.side * square.side > REGION_DECODE_MAX_SHARE * photo_pixels:
+        return None
+    return jpegregion.decode_region(data, square.rect, header.orientation)
 
 
 def _encode(pixels: np.ndarray, settings: CropSettings) -> bytes:
@@ -265,7 +290,7 @@ def _tsv_cell(value: str) -> str:
 
 # The modules whose code decides a crop's pixels and record. Snakemake's code trigger sees only the
 # rule's own text, so the crop rule carries this digest as a param: changing any of them re-crops.
-_CROP_MODULES = ("crop.py", "geometry.py", "imageheader.py", "quality.py")
+_CROP_MODULES = ("crop.py", "geometry.py", "imageheader.py", "jpegregion.py", "quality.py")
 
 
 def code_digest() -> str:

@@ -195,9 +195,7 @@ def _cut(tj: TurboJPEG, data: bytes, cut: Rect) -> bytes | None:
         None,
     )
     try:
-        status = tj.tjTransform(
-            handle, data, len(data), 1, ctypes.byref(out), ctypes.byref(size), transform, 0
-        )
+        status = tj.tjTransform(handle, data, len(data), 1, ctypes.byref(out), ctypes.byref(size), transform, 0)
         if status != 0 or not out:
             return None
         return ctypes.string_at(out, size.value)
@@ -218,9 +216,7 @@ def _decompress(tj: TurboJPEG, jpeg: bytes, scale: int) -> np.ndarray | None:
             return None
         width, height = math.ceil(header[0] / scale), math.ceil(header[1] / scale)
         pixels = np.empty((height, width, 3), np.uint8)
-        status = tj.tjDecompress2(
-            handle, jpeg, len(jpeg), pixels.ctypes.data, width, width * 3, height, _TJPF_BGR, 0
-        )
+        status = tj.tjDecompress2(handle, jpeg, len(jpeg), pixels.ctypes.data, width, width * 3, height, _TJPF_BGR, 0)
         # A warning (damaged data) also returns -1: then OpenCV's whole decode decides what to do.
         return pixels if status == 0 else None
     finally:

@@ -109,9 +109,7 @@ def _font_scale(line_height: int) -> float:
     return line_height / 40
 
 
-def sheet_layout(
-    count: int, columns: int = 8, tile: int = 160, lines: int = 0, title: str = ""
-) -> SheetLayout:
+def sheet_layout(count: int, columns: int = 8, tile: int = 160, lines: int = 0, title: str = "") -> SheetLayout:
     """The layout of a sheet of ``count`` tiles with ``lines`` caption lines under each."""
     if columns < 1 or tile < 16:
         raise ValueError("a contact sheet needs at least one column and tiles of 16 px or more")
@@ -669,9 +667,7 @@ def loss_svg(points: Sequence[tuple[int, float]], out_svg: PathLike) -> int:
         parts.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{_tick_text(tick)}</text>')
     parts.append(f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle">step</text>')
     coordinates = " ".join(f"{x_of(step):.1f},{y_of(loss):.1f}" for step, loss in points)
-    parts.append(
-        f'<polyline class="loss" fill="none" stroke="#4c78a8" stroke-width="1.5" points="{coordinates}"/>'
-    )
+    parts.append(f'<polyline class="loss" fill="none" stroke="#4c78a8" stroke-width="1.5" points="{coordinates}"/>')
     if len(points) == 1:
         x, y = x_of(steps[0]), y_of(losses[0])
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#4c78a8"/>')
@@ -751,10 +747,7 @@ def samples_sheet(sample_dir: PathLike, out_png: PathLike, tile: int = 256, max_
     tiles: list[Tile] = []
     for label, samples in groups:
         by_prompt = {sample.prompt: sample for sample in samples}
-        row = [
-            Tile(by_prompt[p].path, [label, f"prompt {p}"]) if p in by_prompt else Tile(None, [])
-            for p in prompts
-        ]
+        row = [Tile(by_prompt[p].path, [label, f"prompt {p}"]) if p in by_prompt else Tile(None, []) for p in prompts]
         # Pad to whole rows so that every epoch starts on a new row.
         row += [Tile(None, [])] * (-len(row) % columns)
         tiles += row

@@ -8,11 +8,13 @@ cd "$(dirname "$0")/../.."
 extras=""
 [ "${1:-}" = "--dev" ] && extras="[dev]"
 
-# mysqlclient compiles against MariaDB's client library; pkg-config finds it.
+# System libraries: mysqlclient compiles against MariaDB's client library (pkg-config finds it).
 missing=()
 pkg-config --exists libmariadb 2>/dev/null || missing+=(libmariadb-dev)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v gcc >/dev/null || missing+=(gcc)
+# libjpeg-turbo's TurboJPEG library: the crop stage decodes only the region around a face with it.
+ldconfig -p 2>/dev/null | grep -q 'libturbojpeg\.so\.0' || missing+=(libturbojpeg0)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing ${missing[*]}"
