@@ -15,6 +15,8 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v gcc >/dev/null || missing+=(gcc)
 # libjpeg-turbo's TurboJPEG library: the crop stage decodes only the region around a face with it.
 ldconfig -p 2>/dev/null | grep -q 'libturbojpeg\.so\.0' || missing+=(libturbojpeg0)
+# For the tests and benchmarks only: ImageMagick makes CMYK test photos and is the benchmark's baseline.
+[ -n "$extras" ] && ! [ -x /usr/bin/convert ] && missing+=(imagemagick)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing ${missing[*]}"
