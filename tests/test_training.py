@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from likeness import estimate as est
 from likeness import training
+from likeness.errors import LikenessError
 from train_helpers import (
     CLASS_WORD,
     TRIGGER,
@@ -183,6 +184,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_from_the_last_complete_state(tmp_p
     kill_group(process)
     assert not (output / "face.safetensors").exists()
     assert not (output / "face-000002-state").exists()
+    assert not (runs / "status.json").exists()  # no rule output: Snakemake just runs the job again
 
     rerun = start_stage(tmp_path, cfg, tmp_path / "dataset", double_env(step_seconds=0.0))
     log, _ = rerun.communicate(timeout=120)
@@ -236,7 +238,8 @@ def test_sigterm_is_forwarded_and_the_run_counts_as_interrupted(tmp_path: Path) 
     os.kill(process.pid, signal.SIGTERM)  # the stage process only, as a scheduler would
     log, _ = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, log.decode()
-    assert json.loads((runs / "status.json").read_text())["state"] == "interrupted"
+    assert json.loads((only_run_dir(runs) / "status.json").read_text())["state"] == "interrupted"
+    assert not (runs / "status.json").exists()  # the rule's output holds only final states
     child = read_jsonl(only_run_dir(runs) / "output" / "double_invocations.jsonl")[0]["pid"]
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)  # the training itself stopped too
@@ -311,3 +314,19 @@ def test_cli_reports_config_errors_in_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "train.batch_size" in result.stderr
+
+
+def test_no_usable_images_is_one_readable_error(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 2, captions=False)
+    with pytest.raises(LikenessError) as error:
+        prepare(tmp_path, double_config(tmp_path))
+    assert "no usable training images" in str(error.value) and "2 excluded" in str(error.value)
+
+
+def test_dry_run_message_is_safe_for_a_rule_message(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 3)
+    cfg = double_config(tmp_path, sample_prompts=["{trigger} {class_word}"], max_gpu_hours=0.01)
+    message = training.dry_run_message(cfg, tmp_path / "dataset", assumed_images=40, runs_root=tmp_path)
+    formatted = message.format()  # what Snakemake does with a message
+    assert "3 images in" in formatted and "9 steps" in formatted
+    assert "WARNING" in formatted and "max_gpu_hours" in formatted  # the budget warning shows in the dry run

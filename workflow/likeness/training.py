@@ -56,6 +56,7 @@ STATE_FILES = (
 )
 TORCH_ZIP_FILES = ("optimizer.bin", "scheduler.bin", "random_states_0.pkl")  # torch.save's zip container
 HASH_LENGTH = 12
+FINAL_STATES = ("ready", "done")
 # Keys that do not shape the trained LoRA: taken from the current config when a planned run is launched;
 # every other key comes from the plan, so the estimate always describes the configs in the run folder.
 RUNTIME_KEYS = ("sd_scripts", "launcher", "python", "gpu", "gpu_hourly_cost", "max_gpu_hours")
@@ -197,6 +198,8 @@ def prepare_run(
     dataset_dir = Path(dataset_dir)
     class_word = class_word or cfg["class_word"]
     images, excluded = _collect_images(dataset_dir, need_caption=True)
+    if not images:
+        raise LikenessError(f"no usable training images in {dataset_dir} ({len(excluded)} excluded)")
     reg_images: list[Path] = []
     if cfg["reg_images"]:
         reg_dir = Path(cfg["reg_images"]).expanduser()
@@ -513,7 +516,9 @@ def _write_status(
         **details,
     }
     atomic_write_json(plan.status_json, record)
-    if status_path:
+    # The rule's output only ever holds a final state: after a kill it is absent, so Snakemake simply
+    # runs the job again (which resumes) instead of asking for --rerun-incomplete.
+    if status_path and state in FINAL_STATES:
         atomic_write_json(status_path, record)
     return record
 
@@ -718,6 +723,18 @@ def dry_run_lines(
         cfg, dataset_dir, assumed_images=assumed_images, calibration_path=Path(runs_root) / "calibration.tsv"
     )
     return [*estimate.format_lines(), f"  ({note})"]
+
+
+def dry_run_message(
+    cfg: Mapping[str, Any],
+    dataset_dir: str | Path,
+    *,
+    assumed_images: int,
+    runs_root: str | Path = "results/train",
+) -> str:
+    """:func:`dry_run_lines` as one string safe for a rule's ``message:`` (braces escaped for format)."""
+    text = "\n".join(dry_run_lines(cfg, dataset_dir, assumed_images=assumed_images, runs_root=runs_root))
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def runtime_minutes(
