@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from likeness import estimate as est
 from likeness import training
 from train_helpers import kill_group, make_images, only_run_dir, start_stage, wait_for
 
@@ -134,3 +135,8 @@ def test_real_sd_scripts_trains_is_killed_and_resumes_with_only_epoch_two(tmp_pa
     assert training.training_finished(plan)
     assert (output / "likeness-000001.safetensors").is_file()  # epoch 1's LoRA stays
     assert json.loads((runs / "status.json").read_text())["state"] == "done"
+    measured = est.load_calibration(runs / "calibration.tsv")  # s/step read from sd-scripts' own log
+    assert [row.gpu for row in measured] == ["CPU"] and measured[0].source.startswith("measured")
+    assert training.plan_estimate(
+        plan, plan.train_cfg | cfg, runs / "calibration.tsv"
+    ).speed_source.startswith("measured")

@@ -354,8 +354,13 @@ def lookup_speed(
     same_gc = [r for r in rows if r.gradient_checkpointing in (wanted_gc, "any")]
     pool = same_gc or rows
 
-    def distance(row: SpeedRow) -> tuple[float, float]:
-        return abs(math.log(batch_size / row.batch_size)), abs(math.log(resolution / row.resolution))
+    def distance(row: SpeedRow) -> tuple[float, float, int]:
+        # a row stating the same checkpointing setting beats one that did not say ("any")
+        return (
+            abs(math.log(batch_size / row.batch_size)),
+            abs(math.log(resolution / row.resolution)),
+            0 if row.gradient_checkpointing == wanted_gc else 1,
+        )
 
     best = min(pool, key=distance)
     notes = []

@@ -452,8 +452,11 @@ def parse_progress(fragment: str) -> Progress | None:
     return Progress(int(match.group("n")), int(match.group("total")), match.group("left"), seconds)
 
 
-def measured_seconds_per_step(log_text: str, min_steps: int = 3) -> float | None:
-    """The average s/step of the last progress bar line (sd-scripts' bar uses smoothing=0: a run average)."""
+def measured_seconds_per_step(log_text: str, min_steps: int = 2) -> float | None:
+    """The average s/step of the last progress bar line (sd-scripts' bar uses smoothing=0: a run average).
+
+    A resumed run's bar counts only the steps it ran, so the figure is that invocation's own average.
+    """
     last = None
     for fragment in re.split(r"[\r\n]", log_text):
         progress = parse_progress(fragment)
