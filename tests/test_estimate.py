@@ -1,0 +1,208 @@
+"""Estimates against hand-computed cases (sd-scripts v0.10.1 step rules) and the GPU speed table."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from likeness import estimate as est
+from likeness import training
+from likeness.errors import ConfigError
+
+
+def cfg(**overrides: object) -> dict:
+    base = training.train_config({"base_model": "owner/model", "gpu": "RTX 4090", "sample_every_n_epochs": 0})
+    base.update(overrides)
+    return base
+
+
+# --- step counts --------------------------------------------------------------------------------------------
+
+
+def test_reference_example_without_regularisation() -> None:
+    # 40 crops x 10 repeats = 400 samples; batch 2 -> 200 steps per epoch; 10 epochs -> 2000 steps
+    result = est.estimate(cfg(num_repeats=10, batch_size=2, max_train_epochs=10), 40)
+    assert result.steps.train_samples == 400
+    assert result.steps_per_epoch == 200
+    assert result.total_steps == 2000
+
+
+def test_reference_example_with_regularisation() -> None:
+    # 400 samples balanced by 400 regularisation samples = 800; batch 2 -> 400 per epoch; x10 = 4000
+    result = est.estimate(cfg(num_repeats=10, batch_size=2, max_train_epochs=10), 40, 100)
+    assert result.steps.samples_per_epoch == 800
+    assert result.steps.reg_images_used == 100  # 100 images, each used 4 times
+    assert result.steps_per_epoch == 400
+    assert result.total_steps == 4000
+
+
+def test_surplus_regularisation_images_are_not_used() -> None:
+    # 10 images x 3 repeats = 30; 50 reg images: the first 30 once each, 20 never
+    plan = est.plan_steps(
+        [(1024, 1024)] * 10, num_repeats=3, batch_size=1, gradient_accumulation_steps=1, epochs=1,
+        reg_sizes=[(1024, 1024)] * 50,
+    )  # fmt: skip
+    assert plan.reg_samples == 30 and plan.reg_images_used == 30
+    assert plan.steps_per_epoch == 60
+
+
+def test_regularisation_repeats_round_robin() -> None:
+    # 30 train samples, 4 reg images: first pass 1 each (4), then +1 in turn until 30: 8, 8, 7, 7
+    assert est.reg_repeats(4, 30) == [8, 8, 7, 7]
+    assert est.reg_repeats(3, 0) == [0, 0, 0]
+
+
+def test_gradient_accumulation_rounds_up() -> None:
+    # 400 samples, batch 2 -> 200 batches; accumulation 3 -> ceil(200 / 3) = 67 steps; 5 epochs = 335
+    result = est.estimate(
+        cfg(num_repeats=10, batch_size=2, gradient_accumulation_steps=3, max_train_epochs=5), 40
+    )
+    assert result.steps.batches_per_epoch == 200
+    assert result.steps_per_epoch == 67
+    assert result.total_steps == 335
+
+
+def test_batches_are_counted_per_bucket() -> None:
+    # 3 crops at 1024 and 2 at 768, 3 repeats: buckets of 9 and 6; batch 2 -> 5 + 3 = 8 batches
+    sizes = [(1024, 1024)] * 3 + [(768, 768)] * 2
+    result = est.estimate(cfg(num_repeats=3, batch_size=2, max_train_epochs=1), sizes)
+    assert result.steps.buckets == {(768, 768): 6, (1024, 1024): 9}
+    assert result.steps_per_epoch == 8
+
+
+def test_buckets_without_upscaling() -> None:
+    settings = est.BucketSettings(resolution=1024, no_upscale=True)
+    assert est.bucket_for(1000, 1000, settings) == (960, 960)  # floor to 64
+    assert est.bucket_for(1024, 1024, settings) == (1024, 1024)
+    # 2048x1024 has twice the allowed area: scaled to 1448.2 x 724.1, rounded to steps -> 1408 x 704
+    assert est.bucket_for(2048, 1024, settings) == (1408, 704)
+
+
+def test_buckets_with_upscaling_use_the_predefined_list() -> None:
+    settings = est.BucketSettings(resolution=1024, no_upscale=False, min_reso=256, max_reso=1024)
+    assert est.bucket_for(512, 512, settings) == (1024, 1024)
+    buckets = est.predefined_buckets(settings)
+    assert all(w * h <= 1024 * 1024 and w % 64 == 0 and h % 64 == 0 for w, h in buckets)
+    assert (1024, 1024) in buckets and (256, 1024) in buckets
+
+
+def test_bucketing_off_puts_everything_in_one_bucket() -> None:
+    settings = est.BucketSettings(resolution=1024, enable_bucket=False)
+    assert {est.bucket_for(w, h, settings) for w, h in [(512, 512), (800, 1000)]} == {(1024, 1024)}
+
+
+# --- time, cost, budget -------------------------------------------------------------------------------------
+
+
+def test_time_is_steps_times_table_speed_plus_overheads() -> None:
+    result = est.estimate(cfg(num_repeats=10, batch_size=1, max_train_epochs=10, gpu_hourly_cost=0.8), 40)
+    assert result.seconds_per_step == pytest.approx(1.45)  # RTX 4090, 1024 px, batch 1
+    assert "bmaltais/kohya_ss #1288" in result.speed_source
+    assert result.total_seconds == pytest.approx(4000 * 1.45 + sum(result.overhead_seconds.values()))
+    assert {"latent caching", "saving", "model loading"} <= set(result.overhead_seconds)
+    assert result.cost == pytest.approx(result.total_hours * 0.8)
+    assert result.runtime_minutes >= math.ceil(result.total_seconds / 60)
+    lines = result.format_lines()
+    assert any("4000 steps" in line for line in lines) and any("cost" in line for line in lines)
+
+
+def test_batch_sizes_between_table_rows_are_interpolated() -> None:
+    table = est.load_speed_table()
+    exact, _, _ = est.lookup_speed(
+        "RTX 4090", resolution=1024, batch_size=8, gradient_checkpointing=True, table=table
+    )
+    assert exact == pytest.approx(3.0)
+    middle, source, _ = est.lookup_speed(
+        "RTX 4090", resolution=1024, batch_size=4, gradient_checkpointing=True, table=table
+    )
+    assert middle == pytest.approx(1.45 + (3.0 - 1.45) * 3 / 7)
+    assert "interpolated" in source
+
+
+def test_resolution_and_checkpointing_scale_the_figure() -> None:
+    table = est.load_speed_table()
+    seconds, _, _ = est.lookup_speed(
+        "L40S", resolution=512, batch_size=1, gradient_checkpointing=True, table=table
+    )
+    assert seconds == pytest.approx(1.029 / 4)
+    only_no = [row for row in table if row.gpu == "RTX 3090"]
+    seconds, source, _ = est.lookup_speed(
+        "RTX 3090", resolution=1024, batch_size=1, gradient_checkpointing=True, table=only_no
+    )
+    assert seconds == pytest.approx(1.55 * est.GRADIENT_CHECKPOINTING_FACTOR)
+    assert "gradient checkpointing" in source
+
+
+def test_table_covers_the_required_gpus_with_sources() -> None:
+    table = est.load_speed_table()
+    assert {"RTX 3090", "RTX 4090", "A100", "H100", "L40S"} <= {row.gpu for row in table}
+    assert all(row.source.strip() and row.seconds_per_step > 0 for row in table)
+
+
+def test_unknown_gpu_names_the_key() -> None:
+    with pytest.raises(ConfigError) as error:
+        est.estimate(cfg(gpu="Voodoo 2"), 10)
+    assert "train.gpu" in str(error.value) and "RTX 4090" in str(error.value)
+
+
+def test_measured_speed_replaces_the_table(tmp_path: Path) -> None:
+    calibration = tmp_path / "calibration.tsv"
+    row = est.SpeedRow("RTX 4090", 0, 1024, 1, "yes", 1.2, "measured: run abc")
+    est.record_calibration(calibration, row)
+    est.record_calibration(calibration, est.SpeedRow("RTX 4090", 0, 1024, 1, "yes", 1.1, "measured: run def"))
+    assert [r.seconds_per_step for r in est.load_calibration(calibration)] == [1.1]  # same key replaced
+    result = est.estimate(cfg(), 10, calibration_path=calibration)
+    assert result.seconds_per_step == pytest.approx(1.1)
+    assert result.speed_source.startswith("measured")
+    other_gpu = est.estimate(cfg(gpu="H100"), 10, calibration_path=calibration)
+    assert other_gpu.speed_source.startswith("table")
+
+
+def test_budget_guard_message_and_hints_that_really_fit() -> None:
+    settings = cfg(num_repeats=10, batch_size=1, max_train_epochs=10, max_gpu_hours=1.0)
+    result = est.estimate(settings, 40)
+    assert result.exceeds_budget
+    message = result.budget_message()
+    assert message is not None and "\n" not in message
+    over = result.total_hours - 1.0
+    assert f"by {over:.2f} h" in message and "train.max_gpu_hours 1" in message
+    epochs_hint = next(h for h in result.under_budget_hints if h.startswith("train.max_train_epochs"))
+    fitting = int(epochs_hint.split()[1])
+    assert est.estimate({**settings, "max_train_epochs": fitting}, 40).total_hours <= 1.0
+    assert est.estimate({**settings, "max_train_epochs": fitting + 1}, 40).total_hours > 1.0
+    assert any("train.num_repeats" in h for h in result.under_budget_hints)
+    assert any("training images" in h for h in result.under_budget_hints)
+    assert any("WARNING" in line and "max_gpu_hours" in line for line in result.format_lines())
+
+
+def test_no_budget_means_no_limit() -> None:
+    result = est.estimate(cfg(max_gpu_hours=0.0, max_train_epochs=100), 400)
+    assert not result.exceeds_budget and result.budget_message() is None
+
+
+def test_memory_warning_when_settings_do_not_fit_the_card() -> None:
+    heavy = est.estimate(cfg(gradient_checkpointing=False, batch_size=4), 10)
+    assert any("GB" in w for w in heavy.warnings)
+    light = est.estimate(cfg(), 10)
+    assert light.warnings == []
+
+
+def test_image_sizes_from_headers(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((300, 500, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "b.png"), np.zeros((64, 32, 3), np.uint8))
+    (tmp_path / "c.jpg").write_bytes(b"not an image")
+    assert est.read_image_size(tmp_path / "a.jpg") == (500, 300)
+    assert est.read_image_size(tmp_path / "b.png") == (32, 64)
+    assert est.read_image_size(tmp_path / "c.jpg") is None
+    assert est.image_sizes(tmp_path) == [(500, 300), (32, 64)]
+
+
+def test_dry_run_assumes_a_count_before_the_dataset_exists(tmp_path: Path) -> None:
+    lines = training.dry_run_lines(cfg(), tmp_path / "missing", assumed_images=40, runs_root=tmp_path)
+    assert any("40 images" in line for line in lines)
+    assert lines[-1].strip().startswith("(dataset not built yet")
+    minutes = training.runtime_minutes(cfg(), tmp_path / "missing", assumed_images=40, runs_root=tmp_path)
+    assert minutes > 0

@@ -1,0 +1,142 @@
+"""Opt-in: the real sd-scripts v0.10.1 ``sdxl_train_network.py`` trains on the CPU with the generated configs,
+is killed after epoch 1's state is saved, and resumes with only epoch 2.
+
+Runs only when LIKENESS_SD_SCRIPTS points to a kohya-ss/sd-scripts checkout at tag v0.10.1 (CI has none).
+Then it also needs (see shared/tools/README.md for building them offline):
+  LIKENESS_SD_PYTHON      a Python with sd-scripts' requirements (torch, accelerate, ...); default: this one
+  LIKENESS_SD_BASE_MODEL  an SDXL checkpoint, e.g. the random-weight one make_random_sdxl.py writes
+  LIKENESS_SD_TOKENIZERS  the CLIP tokenizer folder make_clip_tokenizers.py writes (tokenizer_cache_dir)
+About 22 s per step at 256 px on two cores: the whole test takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from likeness import estimate as est
+from likeness import training
+from train_helpers import kill_group, make_images, only_run_dir, start_stage, wait_for
+
+SD_SCRIPTS = os.environ.get("LIKENESS_SD_SCRIPTS", "")
+
+pytestmark = [
+    pytest.mark.sdscripts,
+    pytest.mark.skipif(
+        not SD_SCRIPTS, reason="opt-in: set LIKENESS_SD_SCRIPTS to an sd-scripts v0.10.1 checkout"
+    ),
+]
+
+
+def required_env(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value or not Path(value).exists():
+        pytest.fail(
+            f"LIKENESS_SD_SCRIPTS is set, so {name} must name an existing path (see this file's docstring)"
+        )
+    return value
+
+
+def checkout_tag(path: str) -> str | None:
+    result = subprocess.run(
+        ["git", "-C", path, "describe", "--tags", "--exact-match"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def last_launch(log_text: str) -> tuple[str, str]:
+    """The command line and output of the newest launch in the stage's log."""
+    header, _, body = log_text.rpartition("\n=== ")[2].partition("\n")
+    return header, body
+
+
+def test_real_sd_scripts_trains_is_killed_and_resumes_with_only_epoch_two(tmp_path: Path) -> None:
+    assert (Path(SD_SCRIPTS) / "sdxl_train_network.py").is_file(), (
+        "LIKENESS_SD_SCRIPTS has no sdxl_train_network.py"
+    )
+    tag = checkout_tag(SD_SCRIPTS)
+    assert tag in (None, "v0.10.1"), f"the checkout is at {tag}, not v0.10.1"
+    base_model = required_env("LIKENESS_SD_BASE_MODEL")
+    tokenizers = required_env("LIKENESS_SD_TOKENIZERS")
+    python = os.environ.get("LIKENESS_SD_PYTHON") or sys.executable
+
+    make_images(tmp_path / "dataset", 2, size=256)
+    cfg = {
+        "sd_scripts": SD_SCRIPTS,
+        "launcher": "",
+        "python": python,
+        "base_model": base_model,
+        "gpu": "CPU",
+        "max_gpu_hours": 0.0,
+        "resolution": 256,
+        "batch_size": 1,
+        "num_repeats": 1,
+        "max_train_epochs": 2,
+        "network_dim": 4,
+        "network_alpha": 1.0,
+        "optimizer_type": "AdamW",  # bitsandbytes is not needed on the CPU
+        "mixed_precision": "no",
+        "save_precision": "float",
+        "max_data_loader_n_workers": 0,
+        "sample_every_n_epochs": 0,
+        "output_name": "likeness",
+        "extra": {"tokenizer_cache_dir": tokenizers},
+    }
+    env = dict(os.environ)
+    env.update(
+        {
+            "LIKENESS_ALLOW_NO_GPU": "1",
+            "LIKENESS_PROGRESS_SECONDS": "0",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "workflow"),
+            "HF_HUB_OFFLINE": "1",
+        }
+    )
+    runs = tmp_path / "results" / "train"
+    log_path = tmp_path / "logs" / "train.log"
+
+    first = start_stage(tmp_path, cfg, tmp_path / "dataset", env)
+    try:
+        wait_for(lambda: runs.is_dir() and any(p.is_dir() for p in runs.iterdir()), what="the run folder")
+        output = only_run_dir(runs) / "output"
+        wait_for(
+            lambda: training.state_epoch(output / "likeness-000001-state") == 1 or first.poll() is not None,
+            timeout=1800,
+            what="epoch 1's state",
+        )
+    finally:
+        if first.poll() is None:
+            kill_group(first)
+    log_text = log_path.read_text(errors="replace")
+    assert training.state_epoch(output / "likeness-000001-state") == 1, log_text[-3000:]
+    assert not (output / "likeness.safetensors").exists(), "training finished before it could be killed"
+
+    second = start_stage(tmp_path, cfg, tmp_path / "dataset", env)
+    stage_output, _ = second.communicate(timeout=1800)
+    log_text = log_path.read_text(errors="replace")
+    assert second.returncode == 0, stage_output.decode(errors="replace")[-3000:] + log_text[-3000:]
+
+    command, body = last_launch(log_text)
+    assert f"--resume {(output / 'likeness-000001-state').resolve()}" in command
+    assert "--initial_epoch 2" in command
+    assert "epoch 2/2" in body and "epoch 1/2" not in body  # only the second epoch ran
+    steps = re.search(r"steps for 2 epochs is[^:]*: (\d+)", body)
+    plan = training.RunPlan.load(only_run_dir(runs))
+    assert (
+        steps and int(steps.group(1)) == training.plan_estimate(plan, plan.train_cfg | cfg, None).total_steps
+    )
+    assert training.training_finished(plan)
+    assert (output / "likeness-000001.safetensors").is_file()  # epoch 1's LoRA stays
+    assert json.loads((runs / "status.json").read_text())["state"] == "done"
+    measured = est.load_calibration(runs / "calibration.tsv")  # s/step read from sd-scripts' own log
+    assert [row.gpu for row in measured] == ["CPU"] and measured[0].source.startswith("measured")
+    assert training.plan_estimate(
+        plan, plan.train_cfg | cfg, runs / "calibration.tsv"
+    ).speed_source.startswith("measured")

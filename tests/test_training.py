@@ -1,0 +1,332 @@
+"""Run folders, resuming after SIGKILL, half-written states, the budget guard and the ready state.
+
+The trainer here is tests/doubles/sdxl_train_network.py, a TEST DOUBLE of sd-scripts' script that writes
+the same files and state folders.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from likeness import estimate as est
+from likeness import training
+from likeness.errors import LikenessError
+from train_helpers import (
+    CLASS_WORD,
+    TRIGGER,
+    double_config,
+    double_env,
+    kill_group,
+    load_double,
+    make_images,
+    only_run_dir,
+    read_jsonl,
+    start_stage,
+    wait_for,
+)
+
+
+def prepare(tmp_path: Path, cfg: dict, dataset: Path | None = None) -> training.RunPlan:
+    return training.prepare_run(
+        cfg,
+        dataset or tmp_path / "dataset",
+        trigger=TRIGGER,
+        class_word=CLASS_WORD,
+        runs_root=tmp_path / "runs",
+    )
+
+
+# --- run folders --------------------------------------------------------------------------------------------
+
+
+def test_same_inputs_give_the_same_run_folder(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 3)
+    cfg = double_config(tmp_path)
+    first = prepare(tmp_path, cfg)
+    mtime = Path(first.train_toml).stat().st_mtime_ns
+    second = prepare(tmp_path, cfg)
+    assert first.run_id == second.run_id
+    assert Path(second.train_toml).stat().st_mtime_ns == mtime  # unchanged files are not rewritten
+    plan = training.RunPlan.load(first.run_dir)
+    assert plan.train_sizes == [(256, 256)] * 3
+
+
+def test_config_change_starts_a_new_run_folder_and_keeps_the_old(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 3)
+    old = prepare(tmp_path, double_config(tmp_path))
+    (Path(old.output_dir) / "face-000001.safetensors").write_bytes(b"trained earlier")
+    new = prepare(tmp_path, double_config(tmp_path, network_dim=8))
+    assert new.run_id != old.run_id
+    assert (Path(old.output_dir) / "face-000001.safetensors").read_bytes() == b"trained earlier"
+    assert Path(old.train_toml).is_file() and Path(new.train_toml).is_file()
+    # settings that do not change the LoRA (GPU, price, budget, launcher) keep the run
+    same = prepare(tmp_path, double_config(tmp_path, network_dim=8, gpu="H100", gpu_hourly_cost=3.0))
+    assert same.run_id == new.run_id
+
+
+def test_dataset_change_starts_a_new_run_folder(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 3)
+    first = prepare(tmp_path, double_config(tmp_path))
+    caption = tmp_path / "dataset" / "face00000.txt"
+    caption.write_text(f"{TRIGGER}, {CLASS_WORD}, glasses\n")
+    second = prepare(tmp_path, double_config(tmp_path))
+    assert second.run_id != first.run_id
+    # the first run keeps its own copy of the caption it was planned with
+    assert "glasses" not in (Path(first.run_dir) / "dataset" / "face00000.txt").read_text()
+
+
+def test_images_without_captions_are_excluded_with_a_reason(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 3)
+    (tmp_path / "dataset" / "face00001.txt").unlink()
+    plan = prepare(tmp_path, double_config(tmp_path))
+    assert len(plan.train_sizes) == 2
+    assert plan.excluded == ["face00001.jpg: no caption file face00001.txt"]
+
+
+# --- states -------------------------------------------------------------------------------------------------
+
+
+def test_half_written_states_are_skipped(tmp_path: Path) -> None:
+    double = load_double()
+    out = tmp_path / "output"
+    double.write_state(out / "face-000001-state", 1, 3)
+    double.write_state(out / "face-000002-state", 2, 6)
+    double.write_state(out / "face-000003-state", 3, 9)
+    double.write_state(out / "face-000004-state", 4, 12)
+    (out / "face-000004-state" / "random_states_0.pkl").unlink()  # killed before the last file
+    truncated = out / "face-000003-state" / "optimizer.bin"
+    truncated.write_bytes(truncated.read_bytes()[:40])  # killed in the middle of a file
+    assert training.find_resume_state(out, "face") == (out / "face-000002-state", 2)
+    (out / "face-000002-state" / "train_state.json").write_text("{not json")
+    assert training.find_resume_state(out, "face") == (out / "face-000001-state", 1)
+    assert training.find_resume_state(out, "other") is None
+
+
+def test_launch_command_resumes_from_the_next_epoch(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 2)
+    cfg = training.train_config(
+        double_config(tmp_path, launcher="accelerate launch --num_cpu_threads_per_process 1")
+    )
+    plan = prepare(tmp_path, cfg)
+    state = Path(plan.output_dir) / "face-000003-state"
+    command = training.launch_command(cfg, plan, (state, 3))
+    assert command[:4] == ["accelerate", "launch", "--num_cpu_threads_per_process", "1"]
+    assert command[4].endswith("sdxl_train_network.py")
+    assert command[5:] == [
+        "--config_file", plan.train_toml, "--dataset_config", plan.dataset_toml,
+        "--resume", str(state.resolve()), "--initial_epoch", "4",
+    ]  # fmt: skip
+    assert training.launch_command(cfg, plan, None)[-2:] == ["--dataset_config", plan.dataset_toml]
+
+
+def test_progress_lines_and_measured_speed() -> None:
+    log = (
+        "epoch 1/2\r\nsteps:  10%|#         | 2/20 [00:06<00:54,  3.00s/it, avr_loss=0.2]"
+        "\rsteps:  50%|#####     | 10/20 [00:25<00:25,  2.50s/it, avr_loss=0.1]\n"
+        "steps: 100%|##########| 20/20 [00:10<00:00,  2.00it/s, avr_loss=0.1]\n"
+    )
+    progress = training.parse_progress("steps:  50%|#####     | 10/20 [00:25<00:25,  2.50s/it, avr_loss=0.1]")
+    assert progress == training.Progress(10, 20, "00:25", 2.5)
+    assert training.measured_seconds_per_step(log) == pytest.approx(0.5)  # the last line: 2 it/s
+    assert training.measured_seconds_per_step("no progress here") is None
+
+
+# --- running with the test double ---------------------------------------------------------------------------
+
+
+def test_full_run_writes_lora_status_and_calibration(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 3)
+    cfg = double_config(tmp_path)
+    plan = prepare(tmp_path, cfg)
+    status = tmp_path / "status.json"
+    out = io.StringIO()
+    code = training.run_training(
+        plan, cfg, tmp_path / "logs" / "train.log", status_path=status, env=double_env(0.01), out=out
+    )
+    assert code == 0, out.getvalue()
+    assert json.loads(status.read_text())["state"] == "done"
+    assert plan.final_lora.is_file()
+    assert (Path(plan.output_dir) / "face-000001.safetensors").is_file()
+    assert len(list((Path(plan.output_dir) / "sample").glob("face_e*.png"))) == 3  # one prompt, 3 epochs
+    steps = read_jsonl(Path(plan.output_dir) / "double_steps.jsonl")
+    assert len(steps) == 9  # 3 images x 1 repeat, batch 1, 3 epochs, as the estimate says
+    assert len(steps) == training.plan_estimate(plan, training.train_config(cfg), None).total_steps
+    calibration = est.load_calibration(tmp_path / "runs" / "calibration.tsv")
+    assert [row.gpu for row in calibration] == ["CPU"] and calibration[0].source.startswith("measured")
+    again = training.plan_estimate(plan, training.train_config(cfg), tmp_path / "runs" / "calibration.tsv")
+    assert again.speed_source.startswith("measured")
+    assert "training" in (tmp_path / "logs" / "train.log").read_text()
+    # a finished run is not trained again
+    out = io.StringIO()
+    assert training.run_training(plan, cfg, tmp_path / "logs" / "train.log", env=double_env(), out=out) == 0
+    assert len(read_jsonl(Path(plan.output_dir) / "double_invocations.jsonl")) == 1
+    assert "already finished" in out.getvalue()
+
+
+def test_sigkill_mid_epoch_then_rerun_resumes_from_the_last_complete_state(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 4)
+    cfg = double_config(tmp_path, max_train_epochs=3)
+    process = start_stage(tmp_path, cfg, tmp_path / "dataset", double_env(step_seconds=0.2))
+    runs = tmp_path / "results" / "train"
+    wait_for(lambda: runs.is_dir() and any(p.is_dir() for p in runs.iterdir()), what="the run folder")
+    output = only_run_dir(runs) / "output"
+    steps_file = output / "double_steps.jsonl"
+    wait_for(
+        lambda: any(s["epoch"] == 2 for s in read_jsonl(steps_file)), timeout=60, what="epoch 2 to start"
+    )
+    assert training.state_epoch(output / "face-000001-state") == 1
+    kill_group(process)
+    assert not (output / "face.safetensors").exists()
+    assert not (output / "face-000002-state").exists()
+    assert not (runs / "status.json").exists()  # no rule output: Snakemake just runs the job again
+
+    rerun = start_stage(tmp_path, cfg, tmp_path / "dataset", double_env(step_seconds=0.0))
+    log, _ = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, log.decode()
+    invocations = read_jsonl(output / "double_invocations.jsonl")
+    assert len(invocations) == 2
+    assert "--resume" not in invocations[0]["argv"]
+    argv = invocations[1]["argv"]
+    assert argv[argv.index("--resume") + 1] == str((output / "face-000001-state").resolve())
+    assert argv[argv.index("--initial_epoch") + 1] == "2"
+    second_pid = invocations[1]["pid"]
+    assert {s["epoch"] for s in read_jsonl(steps_file) if s["pid"] == second_pid} == {2, 3}
+    assert (output / "face.safetensors").is_file()
+    assert (output / "face-000001.safetensors").is_file()  # earlier epochs stay
+    assert json.loads((runs / "status.json").read_text())["state"] == "done"
+
+
+def test_sigkill_while_saving_a_state_resumes_from_the_one_before(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 2)
+    cfg = double_config(tmp_path, max_train_epochs=3, sample_every_n_epochs=0)
+    process = start_stage(tmp_path, cfg, tmp_path / "dataset", double_env(save_seconds=0.5))
+    runs = tmp_path / "results" / "train"
+    wait_for(lambda: runs.is_dir() and any(p.is_dir() for p in runs.iterdir()), what="the run folder")
+    output = only_run_dir(runs) / "output"
+    half = output / "face-000002-state"
+    wait_for(
+        lambda: (half / "model.safetensors").is_file(), timeout=60, what="epoch 2's state to be half written"
+    )
+    kill_group(process)
+    assert not (half / "random_states_0.pkl").exists()
+    assert training.state_epoch(half) is None
+
+    rerun = start_stage(tmp_path, cfg, tmp_path / "dataset", double_env())
+    log, _ = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, log.decode()
+    argv = read_jsonl(output / "double_invocations.jsonl")[-1]["argv"]
+    assert argv[argv.index("--resume") + 1].endswith("face-000001-state")
+    assert argv[argv.index("--initial_epoch") + 1] == "2"
+    assert training.state_epoch(half) == 2  # rewritten by the resumed run
+    assert (output / "face.safetensors").is_file()
+
+
+def test_sigterm_is_forwarded_and_the_run_counts_as_interrupted(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 2)
+    cfg = double_config(tmp_path, max_train_epochs=5)
+    process = start_stage(tmp_path, cfg, tmp_path / "dataset", double_env(step_seconds=0.2))
+    runs = tmp_path / "results" / "train"
+    wait_for(lambda: runs.is_dir() and any(p.is_dir() for p in runs.iterdir()), what="the run folder")
+    steps_file = only_run_dir(runs) / "output" / "double_steps.jsonl"
+    wait_for(lambda: bool(read_jsonl(steps_file)), what="training to start")
+    os.kill(process.pid, signal.SIGTERM)  # the stage process only, as a scheduler would
+    log, _ = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, log.decode()
+    assert json.loads((only_run_dir(runs) / "status.json").read_text())["state"] == "interrupted"
+    assert not (runs / "status.json").exists()  # the rule's output holds only final states
+    child = read_jsonl(only_run_dir(runs) / "output" / "double_invocations.jsonl")[0]["pid"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # the training itself stopped too
+
+
+def test_budget_guard_refuses_to_start(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 3)
+    cfg = double_config(tmp_path, max_gpu_hours=0.2, max_train_epochs=20, sample_every_n_epochs=0)
+    plan = prepare(tmp_path, cfg)
+    out = io.StringIO()
+    code = training.run_training(plan, cfg, tmp_path / "train.log", env=double_env(), out=out)
+    assert code != 0
+    refusal = [line for line in out.getvalue().splitlines() if line.startswith("training refused")]
+    assert len(refusal) == 1
+    assert "exceeds train.max_gpu_hours 0.2 by" in refusal[0]
+    assert "train.max_train_epochs 8 (now 20)" in refusal[0]  # 8 x 3 x 22 s + overhead fits 0.2 h, 9 does not
+    assert "training images" in refusal[0]
+    assert "train.num_repeats" not in refusal[0]  # already 1: nothing to lower
+    assert not (Path(plan.output_dir) / "double_invocations.jsonl").exists()
+    # a budget below the fixed overhead (model loading, caching, saving) has nothing to suggest but itself
+    tiny = double_config(tmp_path, max_gpu_hours=0.001, sample_every_n_epochs=0)
+    out = io.StringIO()
+    assert training.run_training(plan, tiny, tmp_path / "train.log", env=double_env(), out=out) != 0
+    assert "raise train.max_gpu_hours" in out.getvalue()
+
+
+def test_without_gpu_the_stage_stops_ready_and_succeeds(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 3)
+    cfg = double_config(tmp_path, sd_scripts="", base_model="")
+    plan = prepare(tmp_path, cfg)
+    env = {"PATH": str(tmp_path / "empty-bin"), "CUDA_VISIBLE_DEVICES": ""}
+    status = tmp_path / "status.json"
+    out = io.StringIO()
+    code = training.run_training(plan, cfg, tmp_path / "train.log", status_path=status, env=env, out=out)
+    assert code == 0
+    record = json.loads(status.read_text())
+    assert record["state"] == "ready"
+    assert any("GPU" in m for m in record["missing"]) and any(
+        "train.sd_scripts" in m for m in record["missing"]
+    )
+    assert (Path(plan.run_dir) / "READY").is_file()
+    text = out.getvalue()
+    assert any(line.startswith("training estimate") for line in text.splitlines())
+    ready_lines = [line for line in text.splitlines() if line.startswith("training is ready in")]
+    assert len(ready_lines) == 1 and training.LAUNCH_COMMAND in ready_lines[0]
+    assert not plan.final_lora.exists()
+
+
+def test_readiness_fingerprint_names_what_is_missing(tmp_path: Path) -> None:
+    cfg = double_config(tmp_path, sd_scripts=str(tmp_path / "nowhere"))
+    missing = training.missing_for_launch(training.train_config(cfg), env={"LIKENESS_ALLOW_NO_GPU": "1"})
+    assert missing == [f"train.sd_scripts {str(tmp_path / 'nowhere')!r} has no sdxl_train_network.py"]
+    ok = training.missing_for_launch(
+        training.train_config(double_config(tmp_path)), {"LIKENESS_ALLOW_NO_GPU": "1"}
+    )
+    assert ok == []
+    assert training.base_model_problem("stabilityai/stable-diffusion-xl-base-1.0") is None
+    assert "does not exist" in (training.base_model_problem(str(tmp_path / "missing.safetensors")) or "")
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 1)
+    config = tmp_path / "config.yaml"
+    config.write_text("train:\n  batch_size: 0\n")
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-m", "likeness.training", "--configfile", str(config), "--dataset",
+         str(tmp_path / "dataset"), "--trigger", TRIGGER, "--log", str(tmp_path / "l.log"),
+         "--status", str(tmp_path / "s.json"), "--runs-root", str(tmp_path / "runs")],
+        capture_output=True, text=True, env=double_env(), cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "train.batch_size" in result.stderr
+
+
+def test_no_usable_images_is_one_readable_error(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 2, captions=False)
+    with pytest.raises(LikenessError) as error:
+        prepare(tmp_path, double_config(tmp_path))
+    assert "no usable training images" in str(error.value) and "2 excluded" in str(error.value)
+
+
+def test_dry_run_message_is_safe_for_a_rule_message(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 3)
+    cfg = double_config(tmp_path, sample_prompts=["{trigger} {class_word}"], max_gpu_hours=0.01)
+    message = training.dry_run_message(cfg, tmp_path / "dataset", assumed_images=40, runs_root=tmp_path)
+    formatted = message.format()  # what Snakemake does with a message
+    assert "3 images in" in formatted and "9 steps" in formatted
+    assert "WARNING" in formatted and "max_gpu_hours" in formatted  # the budget warning shows in the dry run
