@@ -15,6 +15,7 @@ include: "workflow/rules/export.smk"
 include: "workflow/rules/crop.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/caption.smk"
+include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -25,4 +26,5 @@ rule all:
         "results/crops/summary.tsv",
         "results/dataset/manifest.tsv",
         "results/captions/captions.tsv",
-        REPORT_BEFORE_TRAINING,
+        "results/train/status.json",
+        REPORT_FIGURES,

@@ -50,9 +50,7 @@ def build_synthetic_large(out_dir: Path) -> Path:
     rows = standin_tagger.standin_tag_rows(10861)  # wd v3 taggers list about 10.8 k tags
     rng = np.random.default_rng(0)
     width, hidden, blocks = 768, 3072, 12
-    inits = [
-        numpy_helper.from_array((rng.standard_normal((width, 3, 16, 16)) * 0.02).astype(np.float32), "patch")
-    ]
+    inits = [numpy_helper.from_array((rng.standard_normal((width, 3, 16, 16)) * 0.02).astype(np.float32), "patch")]
     nodes = [
         helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2]),
         helper.make_node("Conv", ["nchw", "patch"], ["patches"], strides=[16, 16]),
@@ -65,9 +63,7 @@ def build_synthetic_large(out_dir: Path) -> Path:
         names = [f"b{block}_{part}" for part in ("qkv", "proj", "up", "down")]
         shapes = [(width, 3 * width), (3 * width, width), (width, hidden), (hidden, width)]
         for name, shape in zip(names, shapes, strict=True):
-            inits.append(
-                numpy_helper.from_array((rng.standard_normal(shape) * 0.02).astype(np.float32), name)
-            )
+            inits.append(numpy_helper.from_array((rng.standard_normal(shape) * 0.02).astype(np.float32), name))
         nodes += [
             helper.make_node("MatMul", [current, names[0]], [f"{names[0]}_o"]),
             helper.make_node("MatMul", [f"{names[0]}_o", names[1]], [f"{names[1]}_o"]),
@@ -78,9 +74,7 @@ def build_synthetic_large(out_dir: Path) -> Path:
             helper.make_node("Add", [f"b{block}_a", f"{names[3]}_o"], [f"b{block}_out"]),
         ]
         current = f"b{block}_out"
-    inits.append(
-        numpy_helper.from_array((rng.standard_normal((width, len(rows))) * 0.02).astype(np.float32), "head")
-    )
+    inits.append(numpy_helper.from_array((rng.standard_normal((width, len(rows))) * 0.02).astype(np.float32), "head"))
     nodes += [
         helper.make_node("ReduceMean", [current], ["pooled"], axes=[1], keepdims=0),
         helper.make_node("MatMul", ["pooled", "head"], ["logits"]),
@@ -146,9 +140,7 @@ def main() -> None:
         size = (folder / "model.onnx").stat().st_size / 1e6
         models.append((f"synthetic ViT-B size ({size:.0f} MB)", {"model_dir": str(folder)}, args.large_faces))
     if args.model_dir:
-        models.append(
-            (f"real tagger {Path(args.model_dir).name}", {"model_dir": args.model_dir}, args.large_faces)
-        )
+        models.append((f"real tagger {Path(args.model_dir).name}", {"model_dir": args.model_dir}, args.large_faces))
     for label, section, counts in models:
         for faces in counts:
             measure(label, section, faces, args.batch_size)

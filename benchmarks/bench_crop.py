@@ -66,9 +66,7 @@ class PhotoPlan:
 
 
 # -- building the libraries ----------------------------------------------------------------------------
-def plan_photos(
-    faces_wanted: int, size: tuple[int, int], face_range: tuple[int, int], seed: int
-) -> list[PhotoPlan]:
+def plan_photos(faces_wanted: int, size: tuple[int, int], face_range: tuple[int, int], seed: int) -> list[PhotoPlan]:
     """Photos until the person has ``faces_wanted`` faces: one of theirs a photo, plus 0-2 bystanders.
 
     A person appears once in a photo; the bystanders are there because real photos have them (the export
@@ -162,9 +160,7 @@ def prepare_workflow(workdir: Path, library: Path) -> Path:
             shutil.copytree(source, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, workdir / name)
-    shutil.copytree(
-        REPO / "resources", workdir / "resources", ignore=shutil.ignore_patterns("library", "__pycache__")
-    )
+    shutil.copytree(REPO / "resources", workdir / "resources", ignore=shutil.ignore_patterns("library", "__pycache__"))
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["person"] = PERSON
     config["source"] = {
@@ -180,9 +176,7 @@ def run_snakemake(workdir: Path) -> tuple[float, str]:
     """Wall seconds of ``snakemake --cores 2`` in ``workdir`` and its output; exits on failure."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     start = time.perf_counter()
-    done = subprocess.run(
-        ["snakemake", "--cores", str(PARALLEL)], cwd=workdir, env=env, capture_output=True, text=True
-    )
+    done = subprocess.run(["snakemake", "--cores", str(PARALLEL)], cwd=workdir, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     output = done.stdout + done.stderr
     if done.returncode != 0:
@@ -220,13 +214,9 @@ def crop_jobs(workdir: Path, outdir: Path) -> list[CropJob]:
         stored = read_header(photo)
         assert stored is not None, photo
         width, height = geometry.displayed_size(stored.width, stored.height, stored.orientation)
-        face = geometry.marker_rect(
-            float(row["x"]), float(row["y"]), float(row["w"]), float(row["h"]), width, height
-        )
+        face = geometry.marker_rect(float(row["x"]), float(row["y"]), float(row["w"]), float(row["h"]), width, height)
         square = geometry.square_crop(face, width, height, factor)
-        jobs.append(
-            CropJob(photo, square.left, square.top, square.side, str(outdir / f"{row['marker_uid']}.jpg"))
-        )
+        jobs.append(CropJob(photo, square.left, square.top, square.side, str(outdir / f"{row['marker_uid']}.jpg")))
     return jobs
 
 
@@ -347,9 +337,7 @@ def noop_run(faces: int, base: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "faces", nargs="?", type=int, default=60, help="faces for the timing run (default 60)"
-    )
+    parser.add_argument("faces", nargs="?", type=int, default=60, help="faces for the timing run (default 60)")
     parser.add_argument("--noop-faces", type=int, default=1000, help="faces for the no-op re-run (0: skip)")
     parser.add_argument("--rounds", type=int, default=3, help="timing rounds, the best counts (default 3)")
     parser.add_argument("--workdir", type=Path, help="where to build (default: a temporary folder)")

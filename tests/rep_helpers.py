@@ -35,9 +35,7 @@ def textured_jpeg(path: Path, seed: int, side: int = 300, height: int | None = N
     """A JPEG with structure at every scale (noise blurred at two radii), like a real crop."""
     rng = np.random.default_rng(seed)
     rows = height or side
-    coarse = cv2.resize(
-        rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), (side, rows), interpolation=cv2.INTER_CUBIC
-    )
+    coarse = cv2.resize(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), (side, rows), interpolation=cv2.INTER_CUBIC)
     fine = rng.integers(0, 60, (rows, side, 3), dtype=np.uint8)
     image = cv2.add(coarse, fine)
     path.parent.mkdir(parents=True, exist_ok=True)

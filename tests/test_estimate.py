@@ -57,9 +57,7 @@ def test_regularisation_repeats_round_robin() -> None:
 
 def test_gradient_accumulation_rounds_up() -> None:
     # 400 samples, batch 2 -> 200 batches; accumulation 3 -> ceil(200 / 3) = 67 steps; 5 epochs = 335
-    result = est.estimate(
-        cfg(num_repeats=10, batch_size=2, gradient_accumulation_steps=3, max_train_epochs=5), 40
-    )
+    result = est.estimate(cfg(num_repeats=10, batch_size=2, gradient_accumulation_steps=3, max_train_epochs=5), 40)
     assert result.steps.batches_per_epoch == 200
     assert result.steps_per_epoch == 67
     assert result.total_steps == 335
@@ -111,9 +109,7 @@ def test_time_is_steps_times_table_speed_plus_overheads() -> None:
 
 def test_batch_sizes_between_table_rows_are_interpolated() -> None:
     table = est.load_speed_table()
-    exact, _, _ = est.lookup_speed(
-        "RTX 4090", resolution=1024, batch_size=8, gradient_checkpointing=True, table=table
-    )
+    exact, _, _ = est.lookup_speed("RTX 4090", resolution=1024, batch_size=8, gradient_checkpointing=True, table=table)
     assert exact == pytest.approx(3.0)
     middle, source, _ = est.lookup_speed(
         "RTX 4090", resolution=1024, batch_size=4, gradient_checkpointing=True, table=table
@@ -124,9 +120,7 @@ def test_batch_sizes_between_table_rows_are_interpolated() -> None:
 
 def test_resolution_and_checkpointing_scale_the_figure() -> None:
     table = est.load_speed_table()
-    seconds, _, _ = est.lookup_speed(
-        "L40S", resolution=512, batch_size=1, gradient_checkpointing=True, table=table
-    )
+    seconds, _, _ = est.lookup_speed("L40S", resolution=512, batch_size=1, gradient_checkpointing=True, table=table)
     assert seconds == pytest.approx(1.029 / 4)
     only_no = [row for row in table if row.gpu == "RTX 3090"]
     seconds, source, _ = est.lookup_speed(

@@ -19,9 +19,7 @@ def _random_rects(rng: np.random.Generator, width: int, height: int, count: int)
     rects = [Rect(0, 0, width, height), Rect(width - 1, height - 1, width, height)]
     for _ in range(count):
         x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-        rects.append(
-            Rect(x0, y0, int(rng.integers(x0 + 1, width + 1)), int(rng.integers(y0 + 1, height + 1)))
-        )
+        rects.append(Rect(x0, y0, int(rng.integers(x0 + 1, width + 1)), int(rng.integers(y0 + 1, height + 1))))
     return rects
 
 
@@ -80,9 +78,7 @@ def _photo(width: int, height: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def turbojpeg() -> jpegregion.TurboJPEG:
     library = jpegregion._default_library()
-    assert library is not None, (
-        "libturbojpeg is needed for these tests (Debian: apt-get install libturbojpeg0)"
-    )
+    assert library is not None, "libturbojpeg is needed for these tests (Debian: apt-get install libturbojpeg0)"
     return library
 
 
@@ -119,9 +115,7 @@ def _encode(displayed: np.ndarray, orientation: int, sampling: str) -> bytes:
         return encode_jpeg(displayed, orientation)
     stored = np.ascontiguousarray(stored_from_displayed(displayed, orientation))
     if sampling == "gray":
-        ok, buffer = cv2.imencode(
-            ".jpg", cv2.cvtColor(stored, cv2.COLOR_BGR2GRAY), [cv2.IMWRITE_JPEG_QUALITY, 90]
-        )
+        ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(stored, cv2.COLOR_BGR2GRAY), [cv2.IMWRITE_JPEG_QUALITY, 90])
     else:
         flags = [
             cv2.IMWRITE_JPEG_QUALITY,

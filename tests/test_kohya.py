@@ -121,12 +121,8 @@ def test_sample_prompts_all_carry_the_trigger(tmp_path: Path) -> None:
 
 
 def test_toml_writer_keeps_floats_floats() -> None:
-    text = kohya.dumps_toml(
-        {"t": {"a": 1.0, "b": 1e-05, "c": 3, "d": [0.5, 2.0], "e": 'say "hi"', "f": False}}
-    )
-    assert tomllib.loads(text) == {
-        "t": {"a": 1.0, "b": 1e-05, "c": 3, "d": [0.5, 2.0], "e": 'say "hi"', "f": False}
-    }
+    text = kohya.dumps_toml({"t": {"a": 1.0, "b": 1e-05, "c": 3, "d": [0.5, 2.0], "e": 'say "hi"', "f": False}})
+    assert tomllib.loads(text) == {"t": {"a": 1.0, "b": 1e-05, "c": 3, "d": [0.5, 2.0], "e": 'say "hi"', "f": False}}
     assert type(tomllib.loads(text)["t"]["a"]) is float
 
 

@@ -83,9 +83,7 @@ def test_sheet_grows_by_one_tile_per_column_and_row(tmp_path):
     path = solid_png(tmp_path / "c.png", COLOURS[0])
     sizes = {}
     for count in (1, 2, 4, 5):
-        sizes[count] = report.contact_sheet(
-            [(path, ["x"])] * count, tmp_path / f"s{count}.png", columns=4, tile=40
-        )
+        sizes[count] = report.contact_sheet([(path, ["x"])] * count, tmp_path / f"s{count}.png", columns=4, tile=40)
     column_step = sizes[2][0] - sizes[1][0]
     assert column_step > 40  # a tile plus a gap
     assert sizes[4][0] == sizes[1][0] + 3 * column_step

@@ -27,18 +27,14 @@ SD_SCRIPTS = os.environ.get("LIKENESS_SD_SCRIPTS", "")
 
 pytestmark = [
     pytest.mark.sdscripts,
-    pytest.mark.skipif(
-        not SD_SCRIPTS, reason="opt-in: set LIKENESS_SD_SCRIPTS to an sd-scripts v0.10.1 checkout"
-    ),
+    pytest.mark.skipif(not SD_SCRIPTS, reason="opt-in: set LIKENESS_SD_SCRIPTS to an sd-scripts v0.10.1 checkout"),
 ]
 
 
 def required_env(name: str) -> str:
     value = os.environ.get(name, "")
     if not value or not Path(value).exists():
-        pytest.fail(
-            f"LIKENESS_SD_SCRIPTS is set, so {name} must name an existing path (see this file's docstring)"
-        )
+        pytest.fail(f"LIKENESS_SD_SCRIPTS is set, so {name} must name an existing path (see this file's docstring)")
     return value
 
 
@@ -59,9 +55,7 @@ def last_launch(log_text: str) -> tuple[str, str]:
 
 
 def test_real_sd_scripts_trains_is_killed_and_resumes_with_only_epoch_two(tmp_path: Path) -> None:
-    assert (Path(SD_SCRIPTS) / "sdxl_train_network.py").is_file(), (
-        "LIKENESS_SD_SCRIPTS has no sdxl_train_network.py"
-    )
+    assert (Path(SD_SCRIPTS) / "sdxl_train_network.py").is_file(), "LIKENESS_SD_SCRIPTS has no sdxl_train_network.py"
     tag = checkout_tag(SD_SCRIPTS)
     assert tag in (None, "v0.10.1"), f"the checkout is at {tag}, not v0.10.1"
     base_model = required_env("LIKENESS_SD_BASE_MODEL")
@@ -129,14 +123,12 @@ def test_real_sd_scripts_trains_is_killed_and_resumes_with_only_epoch_two(tmp_pa
     assert "epoch 2/2" in body and "epoch 1/2" not in body  # only the second epoch ran
     steps = re.search(r"steps for 2 epochs is[^:]*: (\d+)", body)
     plan = training.RunPlan.load(only_run_dir(runs))
-    assert (
-        steps and int(steps.group(1)) == training.plan_estimate(plan, plan.train_cfg | cfg, None).total_steps
-    )
+    assert steps and int(steps.group(1)) == training.plan_estimate(plan, plan.train_cfg | cfg, None).total_steps
     assert training.training_finished(plan)
     assert (output / "likeness-000001.safetensors").is_file()  # epoch 1's LoRA stays
     assert json.loads((runs / "status.json").read_text())["state"] == "done"
     measured = est.load_calibration(runs / "calibration.tsv")  # s/step read from sd-scripts' own log
     assert [row.gpu for row in measured] == ["CPU"] and measured[0].source.startswith("measured")
-    assert training.plan_estimate(
-        plan, plan.train_cfg | cfg, runs / "calibration.tsv"
-    ).speed_source.startswith("measured")
+    assert training.plan_estimate(plan, plan.train_cfg | cfg, runs / "calibration.tsv").speed_source.startswith(
+        "measured"
+    )

@@ -24,9 +24,7 @@ TRIGGER = "ohwx"
 CLASS_WORD = "woman"
 
 
-def make_images(
-    folder: Path, count: int, size: int = 256, *, captions: bool = True, seed: int = 0
-) -> list[Path]:
+def make_images(folder: Path, count: int, size: int = 256, *, captions: bool = True, seed: int = 0) -> list[Path]:
     """``count`` square JPEG crops, captioned "<trigger>, <class word>, tags" as the caption stage writes."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -82,9 +80,7 @@ def double_env(step_seconds: float = 0.0, save_seconds: float = 0.0) -> dict[str
     return env
 
 
-def start_stage(
-    tmp: Path, cfg: dict[str, Any], dataset: Path, env: dict[str, str]
-) -> subprocess.Popen[bytes]:
+def start_stage(tmp: Path, cfg: dict[str, Any], dataset: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """``python -m likeness.training`` in its own process group (so a test can SIGKILL all of it)."""
     config_file = tmp / "config.yaml"
     config_file.write_text(yaml.safe_dump({"train": cfg}))
@@ -127,9 +123,7 @@ def only_run_dir(runs_root: Path) -> Path:
 
 def load_double() -> ModuleType:
     """Import the test double as a module (to reuse its state writer for hand-made states)."""
-    spec = importlib.util.spec_from_file_location(
-        "sdxl_train_network_double", DOUBLES / "sdxl_train_network.py"
-    )
+    spec = importlib.util.spec_from_file_location("sdxl_train_network_double", DOUBLES / "sdxl_train_network.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -15,7 +15,7 @@ import yaml
 from conftest import REPO_ROOT
 
 # What a user's checkout holds that the workflow needs (the demo library is not copied).
-WORKFLOW_PARTS = ["Snakefile", "workflow", "profiles", "resources"]
+WORKFLOW_PARTS = ["Snakefile", "workflow", "profiles", "resources", "envs"]
 _IGNORE = shutil.ignore_patterns("__pycache__", "library", "*.pyc")
 
 
@@ -39,6 +39,16 @@ def write_config(workdir: Path, library_root: Path, person: str = "Zoë O'Brien"
             "sidecar": str(library_root / "storage" / "sidecar"),
         },
         "crop": {"size": 256},
+        # The tests' drawn photos are small: keep every readable face in the training set.
+        "select": {
+            "min_crop_side": 64,
+            "min_sharpness": 0,
+            "max_other_face_share": 1.0,
+            "duplicate_distance": 0,
+            "brightness_min": 0,
+            "brightness_max": 255,
+            "max_clipped_share": 1.0,
+        },
         # The offline stand-in tagger, with its caches inside the test's folder.
         "caption": {"standin": True, "cache_dir": str(workdir / "cache" / "captions")},
     }

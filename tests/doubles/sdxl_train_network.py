@@ -30,9 +30,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-OPTIONS_TSV = (
-    Path(__file__).resolve().parents[2] / "resources" / "kohya" / "sdxl_train_network_v0.10.1_options.tsv"
-)
+OPTIONS_TSV = Path(__file__).resolve().parents[2] / "resources" / "kohya" / "sdxl_train_network_v0.10.1_options.tsv"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 STATE_FILES = (
     "train_state.json",
@@ -70,15 +68,10 @@ def check_dataset_keys(doc: dict, scopes: dict[str, set[str]]) -> None:
                 fail(f"dataset config: extra keys not allowed @ data['datasets'][0]['{key}']")
         for subset in dataset.get("subsets", []):
             if "image_dir" not in subset:
-                fail(
-                    "dataset config: required key not provided @ data['datasets'][0]['subsets'][0]"
-                    "['image_dir']"
-                )
+                fail("dataset config: required key not provided @ data['datasets'][0]['subsets'][0]['image_dir']")
             for key in subset:
                 if key not in scopes["dataset.subsets"]:
-                    fail(
-                        f"dataset config: extra keys not allowed @ data['datasets'][0]['subsets'][0]['{key}']"
-                    )
+                    fail(f"dataset config: extra keys not allowed @ data['datasets'][0]['subsets'][0]['{key}']")
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -105,9 +98,7 @@ def count_steps_per_epoch(doc: dict, train_args: dict) -> int:
         reg_images: list[int] = []
         for subset in dataset["subsets"]:
             settings = {**level, **subset}
-            images = sorted(
-                p for p in Path(subset["image_dir"]).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            images = sorted(p for p in Path(subset["image_dir"]).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             for path in images:
                 width, height = image_size(path)
                 if width != height:
@@ -233,9 +224,7 @@ def main() -> None:
     output_dir = Path(train_args["output_dir"])
     name = train_args.get("output_name") or "last"
     output_dir.mkdir(parents=True, exist_ok=True)
-    append_jsonl(
-        output_dir / "double_invocations.jsonl", {"argv": sys.argv[1:], "extra": extra, "pid": os.getpid()}
-    )
+    append_jsonl(output_dir / "double_invocations.jsonl", {"argv": sys.argv[1:], "extra": extra, "pid": os.getpid()})
 
     step_seconds = float(os.environ.get("LIKENESS_DOUBLE_STEP_SECONDS", "0"))
     save_pause = float(os.environ.get("LIKENESS_DOUBLE_SAVE_SECONDS", "0"))
@@ -269,18 +258,14 @@ def main() -> None:
         for step in range(steps_per_epoch):
             time.sleep(step_seconds)
             done += 1
-            append_jsonl(
-                output_dir / "double_steps.jsonl", {"epoch": epoch, "step": step, "pid": os.getpid()}
-            )
+            append_jsonl(output_dir / "double_steps.jsonl", {"epoch": epoch, "step": step, "pid": os.getpid()})
             sys.stdout.write(progress_line(done, total, started))
             sys.stdout.flush()
         if save_every and epoch % save_every == 0 and epoch < epochs:
             print(f"\nsaving checkpoint: {output_dir / f'{name}-{epoch:06d}.safetensors'}", flush=True)
             write_safetensors(output_dir / f"{name}-{epoch:06d}.safetensors", epoch)
             if train_args.get("save_state"):
-                write_state(
-                    output_dir / f"{name}-{epoch:06d}-state", epoch, epoch * steps_per_epoch, save_pause
-                )
+                write_state(output_dir / f"{name}-{epoch:06d}-state", epoch, epoch * steps_per_epoch, save_pause)
         if sample_every and epoch % sample_every == 0:
             for i, _prompt in enumerate(prompts):
                 write_png(output_dir / "sample" / f"{name}_e{epoch:06d}_{i:02d}_20260101000000.png")

@@ -24,8 +24,12 @@ def load_schema(schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
     for section_file in sorted(schema_dir.glob("*.schema.yaml")):
         section = section_file.name.removesuffix(".schema.yaml")
         if section != "config":
-            schema["properties"][section] = yaml.safe_load(section_file.read_text())
-            schema["properties"][section].setdefault("default", {})
+            section_schema = yaml.safe_load(section_file.read_text())
+            # A nested "$schema" would make jsonschema switch to a plain validator for the section,
+            # which fills no defaults: each file keeps it for editors, the merged schema drops it.
+            section_schema.pop("$schema", None)
+            section_schema.setdefault("default", {})
+            schema["properties"][section] = section_schema
     return schema
 
 

@@ -309,11 +309,7 @@ def load_calibration(path: str | Path | None) -> list[SpeedRow]:
 def record_calibration(path: str | Path, row: SpeedRow) -> None:
     """Store a measured speed; it replaces an earlier measurement for the same GPU and conditions."""
     key = (row.gpu, row.resolution, row.batch_size, row.gradient_checkpointing)
-    rows = [
-        r
-        for r in load_calibration(path)
-        if (r.gpu, r.resolution, r.batch_size, r.gradient_checkpointing) != key
-    ]
+    rows = [r for r in load_calibration(path) if (r.gpu, r.resolution, r.batch_size, r.gradient_checkpointing) != key]
     rows.append(row)
     out = io.StringIO()
     writer = csv.writer(out, delimiter="\t", lineterminator="\n")
@@ -380,9 +376,7 @@ def lookup_speed(
         seconds *= (resolution / best.resolution) ** 2
         notes.append(f"scaled from {best.resolution} px by pixel count")
     if best.gradient_checkpointing not in (wanted_gc, "any"):
-        factor = (
-            GRADIENT_CHECKPOINTING_FACTOR if gradient_checkpointing else 1 / GRADIENT_CHECKPOINTING_FACTOR
-        )
+        factor = GRADIENT_CHECKPOINTING_FACTOR if gradient_checkpointing else 1 / GRADIENT_CHECKPOINTING_FACTOR
         seconds *= factor
         notes.append(f"x{factor:.2f} for gradient checkpointing {wanted_gc}")
     origin = "measured" if measured else "table"
@@ -486,9 +480,7 @@ class Estimate:
             if (s.n_reg_images)
             else ""
         )
-        accum = (
-            f" / accumulation {s.gradient_accumulation_steps}" if s.gradient_accumulation_steps > 1 else ""
-        )
+        accum = f" / accumulation {s.gradient_accumulation_steps}" if s.gradient_accumulation_steps > 1 else ""
         overhead = ", ".join(f"{name} {secs / 60:.1f} min" for name, secs in self.overhead_seconds.items())
         lines = [
             f"training estimate ({self.gpu}, {self.resolution} px, batch {s.batch_size}):",
@@ -526,13 +518,9 @@ def _overheads(
         "latent caching": unique_images * flips * LATENT_CACHE_STEP_FRACTION * seconds_per_step,
     }
     if cfg.get("cache_text_encoder_outputs", True):
-        overheads["text-encoder caching"] = (
-            unique_images * TEXT_ENCODER_CACHE_STEP_FRACTION * seconds_per_step
-        )
+        overheads["text-encoder caching"] = unique_images * TEXT_ENCODER_CACHE_STEP_FRACTION * seconds_per_step
     if sample_events and n_prompts:
-        overheads["samples"] = (
-            sample_events * n_prompts * sample_steps * SAMPLING_STEP_FRACTION * seconds_per_step
-        )
+        overheads["samples"] = sample_events * n_prompts * sample_steps * SAMPLING_STEP_FRACTION * seconds_per_step
     overheads["saving"] = saves * (SAVE_LORA_SECONDS + SAVE_STATE_SECONDS)
     return overheads
 

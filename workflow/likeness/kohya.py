@@ -64,9 +64,7 @@ class OptionSpec:
 def load_option_specs(path: str | None = None) -> dict[str, dict[str, OptionSpec]]:
     """Read the options TSV into ``{scope: {name: OptionSpec}}`` (lines starting with ``#`` are notes)."""
     tsv = Path(path) if path else OPTIONS_TSV
-    lines = [
-        line for line in tsv.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")
-    ]
+    lines = [line for line in tsv.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
     specs: dict[str, dict[str, OptionSpec]] = {}
     for row in csv.DictReader(lines, delimiter="\t"):
         choices = tuple(c for c in row["choices"].split(",") if c)

@@ -562,6 +562,7 @@ def estimate_html(estimate_json: PathLike, out_html: PathLike) -> list[tuple[str
         estimate, problem = {}, f"the estimate could not be read ({type(error).__name__})"
     if problem:
         estimate = {}
+    estimate = _estimate_of_status(estimate)
     rows = estimate_rows(estimate)
     parts = [_HTML_HEAD]
     if problem:
@@ -765,3 +766,48 @@ def loss_chart(log_path: PathLike, out_svg: PathLike) -> int:
     except FileNotFoundError:
         text = ""
     return loss_svg(loss_curve(text), out_svg)
+
+
+# ---------------------------------------------------------------------------------------------------
+# What the rules call
+
+
+def _estimate_of_status(record: dict[str, Any]) -> dict[str, Any]:
+    """The training job's status file holds the estimate under "estimate": show it with the run's state."""
+    inner = record.get("estimate")
+    if not isinstance(inner, dict):
+        return record
+    shown = {k: v for k, v in inner.items() if k not in ("lines", "overhead_seconds", "budget_warning")}
+    if inner.get("budget_warning"):
+        shown["warning"] = inner["budget_warning"]
+    shown["training"] = f"{record.get('state', '?')} in {record.get('run_dir', '?')}/"
+    return shown
+
+
+def selection_figures(
+    manifest_tsv: PathLike,
+    excluded_tsv: PathLike,
+    selected_png: PathLike,
+    excluded_dir: PathLike,
+    reasons_svg: PathLike,
+    log_path: PathLike,
+) -> None:
+    selected_sheet(manifest_tsv, selected_png)
+    sheets = excluded_sheets(excluded_tsv, excluded_dir)
+    counts = reasons_chart(excluded_tsv, reasons_svg)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(log_path).write_text(f"{len(sheets)} excluded sheet(s): {counts}\n", encoding="utf-8")
+
+
+def training_done(status_json: PathLike) -> bool:
+    try:
+        return json.loads(Path(status_json).read_text(encoding="utf-8")).get("state") == "done"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def training_figures(status_json: PathLike, train_log: PathLike, loss_svg: PathLike, samples_png: PathLike) -> None:
+    """Loss curve from sd-scripts' log and the sample images of the run that the status file names."""
+    status = json.loads(Path(status_json).read_text(encoding="utf-8"))
+    loss_chart(train_log, loss_svg)
+    samples_sheet(Path(status.get("run_dir", "")) / "output" / "sample", samples_png)

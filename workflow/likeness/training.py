@@ -271,9 +271,7 @@ def prepare_run(
     write_if_changed(plan.dataset_toml, kohya.dumps_toml(dataset_doc).encode())
     write_if_changed(plan.train_toml, kohya.dumps_toml(train_doc).encode())
     write_if_changed(plan.sample_prompts, prompts.encode())
-    write_if_changed(
-        run_dir / "plan.json", (json.dumps(asdict(plan), indent=2, sort_keys=True) + "\n").encode()
-    )
+    write_if_changed(run_dir / "plan.json", (json.dumps(asdict(plan), indent=2, sort_keys=True) + "\n").encode())
     estimate = plan_estimate(plan, cfg, calibration_path or Path(runs_root) / "calibration.tsv")
     write_if_changed(plan.estimate_json, (json.dumps(estimate_record(estimate), indent=2) + "\n").encode())
     (Path(plan.output_dir)).mkdir(parents=True, exist_ok=True)
@@ -324,9 +322,7 @@ def _valid_safetensors(path: Path) -> bool:
 def state_epoch(state_dir: str | Path) -> int | None:
     """The epoch a saved state finished, or None when the state is incomplete (killed while saving)."""
     state_dir = Path(state_dir)
-    if not all(
-        (state_dir / name).is_file() and (state_dir / name).stat().st_size > 0 for name in STATE_FILES
-    ):
+    if not all((state_dir / name).is_file() and (state_dir / name).stat().st_size > 0 for name in STATE_FILES):
         return None
     try:
         data = json.loads((state_dir / "train_state.json").read_text(encoding="utf-8"))
@@ -507,9 +503,7 @@ def _forward_signals(process: subprocess.Popen[bytes], received: list[int]) -> I
             signal.signal(signum, handler)
 
 
-def _write_status(
-    plan: RunPlan, status_path: str | Path | None, state: str, **details: Any
-) -> dict[str, Any]:
+def _write_status(plan: RunPlan, status_path: str | Path | None, state: str, **details: Any) -> dict[str, Any]:
     record = {
         "state": state,
         "run_id": plan.run_id,
@@ -603,10 +597,7 @@ def run_training(
     if missing:
         (Path(plan.run_dir) / "READY").write_text(" ".join(launch_command_preview(cfg, plan)) + "\n")
         _write_status(plan, status_path, "ready", missing=missing, estimate=estimate_record(estimate))
-        out.write(
-            f"training is ready in {plan.run_dir}/ ({'; '.join(missing)}): "
-            f"fix that and run `{LAUNCH_COMMAND}`\n"
-        )
+        out.write(f"training is ready in {plan.run_dir}/ ({'; '.join(missing)}): fix that and run `{LAUNCH_COMMAND}`\n")
         return 0
 
     with _run_lock(Path(plan.run_dir)) as locked:
@@ -618,9 +609,7 @@ def run_training(
 
 def launch_command_preview(cfg: Mapping[str, Any], plan: RunPlan) -> list[str]:
     sd_scripts = str(cfg.get("sd_scripts") or "<train.sd_scripts>")
-    return launch_command(
-        {**cfg, "sd_scripts": sd_scripts}, plan, find_resume_state(plan.output_dir, plan.output_name)
-    )
+    return launch_command({**cfg, "sd_scripts": sd_scripts}, plan, find_resume_state(plan.output_dir, plan.output_name))
 
 
 def _launch(
@@ -636,9 +625,7 @@ def _launch(
         (Path(plan.run_dir) / "READY").unlink()
     resume = find_resume_state(plan.output_dir, plan.output_name)
     command = launch_command(cfg, plan, resume)
-    start_note = (
-        f"resuming from {resume[0].name} (epoch {resume[1] + 1})" if resume else "starting from epoch 1"
-    )
+    start_note = f"resuming from {resume[0].name} (epoch {resume[1] + 1})" if resume else "starting from epoch 1"
     out.write(f"training {plan.run_id}: {start_note}; log: {log_path}\n")
     out.flush()
     _write_status(plan, status_path, "running", command=command)

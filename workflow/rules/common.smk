@@ -10,6 +10,7 @@ from likeness import captions as lk_captions
 from likeness import crop as lk_crop
 from likeness import selection as lk_selection
 from likeness import sources as lk_sources
+from likeness import training as lk_training
 from likeness.config import validate_config
 from likeness.errors import LikenessError
 
@@ -80,3 +81,29 @@ wildcard_constraints:
 def crop_records(wildcards=None):
     """Every per-face crop record: what later stages read (a removed marker drops out here)."""
     return expand("results/crops/{uid}.json", uid=FACE_UIDS)
+
+
+# -- training --------------------------------------------------------------------------------------
+TRAIN_DATASET = "results/dataset/images"
+TRAIN_CLASS_WORD = (
+    config["train"]["class_word"] or config["caption"]["class_word"] or ""
+)
+
+
+def expected_training_images():
+    """Images the training will see: the manifest's count once selection ran, else at most top_n."""
+    manifest = Path("results/dataset/manifest.tsv")
+    if manifest.is_file():
+        return max(0, len(manifest.read_text(encoding="utf-8").splitlines()) - 1)
+    return min(config["select"]["top_n"], len(FACE_UIDS))
+
+
+try:
+    TRAIN_ESTIMATE_MESSAGE = lk_training.dry_run_message(
+        config["train"], TRAIN_DATASET, assumed_images=expected_training_images()
+    )
+    TRAIN_RUNTIME_MINUTES = lk_training.runtime_minutes(
+        config["train"], TRAIN_DATASET, assumed_images=expected_training_images()
+    )
+except LikenessError as error:
+    fail(error)

@@ -1,13 +1,6 @@
 # Figures for `snakemake --report report.html`: contact sheets, charts, the training estimate and,
 # after training, the loss curve and the sample images. Cheap jobs that read the stages' tables.
-# Paths of the caption and training stages: adjust here if those stages write elsewhere.
 from likeness import report as lk_report
-
-REPORT_CAPTIONS = "results/captions/captions.tsv"
-REPORT_ESTIMATE = "results/train/estimate.json"
-REPORT_TRAIN_LOG = "logs/train.log"
-REPORT_TRAIN_DONE = "results/train/lora.safetensors"
-REPORT_SAMPLES = "results/train/output/sample"
 
 
 report: "../report/workflow.rst"
@@ -42,15 +35,19 @@ rule report_selection:
     log:
         "logs/report/selection.log",
     run:
-        lk_report.selected_sheet(input.manifest, output.selected)
-        sheets = lk_report.excluded_sheets(input.excluded, output.excluded)
-        counts = lk_report.reasons_chart(input.excluded, output.reasons)
-        Path(log[0]).write_text(f"{len(sheets)} excluded sheet(s): {counts}\n")
+        lk_report.selection_figures(
+            input.manifest,
+            input.excluded,
+            output.selected,
+            output.excluded,
+            output.reasons,
+            log[0],
+        )
 
 
 rule report_tags:
     input:
-        captions=REPORT_CAPTIONS,
+        captions="results/captions/captions.tsv",
     output:
         tags=report(
             "results/report/caption_tags.svg",
@@ -58,13 +55,16 @@ rule report_tags:
             category="3. Captions",
             labels={"figure": "most frequent tags"},
         ),
+    log:
+        "logs/report/tags.log",
     run:
         lk_report.tags_chart(input.captions, output.tags, top=25)
 
 
 rule report_estimate:
     input:
-        estimate=REPORT_ESTIMATE,
+        # The training job records its estimate (and whether it ran) in its status file.
+        estimate="results/train/status.json",
     output:
         html=report(
             "results/report/estimate.html",
@@ -72,14 +72,16 @@ rule report_estimate:
             category="4. Training",
             labels={"figure": "estimate"},
         ),
+    log:
+        "logs/report/estimate.log",
     run:
         lk_report.estimate_html(input.estimate, output.html)
 
 
 rule report_training:
     input:
-        log=REPORT_TRAIN_LOG,
-        done=REPORT_TRAIN_DONE,
+        status="results/train/status.json",
+        train_log="logs/train.log",
     output:
         loss=report(
             "results/report/loss.svg",
@@ -93,18 +95,21 @@ rule report_training:
             category="4. Training",
             labels={"figure": "samples by epoch"},
         ),
-    params:
-        sample_dir=REPORT_SAMPLES,
+    log:
+        "logs/report/training.log",
     run:
-        lk_report.loss_chart(input.log, output.loss)
-        lk_report.samples_sheet(params.sample_dir, output.samples)
+        lk_report.training_figures(
+            input.status, input.train_log, output.loss, output.samples
+        )
 
 
-# What `rule all` should list (the training figures only where training is part of the default run).
-REPORT_BEFORE_TRAINING = [
+# What `rule all` lists: the loss curve and samples once a training has finished.
+REPORT_FIGURES = [
     "results/report/selected.png",
     "results/report/excluded",
     "results/report/exclusion_reasons.svg",
     "results/report/caption_tags.svg",
+    "results/report/estimate.html",
 ]
-REPORT_AFTER_TRAINING = ["results/report/loss.svg", "results/report/samples.png"]
+if lk_report.training_done("results/train/status.json"):
+    REPORT_FIGURES += ["results/report/loss.svg", "results/report/samples.png"]
