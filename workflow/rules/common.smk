@@ -29,7 +29,7 @@ def run_logged(log_path, job, *args):
     with open(log_path, "w", encoding="utf-8") as handle:
 
         def log(line):
-            handle.write(line + "\n")
+            handle.write(f"{line}\n")
             handle.flush()
             print(f"likeness: {line}", flush=True)
 
@@ -99,11 +99,16 @@ def expected_training_images():
 
 
 try:
+    _assumed_images = expected_training_images()
     TRAIN_ESTIMATE_MESSAGE = lk_training.dry_run_message(
-        config["train"], TRAIN_DATASET, assumed_images=expected_training_images()
+        config["train"], TRAIN_DATASET, assumed_images=_assumed_images
     )
     TRAIN_RUNTIME_MINUTES = lk_training.runtime_minutes(
-        config["train"], TRAIN_DATASET, assumed_images=expected_training_images()
+        config["train"], TRAIN_DATASET, assumed_images=_assumed_images
+    )
+    # A job with a message is listed by it alone: show its resources there too.
+    TRAIN_ESTIMATE_MESSAGE += (
+        f"\n  resources: gpu=1, runtime={TRAIN_RUNTIME_MINUTES} min"
     )
 except LikenessError as error:
     fail(error)

@@ -1,0 +1,128 @@
+"""The training stage through the snakemake CLI, with the sd-scripts test double (tests/doubles/)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from library_helpers import build_small_library, write_sqlite
+from train_helpers import double_config, double_env, read_jsonl, wait_for
+from workflow_helpers import copy_workflow, snakemake, write_config
+
+pytestmark = pytest.mark.snakemake
+
+
+@pytest.fixture
+def workflow(tmp_path):
+    library = build_small_library(tmp_path / "library", n_photos=3)
+    write_sqlite(library)
+    return copy_workflow(tmp_path / "wf"), library
+
+
+def _status(workdir: Path) -> dict:
+    return json.loads((workdir / "results" / "train" / "status.json").read_text())
+
+
+def _run_dirs(workdir: Path) -> list[Path]:
+    return sorted(p for p in (workdir / "results" / "train").iterdir() if p.is_dir())
+
+
+def test_dry_run_shows_the_training_job_and_its_estimate(workflow):
+    workdir, library = workflow
+    write_config(workdir, library.root, train={"gpu": "RTX 4090", "gpu_hourly_cost": 2.0, "num_repeats": 10})
+    result = snakemake(workdir, "-n")
+    text = result.stdout
+    # The job's message replaces its rule header in the listing; the job table counts it.
+    assert re.search(r"^train\s+1$", text, re.MULTILINE)
+    assert re.search(r"^Job \d+: training estimate \(RTX 4090, 1024 px, batch 1\):$", text, re.MULTILINE)
+    # 5 usable faces at most, 10 repeats, batch 1, 10 epochs (the defaults): the step math in the dry run.
+    assert "5 images x 10 repeats = 50 samples/epoch in 1 bucket(s) -> 50 batches = 50 steps/epoch" in text
+    assert "x 10 epochs = 500 steps" in text
+    assert re.search(r"resources: gpu=1, runtime=\d+ min", text)
+    assert "cost:" in text and "x 2/h" in text
+
+
+def test_without_gpu_or_sd_scripts_the_run_prepares_training_and_exits_0(workflow):
+    workdir, library = workflow
+    write_config(workdir, library.root)
+    result = snakemake(workdir, "--cores", "2")
+    assert "training is ready in results/train/" in result.stdout + result.stderr
+    status = _status(workdir)
+    assert status["state"] == "ready" and status["lora"] is None
+    run_dir = workdir / status["run_dir"]
+    assert {"dataset.toml", "train.toml", "sample_prompts.txt", "estimate.json"} <= {p.name for p in run_dir.iterdir()}
+    assert "Nothing to be done" in snakemake(workdir, "-n").stdout
+
+
+def test_budget_guard_refuses_and_the_dry_run_warns(workflow):
+    workdir, library = workflow
+    cfg = double_config(workdir, max_gpu_hours=0.001, gpu="RTX 4090", resolution=1024, max_train_epochs=10)
+    write_config(workdir, library.root, train=cfg)
+    dry = snakemake(workdir, "-n").stdout
+    assert "exceeds train.max_gpu_hours 0.001" in dry
+    result = snakemake(workdir, "--cores", "2", check=False, env=double_env())
+    assert result.returncode != 0
+    assert "exceeds train.max_gpu_hours 0.001 by" in result.stdout + result.stderr
+    assert "to fit:" in result.stdout + result.stderr
+    assert not list(workdir.glob("results/train/*/output/*.safetensors"))
+
+
+def test_sigkill_mid_training_then_the_readme_command_resumes(workflow):
+    workdir, library = workflow
+    write_config(workdir, library.root, train=double_config(workdir, max_train_epochs=3))
+    env = {**double_env(step_seconds=0.4), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "2"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        states = workdir / "results" / "train"
+        wait_for(lambda: list(states.glob("*/output/face-000001-state/random_states_0.pkl")), 120, "epoch 1 state")
+        steps = lambda: read_jsonl(next(states.glob("*/output")) / "double_steps.jsonl")  # noqa: E731
+        wait_for(lambda: any(s.get("epoch") == 2 for s in steps()), 60, "a step of epoch 2")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+    # The lock SIGKILL left behind: Snakemake's own message says what to run.
+    locked = snakemake(workdir, "--cores", "2", check=False, env=env)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
+    snakemake(workdir, "--unlock")
+    snakemake(workdir, "--cores", "2", env=env)
+
+    output = next((workdir / "results" / "train").glob("*/output"))
+    invocations = read_jsonl(output / "double_invocations.jsonl")
+    assert len(invocations) == 2
+    resumed = invocations[1]["argv"]
+    assert resumed[resumed.index("--resume") + 1].endswith("face-000001-state")
+    assert resumed[resumed.index("--initial_epoch") + 1] == "2"
+    assert (output / "face.safetensors").is_file()
+    assert _status(workdir)["state"] == "done"
+
+
+def test_a_config_change_trains_into_a_new_run_folder_and_keeps_the_old(workflow):
+    workdir, library = workflow
+    write_config(workdir, library.root, train=double_config(workdir, max_train_epochs=1))
+    snakemake(workdir, "--cores", "2", env=double_env())
+    (first,) = _run_dirs(workdir)
+    first_files = {p.relative_to(first): p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()}
+    assert (first / "output" / "face.safetensors").is_file()
+
+    write_config(workdir, library.root, train=double_config(workdir, max_train_epochs=1, network_dim=8))
+    snakemake(workdir, "--cores", "2", env=double_env())
+    runs = _run_dirs(workdir)
+    assert len(runs) == 2 and first in runs
+    assert {p.relative_to(first): p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()} == first_files
+    second = next(r for r in runs if r != first)
+    assert (second / "output" / "face.safetensors").is_file()
+    assert _status(workdir)["run_dir"].endswith(second.name)
