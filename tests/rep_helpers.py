@@ -8,17 +8,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from likeness import selection
 
-MANIFEST_COLUMNS = (
-    "rank", "marker_uid", "score", "image", "crop", "file_uid", "photo_uid", "subj_uid", "subj_src",
-    "marker_src", "taken_at", "native_face_side", "native_crop_side", "output_side", "sharpness",
-    "brightness", "contrast", "clipped_dark", "clipped_bright", "other_face_share", "phash", "pp_score",
-    "pp_q", "duplicates", "source",
-)  # fmt: skip
-EXCLUDED_COLUMNS = (
-    "marker_uid", "reason_key", "reason", "score", "native_crop_side", "sharpness", "brightness",
-    "clipped_dark", "clipped_bright", "other_face_share", "taken_at", "phash", "file_uid", "crop", "source",
-)  # fmt: skip
+# The selection stage's own columns: the report reads what selection writes.
+MANIFEST_COLUMNS = selection.MANIFEST_COLUMNS
+EXCLUDED_COLUMNS = selection.EXCLUDED_COLUMNS
 
 # Solid tile colours (BGR) far from the sheet background and the placeholder grey, one per test face.
 COLOURS = [(0, 0, 200), (0, 200, 0), (200, 0, 0), (0, 200, 200), (200, 0, 200), (200, 200, 0), (90, 40, 10)]

@@ -195,8 +195,8 @@ def test_image_sizes_from_headers(tmp_path: Path) -> None:
 
 
 def test_dry_run_assumes_a_count_before_the_dataset_exists(tmp_path: Path) -> None:
-    lines = training.dry_run_lines(cfg(), tmp_path / "missing", assumed_images=40, runs_root=tmp_path)
-    assert any("40 images" in line for line in lines)
-    assert lines[-1].strip().startswith("(dataset not built yet")
-    minutes = training.runtime_minutes(cfg(), tmp_path / "missing", assumed_images=40, runs_root=tmp_path)
-    assert minutes > 0
+    shown = training.dry_run(cfg(), tmp_path / "missing", assumed_images=40, runs_root=tmp_path)
+    assert any("40 images" in line for line in shown.lines)
+    assert shown.lines[-1].strip().startswith("(dataset not built yet")
+    assert shown.runtime_minutes > 0
+    assert shown.message.endswith(f"resources: gpu=1, runtime={shown.runtime_minutes} min")

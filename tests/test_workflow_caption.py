@@ -6,7 +6,7 @@ import json
 
 import pytest
 from library_helpers import build_small_library, write_sqlite
-from test_workflow_select import LENIENT, _manifest_uids
+from test_workflow_select import _manifest_uids
 from workflow_helpers import copy_workflow, snakemake, write_config
 
 pytestmark = pytest.mark.snakemake
@@ -26,7 +26,7 @@ def test_captions_are_incremental(tmp_path):
     write_sqlite(library)
     workdir = copy_workflow(tmp_path / "wf")
     caption = {"standin": True, "cache_dir": str(tmp_path / "cache"), "class_word": "woman"}
-    write_config(workdir, library.root, trigger="zqx", select={**LENIENT, "top_n": 3}, caption=caption)
+    write_config(workdir, library.root, trigger="zqx", select={"top_n": 3}, caption=caption)
 
     snakemake(workdir, "--cores", "2")
     assert _stats(workdir)["model_runs"] == 3
@@ -36,7 +36,7 @@ def test_captions_are_incremental(tmp_path):
 
     # Raising top_n: the model runs on the 2 new faces only; the 3 captions already written stay.
     mtimes = {p.stem: p.stat().st_mtime_ns for p in (workdir / "results/dataset/images").glob("*.txt")}
-    write_config(workdir, library.root, trigger="zqx", select={**LENIENT, "top_n": 5}, caption=caption)
+    write_config(workdir, library.root, trigger="zqx", select={"top_n": 5}, caption=caption)
     snakemake(workdir, "--cores", "2")
     assert _stats(workdir)["model_runs"] == 2
     second = _captions(workdir)
@@ -46,7 +46,7 @@ def test_captions_are_incremental(tmp_path):
 
     # A threshold change rewrites captions from the stored probabilities: the model does not run.
     strict = {**caption, "general_threshold": 0.95, "character_threshold": 0.99}
-    write_config(workdir, library.root, trigger="zqx", select={**LENIENT, "top_n": 5}, caption=strict)
+    write_config(workdir, library.root, trigger="zqx", select={"top_n": 5}, caption=strict)
     snakemake(workdir, "--cores", "2")
     stats = _stats(workdir)
     assert stats["model_runs"] == 0 and stats["from_cache"] == 5
@@ -55,7 +55,7 @@ def test_captions_are_incremental(tmp_path):
     assert third != second
 
     # Lowering top_n removes the captions of faces no longer selected, with their images.
-    write_config(workdir, library.root, trigger="zqx", select={**LENIENT, "top_n": 2}, caption=strict)
+    write_config(workdir, library.root, trigger="zqx", select={"top_n": 2}, caption=strict)
     snakemake(workdir, "--cores", "2")
     assert set(_captions(workdir)) == set(_manifest_uids(workdir))
     assert len(_captions(workdir)) == 2
@@ -68,7 +68,6 @@ def test_offline_without_a_cached_model_is_one_line_naming_the_key(tmp_path):
     write_config(
         workdir,
         library.root,
-        select=LENIENT,
         caption={"standin": False, "cache_dir": str(tmp_path / "cache"), "hub_cache": str(tmp_path / "hub")},
     )
     result = snakemake(workdir, "--cores", "2", check=False, env={"HF_HUB_OFFLINE": "1"})

@@ -10,16 +10,6 @@ from workflow_helpers import copy_workflow, planned_jobs, snakemake, uids_of, wr
 
 pytestmark = pytest.mark.snakemake
 
-LENIENT = {
-    "min_crop_side": 64,
-    "min_sharpness": 0,
-    "max_other_face_share": 1.0,
-    "duplicate_distance": 0,
-    "brightness_min": 0,
-    "brightness_max": 255,
-    "max_clipped_share": 1.0,
-}
-
 
 def _manifest_uids(workdir) -> list[str]:
     lines = (workdir / "results" / "dataset" / "manifest.tsv").read_text().splitlines()
@@ -36,7 +26,7 @@ def test_selection_is_incremental_and_stable(tmp_path):
     library = build_small_library(tmp_path / "library")
     db = write_sqlite(library)
     workdir = copy_workflow(tmp_path / "wf")
-    write_config(workdir, library.root, select={**LENIENT, "top_n": 3})
+    write_config(workdir, library.root, select={"top_n": 3})
 
     run = snakemake(workdir, "--cores", "2")
     assert "likeness: kept 3 of 9 faces" in run.stdout
@@ -52,7 +42,7 @@ def test_selection_is_incremental_and_stable(tmp_path):
 
     # Raising top_n re-runs selection only; the images already selected are left as they are.
     inodes = _images(workdir)
-    write_config(workdir, library.root, select={**LENIENT, "top_n": 5})
+    write_config(workdir, library.root, select={"top_n": 5})
     # (the caption job follows it, and tags only the new faces: see test_workflow_caption.py)
     assert "crop_face" not in planned_jobs(workdir)
     snakemake(workdir, "--cores", "2")

@@ -700,46 +700,33 @@ def train_stage(
     return run_training(plan, cfg, log_path, status_path=status_path)
 
 
-def dry_run_lines(
+@dataclass(frozen=True)
+class DryRun:
+    """What the dry run shows for the training job, from one estimate (computed while the Snakefile is read)."""
+
+    lines: list[str]
+    runtime_minutes: int  # Snakemake's ``runtime`` resource
+
+    @property
+    def message(self) -> str:
+        """The lines as a rule ``message:`` (braces escaped for format), with the job's resources."""
+        text = "\n".join([*self.lines, f"  resources: gpu=1, runtime={self.runtime_minutes} min"])
+        return text.replace("{", "{{").replace("}", "}}")
+
+
+def dry_run(
     cfg: Mapping[str, Any],
     dataset_dir: str | Path,
     *,
     assumed_images: int,
     runs_root: str | Path = "results/train",
-) -> list[str]:
-    """The estimate lines for ``snakemake -n`` (counts the dataset when it exists)."""
+) -> DryRun:
+    """The estimate for ``snakemake -n``: counts the dataset when it exists, else ``assumed_images``."""
     cfg = train_config(cfg)
     estimate, note = est.estimate_for_folders(
         cfg, dataset_dir, assumed_images=assumed_images, calibration_path=Path(runs_root) / "calibration.tsv"
     )
-    return [*estimate.format_lines(), f"  ({note})"]
-
-
-def dry_run_message(
-    cfg: Mapping[str, Any],
-    dataset_dir: str | Path,
-    *,
-    assumed_images: int,
-    runs_root: str | Path = "results/train",
-) -> str:
-    """:func:`dry_run_lines` as one string safe for a rule's ``message:`` (braces escaped for format)."""
-    text = "\n".join(dry_run_lines(cfg, dataset_dir, assumed_images=assumed_images, runs_root=runs_root))
-    return text.replace("{", "{{").replace("}", "}}")
-
-
-def runtime_minutes(
-    cfg: Mapping[str, Any],
-    dataset_dir: str | Path,
-    *,
-    assumed_images: int,
-    runs_root: str | Path = "results/train",
-) -> int:
-    """Snakemake ``runtime`` resource (minutes) for the training job."""
-    cfg = train_config(cfg)
-    estimate, _ = est.estimate_for_folders(
-        cfg, dataset_dir, assumed_images=assumed_images, calibration_path=Path(runs_root) / "calibration.tsv"
-    )
-    return estimate.runtime_minutes
+    return DryRun([*estimate.format_lines(), f"  ({note})"], estimate.runtime_minutes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

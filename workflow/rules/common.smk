@@ -99,16 +99,8 @@ def expected_training_images():
 
 
 try:
-    _assumed_images = expected_training_images()
-    TRAIN_ESTIMATE_MESSAGE = lk_training.dry_run_message(
-        config["train"], TRAIN_DATASET, assumed_images=_assumed_images
-    )
-    TRAIN_RUNTIME_MINUTES = lk_training.runtime_minutes(
-        config["train"], TRAIN_DATASET, assumed_images=_assumed_images
-    )
-    # A job with a message is listed by it alone: show its resources there too.
-    TRAIN_ESTIMATE_MESSAGE += (
-        f"\n  resources: gpu=1, runtime={TRAIN_RUNTIME_MINUTES} min"
+    TRAIN_DRY_RUN = lk_training.dry_run(
+        config["train"], TRAIN_DATASET, assumed_images=expected_training_images()
     )
 except LikenessError as error:
     fail(error)

@@ -16,7 +16,7 @@ rule train:
         "../../envs/likeness.yaml"
     resources:
         gpu=1,
-        runtime=TRAIN_RUNTIME_MINUTES,
+        runtime=TRAIN_DRY_RUN.runtime_minutes,
     params:
         settings=config["train"],
         dataset=TRAIN_DATASET,
@@ -25,6 +25,6 @@ rule train:
         # Changes when a GPU, the checkout or the base model appear, so a 'ready' run is launched.
         ready=lk_training.launch_readiness(config["train"]),
     message:
-        TRAIN_ESTIMATE_MESSAGE
+        TRAIN_DRY_RUN.message
     script:
         "../scripts/train.py"
