@@ -5,14 +5,18 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import cv2
+import numpy as np
 from library_helpers import SmallLibrary
 from likeness.synthlib import Face, LibraryBuilder, Photo, background, draw_face
 
@@ -179,3 +183,35 @@ def incomplete_outputs(workdir: Path) -> set[str]:
             continue
         names.add(base64.urlsafe_b64decode(marker.name.encode()).decode())
     return names
+
+
+# -- unusual and hostile image files ---------------------------------------------------------------------
+def write_png_header_only(path: Path, width: int, height: int) -> None:
+    """A tiny PNG whose header declares ``width`` x ``height`` pixels (a decompression bomb's shape)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        checksum = struct.pack(">I", zlib.crc32(kind + payload))
+        return struct.pack(">I", len(payload)) + kind + payload + checksum
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = chunk(b"IDAT", zlib.compress(b"\0" * 16))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b""))
+
+
+IMAGEMAGICK_CONVERT = "/usr/bin/convert"  # installed by workflow/scripts/setup.sh --dev
+
+
+def write_cmyk_jpeg(path: Path, bgr: np.ndarray) -> None:
+    """A CMYK JPEG of ``bgr``, converted by ImageMagick as a camera or print workflow would write it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb_path = path.with_name(path.stem + ".rgb-source.png")
+    cv2.imwrite(str(rgb_path), bgr)
+    try:
+        subprocess.run(
+            [IMAGEMAGICK_CONVERT, str(rgb_path), "-colorspace", "CMYK", "-quality", "95", f"jpeg:{path}"],
+            check=True,
+            capture_output=True,
+        )
+    finally:
+        rgb_path.unlink()
