@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import struct
@@ -183,6 +184,32 @@ def incomplete_outputs(workdir: Path) -> set[str]:
             continue
         names.add(base64.urlsafe_b64decode(marker.name.encode()).decode())
     return names
+
+
+# Caption stats that describe the result; the rest (timings, cache hits, provider) describe the run.
+STABLE_STATS = ("faces", "captioned", "model", "model_key", "skipped")
+
+
+def results_files(workdir: Path) -> dict[str, bytes]:
+    """Every file under results/ (hidden ones included): relative path -> bytes."""
+    root = workdir / "results"
+    return {str(p.relative_to(workdir)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_same_results(reference: Path, other: Path, n_faces: int) -> None:
+    """``other``'s results/ equals ``reference``'s byte for byte, but for the caption stats' run details."""
+    expected, actual = results_files(reference), results_files(other)
+    stats = "results/captions/stats.json"
+    expected_stats, actual_stats = json.loads(expected.pop(stats)), json.loads(actual.pop(stats))
+    assert sorted(actual) == sorted(expected), set(actual) ^ set(expected)
+    differing = [name for name in expected if actual[name] != expected[name]]
+    assert not differing, differing
+    assert {k: actual_stats[k] for k in STABLE_STATS} == {k: expected_stats[k] for k in STABLE_STATS}
+    # The final crops, manifests and captions are among the files compared: make sure they are there.
+    assert sum(name.endswith(".jpg") for name in expected if name.startswith("results/crops/")) == n_faces
+    assert any(name.endswith(".txt") for name in expected)
+    for table in ("manifest.tsv", "excluded.tsv"):
+        assert f"results/dataset/{table}" in expected
 
 
 # -- unusual and hostile image files ---------------------------------------------------------------------

@@ -30,6 +30,7 @@ from rel_helpers import (
     KEEP_ALL,
     BackgroundRun,
     FileState,
+    assert_same_results,
     build_many_faces_library,
     incomplete_outputs,
     snapshot,
@@ -43,8 +44,6 @@ pytestmark = pytest.mark.snakemake
 N_FACES = 200
 README_COMMAND = ("--cores", "2")  # `snakemake --cores 2`, as the README says
 MAX_PARALLEL_JOBS = 2  # --cores 2: at most two jobs can be cut off at once
-# Caption stats that describe the result; the rest (timings, cache hits, provider) describe the run.
-STABLE_STATS = ("faces", "captioned", "model", "model_key", "skipped")
 
 
 def _configure(workdir: Path, library_root: Path) -> None:
@@ -129,26 +128,6 @@ def _may_be_rewritten(path: str, incomplete: set[str]) -> bool:
     return False
 
 
-def _results(workdir: Path) -> dict[str, bytes]:
-    root = workdir / "results"
-    return {str(p.relative_to(workdir)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _assert_same_results(reference: Path, resumed: Path) -> None:
-    expected, actual = _results(reference), _results(resumed)
-    stats = "results/captions/stats.json"
-    expected_stats, actual_stats = json.loads(expected.pop(stats)), json.loads(actual.pop(stats))
-    assert sorted(actual) == sorted(expected), set(actual) ^ set(expected)
-    differing = [name for name in expected if actual[name] != expected[name]]
-    assert not differing, differing
-    assert {k: actual_stats[k] for k in STABLE_STATS} == {k: expected_stats[k] for k in STABLE_STATS}
-    # The final crops, manifests and captions are among the files compared: make sure they are there.
-    assert sum(name.endswith(".jpg") for name in expected if name.startswith("results/crops/")) == N_FACES
-    assert any(name.endswith(".txt") for name in expected)
-    for table in ("manifest.tsv", "excluded.tsv"):
-        assert f"results/dataset/{table}" in expected
-
-
 def _relative_states(workdir: Path) -> dict[str, FileState]:
     return {
         str(Path(path).relative_to(workdir)): state
@@ -218,7 +197,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, library, reference
 
     resumed = snakemake(workdir, *README_COMMAND)
 
-    _assert_same_results(reference, workdir)
+    assert_same_results(reference, workdir, N_FACES)
     # No finished work redone: the faces cropped now are exactly those without a finished record ...
     all_uids = {p.stem for p in _crop_records(reference)}
     assert _cropped_uids(resumed.stdout + resumed.stderr) == all_uids - finished_records
