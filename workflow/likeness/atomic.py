@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,17 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+# ".<target name>.<random or pid>.tmp": what a writer leaves behind when it is killed (SIGKILL, power
+# loss) between creating its temporary file and renaming it over the target.
+_TEMPORARY_SUFFIX = ".tmp"
+_TEMPORARY_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TEMPORARY_SUFFIX, dir=target.parent)
     try:
         # mkstemp creates 0600; give the file the mode a plain open() would have.
         os.fchmod(fd, 0o666 & ~_UMASK)
@@ -70,3 +75,21 @@ def write_if_changed(path: str | os.PathLike[str], data: bytes) -> bool:
         pass
     atomic_write_bytes(target, data)
     return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
+    """Delete the temporary files that killed writers left anywhere under ``folder``; return how many.
+
+    Call it only while no other process can be writing there: for results/, from Snakemake's onstart
+    hook, which runs while the run holds the working directory's lock.
+    """
+    removed = 0
+    root = Path(folder)
+    if not root.is_dir():
+        return 0
+    for path in root.rglob(f".*{_TEMPORARY_SUFFIX}"):
+        if _TEMPORARY_NAME.match(path.name) and path.is_file() and not path.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    return removed

@@ -6,6 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
+from likeness import atomic as lk_atomic
 from likeness import captions as lk_captions
 from likeness import crop as lk_crop
 from likeness import selection as lk_selection
@@ -81,6 +82,13 @@ wildcard_constraints:
 def crop_records(wildcards=None):
     """Every per-face crop record: what later stages read (a removed marker drops out here)."""
     return expand("results/crops/{uid}.json", uid=FACE_UIDS)
+
+
+onstart:
+    # A run killed while writing (SIGKILL, power loss) leaves hidden ".<name>.<random>.tmp" files
+    # beside its outputs. onstart runs while this run holds the working directory's lock, so no
+    # other writer can own a temporary file under results/ now.
+    lk_atomic.remove_stale_temporaries("results")
 
 
 # -- training --------------------------------------------------------------------------------------
