@@ -587,11 +587,8 @@ def run_training(
         _write_status(plan, status_path, "done")
         out.write(f"training already finished: {plan.final_lora}\n")
         return 0
-    budget = estimate.budget_message()
-    if budget:
-        out.write(f"training refused: {budget}\n")
-        return 2
-
+    # Nothing can start without a GPU, sd-scripts and a base model: then the run only prepares the
+    # training (its estimate lines above carry any budget warning) and succeeds, as the demo must.
     run_env = dict(os.environ if env is None else env)
     missing = missing_for_launch(cfg, run_env)
     if missing:
@@ -599,6 +596,10 @@ def run_training(
         _write_status(plan, status_path, "ready", missing=missing, estimate=estimate_record(estimate))
         out.write(f"training is ready in {plan.run_dir}/ ({'; '.join(missing)}): fix that and run `{LAUNCH_COMMAND}`\n")
         return 0
+    budget = estimate.budget_message()
+    if budget:
+        out.write(f"training refused: {budget}\n")
+        return 2
 
     with _run_lock(Path(plan.run_dir)) as locked:
         if not locked:
