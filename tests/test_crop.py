@@ -68,6 +68,8 @@ def test_face_is_found_upright_for_every_orientation_and_decode_path(tmp_path, o
 
     assert record["status"] == "ok", record["reason"]
     assert record["decode_scale"] == (1 if size == 1024 else 4)
+    # Full scale decodes only the crop's rows and columns; a reduced decode takes the whole photo.
+    assert record["decode"] == ("rows" if size == 1024 else "whole")
     assert record["photo_width"] == width and record["photo_height"] == height
     crop = cv2.imread(record["image"])
     assert crop.shape == (record["output_side"],) * 2 + (3,)

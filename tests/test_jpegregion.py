@@ -146,3 +146,31 @@ def test_without_libturbojpeg_the_caller_is_told_to_fall_back(monkeypatch: pytes
     monkeypatch.setattr(jpegregion, "_default_library", lambda: None)
     assert not jpegregion.available()
     assert jpegregion.decode_region(encode_jpeg(_photo(320, 240)), Rect(0, 0, 50, 50), 1) is None
+
+
+# -- the row-skipping decoder (likeness/_jpegskip.c, built by setup.sh) -----------------------------------
+def test_the_row_decoder_is_built():
+    """setup.sh compiles it; without it crops still work, only slower, so make a missing build visible."""
+    assert jpegregion.rows_available()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize(
+    "region", [Rect(30, 20, 130, 120), Rect(0, 0, 64, 64), Rect(136, 56, 200, 120), Rect(0, 0, 200, 120)]
+)
+def test_decode_rows_equals_a_whole_decode_for_every_orientation(orientation, region):
+    displayed = _photo(200, 120)
+    data = encode_jpeg(displayed, orientation, quality=95)
+    stored_width, stored_height = (120, 200) if orientation in (5, 6, 7, 8) else (200, 120)
+    rows = jpegregion.decode_rows(data, region, orientation, stored_width, stored_height)
+    whole = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    expected = whole[region.y0 : region.y1, region.x0 : region.x1]
+    assert rows is not None and rows.shape == expected.shape
+    assert np.abs(rows.astype(int) - expected.astype(int)).mean() < 2
+
+
+def test_decode_rows_refuses_what_it_cannot_decode():
+    data = encode_jpeg(_photo(200, 120))
+    assert jpegregion.decode_rows(data[: len(data) // 2], Rect(0, 0, 50, 50), 1, 200, 120) is None  # truncated
+    assert jpegregion.decode_rows(b"not a jpeg", Rect(0, 0, 5, 5), 1, 200, 120) is None
+    assert jpegregion.decode_rows(data, Rect(150, 0, 250, 50), 1, 200, 120) is None  # off the image

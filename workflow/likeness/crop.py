@@ -155,8 +155,7 @@ def _crop(spec: dict[str, Any], settings: CropSettings, image_path: str) -> dict
     out_side = geometry.output_side(square.side, settings.size)
     scale = geometry.reduced_scale(square.side, out_side) if header and header.format == "jpeg" else 1
 
-    pixels = _region_pixels(data, header, square, scale, width * height)
-    region_decoded = pixels is not None
+    pixels, decode_path = _region_pixels(data, header, square, scale, width * height)
     if pixels is None:
         if header is None:
             decoded = full
@@ -188,7 +187,7 @@ def _crop(spec: dict[str, Any], settings: CropSettings, image_path: str) -> dict
         "native_crop_side": square.side,
         "output_side": out_side,
         "decode_scale": scale,
-        "region_decode": region_decoded,
+        "decode": decode_path,
         "measurements": _measure(pixels, face_in_crop),
     }
 
@@ -203,17 +202,21 @@ def _measure(pixels: np.ndarray, face_in_crop: tuple[int, int, int, int]) -> dic
 
 def _region_pixels(
     data: bytes, header: ImageHeader | None, square: geometry.SquareCrop, scale: int, photo_pixels: int
-) -> np.ndarray | None:
-    """The crop's pixels decoded alone where that pays; None: decode the whole photo instead.
+) -> tuple[np.ndarray | None, str]:
+    """The crop's pixels decoded alone, and how ("rows" or "cut"); (None, "whole"): decode the whole photo.
 
-    decode_region also answers None without libturbojpeg, for a JPEG it cannot cut (CMYK, odd
-    subsampling) and for damaged data: the whole decode then decides, with its own checks.
+    Both region paths answer None for what they cannot decode (no library, CMYK, damaged data): the whole
+    decode then decides, with its own checks.
     """
     if header is None or header.format != "jpeg" or scale != 1:
-        return None  # a reduced decode costs about what the lossless cut does (benchmarks/README.md)
+        return None, "whole"  # a reduced decode costs about what a region decode does (benchmarks/README.md)
+    pixels = jpegregion.decode_rows(data, square.rect, header.orientation, header.width, header.height)
+    if pixels is not None:
+        return pixels, "rows"
     if square.side * square.side > REGION_DECODE_MAX_SHARE * photo_pixels:
-        return None
-    return jpegregion.decode_region(data, square.rect, header.orientation)
+        return None, "whole"
+    pixels = jpegregion.decode_region(data, square.rect, header.orientation)
+    return (pixels, "cut") if pixels is not None else (None, "whole")
 
 
 def _encode(pixels: np.ndarray, settings: CropSettings) -> bytes:
@@ -290,7 +293,7 @@ def _tsv_cell(value: str) -> str:
 
 # The modules whose code decides a crop's pixels and record. Snakemake's code trigger sees only the
 # rule's own text, so the crop rule carries this digest as a param: changing any of them re-crops.
-_CROP_MODULES = ("crop.py", "geometry.py", "imageheader.py", "jpegregion.py", "quality.py")
+_CROP_MODULES = ("crop.py", "geometry.py", "imageheader.py", "jpegregion.py", "_jpegskip.c", "quality.py")
 
 
 def code_digest() -> str:

@@ -23,6 +23,11 @@ import numpy as np
 
 from .geometry import Rect, apply_orientation
 
+try:  # compiled by workflow/scripts/setup.sh against libjpeg-turbo's headers
+    from . import _jpegskip
+except ImportError:  # not built here: decode_region's TurboJPEG path or a whole decode serves instead
+    _jpegskip = None
+
 # Shared-library names of the TurboJPEG API; the 2.x ABI (libturbojpeg.so.0) is what Debian 12 ships.
 LIBRARY_NAMES = ("libturbojpeg.so.0", "libturbojpeg.so", "libturbojpeg.dylib", "turbojpeg.dll")
 
@@ -260,3 +265,30 @@ def decode_region(
         return None
     stored = decoded[keep.y0 : keep.y1, keep.x0 : keep.x1]
     return np.ascontiguousarray(apply_orientation(stored, orientation))
+
+
+def rows_available() -> bool:
+    return _jpegskip is not None
+
+
+def decode_rows(
+    data: bytes, region: Rect, orientation: int, stored_width: int, stored_height: int
+) -> np.ndarray | None:
+    """Pixels of ``region`` (displayed frame, full scale), decoding only the stored rows and columns it needs.
+
+    Unlike the lossless cut of :func:`decode_region`, which still entropy-decodes the whole file, the C
+    helper (``_jpegskip.c``: libjpeg's jpeg_crop_scanline and jpeg_skip_scanlines) reconstructs only the
+    crop's columns, passes over the rows above it and stops after its last row. None when the helper is
+    not built, for CMYK JPEGs and on any decoder error or warning: the caller then decodes the whole photo.
+    """
+    if _jpegskip is None or region.width < 1 or region.height < 1:
+        return None
+    stored = stored_rect(region, orientation, stored_width, stored_height)
+    if stored.x0 < 0 or stored.y0 < 0 or stored.x1 > stored_width or stored.y1 > stored_height:
+        return None
+    decoded = _jpegskip.decode_rows(data, stored.x0, stored.y0, stored.x1, stored.y1)
+    if decoded is None:
+        return None
+    pixels, x_offset, width, height = decoded
+    rows = np.frombuffer(pixels, np.uint8).reshape(height, width, 3)
+    return np.ascontiguousarray(apply_orientation(rows[:, stored.x0 - x_offset : stored.x1 - x_offset], orientation))

@@ -15,6 +15,8 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v gcc >/dev/null || missing+=(gcc)
 # libjpeg-turbo's TurboJPEG library: the crop stage decodes only the region around a face with it.
 ldconfig -p 2>/dev/null | grep -q 'libturbojpeg\.so\.0' || missing+=(libturbojpeg0)
+# libjpeg-turbo's headers: the crop stage's C helper decodes only the rows a face crop needs.
+[ -f /usr/include/jpeglib.h ] || missing+=(libjpeg62-turbo-dev)
 # For the tests and benchmarks only: ImageMagick makes CMYK test photos and is the benchmark's baseline.
 [ -n "$extras" ] && ! [ -x /usr/bin/convert ] && missing+=(imagemagick)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -42,4 +44,10 @@ fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+
+# The crop stage's row-skipping JPEG decoder (workflow/likeness/_jpegskip.c), built in place so that the
+# workflow's own copy of the package imports it. Without it, crops fall back to slower decodes.
+include=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+suffix=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+gcc -O2 -Wall -shared -fPIC -I"$include" workflow/likeness/_jpegskip.c -ljpeg -o "workflow/likeness/_jpegskip$suffix"
 echo "setup: ready (.venv/bin/snakemake)"
