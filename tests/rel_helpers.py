@@ -129,8 +129,15 @@ def start_snakemake(workdir: Path, *args: str, name: str = "run", env: dict[str,
             stderr=err,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            # A test run started in the background (nohup, `&` in a script) inherits SIGINT ignored, and
+            # Snakemake would then never see the Ctrl-C the test sends: give it the default disposition.
+            preexec_fn=_default_sigint,
         )
     return BackgroundRun(process, stdout_path, stderr_path)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(condition: Callable[[], bool], run: BackgroundRun, timeout: float = 120, poll: float = 0.005) -> bool:
