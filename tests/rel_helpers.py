@@ -20,21 +20,10 @@ import cv2
 import numpy as np
 from library_helpers import SmallLibrary
 from likeness.synthlib import Face, LibraryBuilder, Photo, background, draw_face
+from workflow_helpers import KEEP_ALL  # noqa: F401  (re-exported for the reliability suites)
 
 PERSON = "Zoë O'Brien"
 
-# Selection settings that keep every drawn face, so every stage has the whole library to work on.
-KEEP_ALL = {
-    "min_crop_side": 64,
-    "min_sharpness": 0,
-    "max_other_face_share": 1.0,
-    "duplicate_distance": 0,
-    "brightness_min": 0,
-    "brightness_max": 255,
-    "max_clipped_share": 1.0,
-    "max_per_day": 0,
-    "top_n": 100000,
-}
 
 # Four face boxes per 400 x 300 photo, in fractions of the displayed image (the four quadrants).
 _QUADRANT_BOXES = [

@@ -16,6 +16,18 @@ from conftest import REPO_ROOT
 
 # What a user's checkout holds that the workflow needs (the demo library is not copied).
 WORKFLOW_PARTS = ["Snakefile", "workflow", "profiles", "resources", "envs"]
+# Selection settings that keep every drawn face, so every stage has the whole library to work on.
+KEEP_ALL = {
+    "min_crop_side": 64,
+    "min_sharpness": 0,
+    "max_other_face_share": 1.0,
+    "duplicate_distance": 0,
+    "brightness_min": 0,
+    "brightness_max": 255,
+    "max_clipped_share": 1.0,
+    "max_per_day": 0,
+    "top_n": 100000,
+}
 _IGNORE = shutil.ignore_patterns("__pycache__", "library", "*.pyc")
 
 
@@ -40,15 +52,7 @@ def write_config(workdir: Path, library_root: Path, person: str = "Zoë O'Brien"
         },
         "crop": {"size": 256},
         # The tests' drawn photos are small: keep every readable face in the training set.
-        "select": {
-            "min_crop_side": 64,
-            "min_sharpness": 0,
-            "max_other_face_share": 1.0,
-            "duplicate_distance": 0,
-            "brightness_min": 0,
-            "brightness_max": 255,
-            "max_clipped_share": 1.0,
-        },
+        "select": dict(KEEP_ALL),
         # The offline stand-in tagger, with its caches inside the test's folder.
         "caption": {"standin": True, "cache_dir": str(workdir / "cache" / "captions")},
     }
