@@ -200,3 +200,11 @@ def test_dry_run_assumes_a_count_before_the_dataset_exists(tmp_path: Path) -> No
     assert shown.lines[-1].strip().startswith("(dataset not built yet")
     assert shown.runtime_minutes > 0
     assert shown.message.endswith(f"resources: gpu=1, runtime={shown.runtime_minutes} min")
+
+
+def test_sample_overhead_follows_each_prompts_own_step_count() -> None:
+    """A prompt that asks for more sampling steps (--s) costs more sampling time in the estimate."""
+    default = est.estimate(cfg(sample_every_n_epochs=1, sample_prompts=["{trigger} a", "{trigger} b"]), 40)
+    slower = est.estimate(cfg(sample_every_n_epochs=1, sample_prompts=["{trigger} a", "{trigger} b --s 56"]), 40)
+    # Generated lines get --s 28: the second line doubling its steps adds half again to the sampling time.
+    assert slower.overhead_seconds["samples"] == pytest.approx(default.overhead_seconds["samples"] * 1.5)

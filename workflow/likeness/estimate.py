@@ -503,8 +503,16 @@ class Estimate:
         return lines
 
 
+def _configured_sample_steps(cfg: Mapping[str, Any], resolution: int) -> list[int]:
+    """Sampling steps of each prompt line the run's sample_prompts.txt will hold (likeness.kohya)."""
+    from likeness import kohya
+
+    text = kohya.sample_prompts_text(cfg.get("sample_prompts"), trigger="t", class_word="c", resolution=resolution)
+    return kohya.prompt_sampling_steps(text)
+
+
 def _overheads(
-    cfg: Mapping[str, Any], plan: StepPlan, seconds_per_step: float, n_prompts: int, sample_steps: int
+    cfg: Mapping[str, Any], plan: StepPlan, seconds_per_step: float, sample_steps: Sequence[int]
 ) -> dict[str, float]:
     unique_images = plan.n_images + plan.reg_images_used
     flips = 2 if cfg.get("flip_aug", False) else 1
@@ -519,8 +527,8 @@ def _overheads(
     }
     if cfg.get("cache_text_encoder_outputs", True):
         overheads["text-encoder caching"] = unique_images * TEXT_ENCODER_CACHE_STEP_FRACTION * seconds_per_step
-    if sample_events and n_prompts:
-        overheads["samples"] = sample_events * n_prompts * sample_steps * SAMPLING_STEP_FRACTION * seconds_per_step
+    if sample_events and sample_steps:
+        overheads["samples"] = sample_events * sum(sample_steps) * SAMPLING_STEP_FRACTION * seconds_per_step
     overheads["saving"] = saves * (SAVE_LORA_SECONDS + SAVE_STATE_SECONDS)
     return overheads
 
@@ -555,8 +563,7 @@ def estimate(
     *,
     calibration_path: str | Path | None = None,
     table: Sequence[SpeedRow] | None = None,
-    n_prompts: int | None = None,
-    sample_steps: int = 28,
+    sample_steps: Sequence[int] | None = None,
     with_hints: bool = True,
 ) -> Estimate:
     """Estimate for the ``train`` section and the training (and regularisation) image sizes or counts."""
@@ -583,15 +590,15 @@ def estimate(
         table=table,
         calibration=calibration,
     )
-    if n_prompts is None:
-        n_prompts = len(cfg.get("sample_prompts") or []) or 3
+    if sample_steps is None:  # the prompts the run would get, with their own --s options
+        sample_steps = _configured_sample_steps(cfg, resolution)
     result = Estimate(
         gpu=gpu,
         resolution=resolution,
         steps=plan,
         seconds_per_step=seconds,
         speed_source=source,
-        overhead_seconds=_overheads(cfg, plan, seconds, n_prompts, sample_steps),
+        overhead_seconds=_overheads(cfg, plan, seconds, sample_steps),
         hourly_cost=float(cfg.get("gpu_hourly_cost", 0.0) or 0.0),
         max_gpu_hours=float(cfg.get("max_gpu_hours", 0.0) or 0.0),
     )
@@ -607,7 +614,7 @@ def estimate(
         result.warnings.append("no training images")
     if with_hints and result.exceeds_budget:
         result.under_budget_hints = _under_budget_hints(
-            cfg, train_sizes, reg_sizes, calibration_path, table, n_prompts, sample_steps
+            cfg, train_sizes, reg_sizes, calibration_path, table, sample_steps
         )
     return result
 
@@ -631,8 +638,7 @@ def _under_budget_hints(
     reg_sizes: list[tuple[int, int]],
     calibration_path: str | Path | None,
     table: Sequence[SpeedRow],
-    n_prompts: int,
-    sample_steps: int,
+    sample_steps: Sequence[int],
 ) -> list[str]:
     budget = float(cfg.get("max_gpu_hours", 0.0))
 
@@ -643,7 +649,6 @@ def _under_budget_hints(
             reg_sizes,
             calibration_path=calibration_path,
             table=table,
-            n_prompts=n_prompts,
             sample_steps=sample_steps,
             with_hints=False,
         )

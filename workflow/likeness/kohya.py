@@ -388,3 +388,8 @@ def sample_steps_per_prompt(prompt_line: str) -> int:
     """Sampling steps a prompt line asks for (sd-scripts' default is 30)."""
     match = re.search(r"\s--s (\d+)", prompt_line)
     return max(1, min(1000, int(match.group(1)))) if match else 30
+
+
+def prompt_sampling_steps(prompts_text: str) -> list[int]:
+    """Sampling steps of each prompt line of a sample-prompts file (what the estimate prices)."""
+    return [sample_steps_per_prompt(line) for line in prompts_text.splitlines() if line.strip()]

@@ -106,7 +106,7 @@ class RunPlan:
     class_word: str
     train_sizes: list[tuple[int, int]]
     reg_sizes: list[tuple[int, int]]
-    n_prompts: int
+    sample_steps: list[int]  # sampling steps of each line of sample_prompts.txt
     excluded: list[str]
     train_cfg: dict[str, Any]
 
@@ -264,7 +264,7 @@ def prepare_run(
         class_word=class_word,
         train_sizes=[est.read_image_size(p) for p in images],  # type: ignore[misc]
         reg_sizes=[est.read_image_size(p) for p in reg_images],  # type: ignore[misc]
-        n_prompts=len(prompts.splitlines()),
+        sample_steps=kohya.prompt_sampling_steps(prompts),
         excluded=excluded,
         train_cfg={k: v for k, v in cfg.items() if k not in RUNTIME_KEYS},
     )
@@ -280,7 +280,7 @@ def prepare_run(
 
 def plan_estimate(plan: RunPlan, cfg: Mapping[str, Any], calibration_path: str | Path | None) -> est.Estimate:
     return est.estimate(
-        cfg, plan.train_sizes, plan.reg_sizes, calibration_path=calibration_path, n_prompts=plan.n_prompts
+        cfg, plan.train_sizes, plan.reg_sizes, calibration_path=calibration_path, sample_steps=plan.sample_steps
     )
 
 
