@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from library_helpers import SmallLibrary
 from likeness.synthlib import Face, LibraryBuilder, Photo, background, draw_face
-from workflow_helpers import KEEP_ALL  # noqa: F401  (re-exported for the reliability suites)
+from workflow_helpers import KEEP_ALL, snakemake_env  # noqa: F401  (KEEP_ALL: re-exported for the suites)
 
 PERSON = "Zoë O'Brien"
 
@@ -105,15 +105,13 @@ class BackgroundRun:
 
 
 def start_snakemake(workdir: Path, *args: str, name: str = "run", env: dict[str, str] | None = None) -> BackgroundRun:
-    full_env = {**os.environ, **(env or {})}
-    full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env.get('PATH', '')}"
     stdout_path = workdir.parent / f"{workdir.name}.{name}.stdout"
     stderr_path = workdir.parent / f"{workdir.name}.{name}.stderr"
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "snakemake", *args],
             cwd=workdir,
-            env=full_env,
+            env=snakemake_env(env),
             stdout=out,
             stderr=err,
             stdin=subprocess.DEVNULL,

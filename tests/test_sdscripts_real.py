@@ -24,7 +24,7 @@ from library_helpers import build_small_library, write_sqlite
 from likeness import estimate as est
 from likeness import training
 from train_helpers import kill_group, only_run_dir, wait_for
-from workflow_helpers import copy_workflow, snakemake, write_config
+from workflow_helpers import copy_workflow, snakemake, snakemake_env, write_config
 
 SD_SCRIPTS = os.environ.get("LIKENESS_SD_SCRIPTS", "")
 
@@ -95,7 +95,6 @@ def test_real_sd_scripts_trains_is_killed_and_the_workflow_resumes_with_only_epo
         "LIKENESS_ALLOW_NO_GPU": "1",  # the CPU stands in for the GPU here
         "LIKENESS_PROGRESS_SECONDS": "0",
         "HF_HUB_OFFLINE": "1",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     runs = workdir / "results" / "train"
     log_path = workdir / "logs" / "train.log"
@@ -103,7 +102,7 @@ def test_real_sd_scripts_trains_is_killed_and_the_workflow_resumes_with_only_epo
     first = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "--cores", "2"],
         cwd=workdir,
-        env={**os.environ, **env},
+        env=snakemake_env(env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

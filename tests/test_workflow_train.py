@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from library_helpers import build_small_library, write_sqlite
 from train_helpers import double_config, double_env, read_jsonl, wait_for
-from workflow_helpers import copy_workflow, snakemake, write_config
+from workflow_helpers import copy_workflow, snakemake, snakemake_env, write_config
 
 pytestmark = pytest.mark.snakemake
 
@@ -76,7 +76,7 @@ def test_budget_guard_refuses_and_the_dry_run_warns(workflow):
 def test_sigkill_mid_training_then_the_readme_command_resumes(workflow):
     workdir, library = workflow
     write_config(workdir, library.root, train=double_config(workdir, max_train_epochs=3))
-    env = {**double_env(step_seconds=0.4), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = snakemake_env(double_env(step_seconds=0.4))
     process = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "--cores", "2"],
         cwd=workdir,

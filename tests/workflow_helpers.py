@@ -65,16 +65,21 @@ def write_config(workdir: Path, library_root: Path, person: str = "Zoë O'Brien"
     return config
 
 
+def snakemake_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment plus ``extra``, with this interpreter's bin folder (snakemake, python) first on PATH."""
+    env = {**os.environ, **(extra or {})}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
 def snakemake(
     workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
     """``snakemake ARGS`` in ``workdir`` with this interpreter's snakemake; the profile applies."""
-    full_env = {**os.environ, **(env or {})}
-    full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env.get('PATH', '')}"
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
         cwd=workdir,
-        env=full_env,
+        env=snakemake_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
