@@ -306,6 +306,8 @@ class Export:
     subject: Subject
     markers: list[MarkerRow]
     neighbours: list[Neighbour]
+    # Root key (MarkerRow.file_root) -> folder on this machine; set by likeness.sourceapi.read_export.
+    roots: dict[str, str] | None = None
 
     @property
     def usable(self) -> list[MarkerRow]:

@@ -11,6 +11,7 @@ from likeness import captions as lk_captions
 from likeness import crop as lk_crop
 from likeness import selection as lk_selection
 from likeness import sources as lk_sources
+from likeness import sourceapi as lk_sourceapi
 from likeness import training as lk_training
 from likeness.config import validate_config
 from likeness.errors import LikenessError
@@ -45,19 +46,12 @@ try:
     validate_config(config)
     # The job list comes from one quick read-only query while the Snakefile is parsed, so that
     # `snakemake -n` shows every job (a checkpoint would hide everything behind it).
-    EXPORT = lk_sources.read_export(
-        lk_sources.make_engine(
-            config["source"]["url"],
-            config["source"]["password_env"],
-            config["source"]["option_file"],
-        ),
-        config["person"],
-        config["source"]["url"],
-    )
+    # PhotoPrism, Immich or digiKam (source.kind, or what the tables show): the same records.
+    EXPORT = lk_sourceapi.read_export(config["source"], config["person"])
 except LikenessError as error:
     fail(error)
 
-ROOTS = lk_sources.roots_from_config(config["source"])
+ROOTS = lk_sourceapi.roots(EXPORT)
 CROP_SETTINGS = lk_crop.CropSettings.from_config(config["crop"])
 
 

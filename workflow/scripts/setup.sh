@@ -19,6 +19,8 @@ ldconfig -p 2>/dev/null | grep -q 'libturbojpeg\.so\.0' || missing+=(libturbojpe
 [ -f /usr/include/jpeglib.h ] || missing+=(libjpeg62-turbo-dev)
 # For the tests and benchmarks only: ImageMagick makes CMYK test photos and is the benchmark's baseline.
 [ -n "$extras" ] && ! [ -x /usr/bin/convert ] && missing+=(imagemagick)
+# For the tests only: the Immich tests run on a real PostgreSQL server (.ci/run starts it).
+[ -n "$extras" ] && ! command -v pg_ctlcluster >/dev/null && missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing ${missing[*]}"

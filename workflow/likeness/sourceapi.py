@@ -1,0 +1,226 @@
+"""One export interface over the photo managers likeness reads: PhotoPrism, Immich and digiKam.
+
+Every source answers the same three questions, read-only, in one connection:
+
+* who the person is (``Subject``): by name (any case, any Unicode normal form) or by its id;
+* the person's face regions (``MarkerRow``): the box as fractions of the original's *displayed* image
+  (EXIF orientation applied), the file as a root key plus a root-relative path, the displayed size, the
+  orientation, the date and the quality hints the manager has; each row that cannot be used keeps its
+  reason;
+* the other faces in the same files (``Neighbour``), for crowding checks.
+
+Everything after the export reads only these records (``results/export/markers.tsv``), so the crop,
+select, caption and train stages are the same for every source. ``source.kind`` picks the reader; when it
+is left out, the tables in the database say which manager wrote it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import unicodedata
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import sources
+from .errors import ConfigError, SourceError
+
+KINDS = ("photoprism", "immich", "digikam")
+MANAGER_NAMES = {"photoprism": "PhotoPrism", "immich": "Immich", "digikam": "digiKam"}
+
+
+# -- the person ------------------------------------------------------------------------------------------
+def normalise_name(name: str) -> str:
+    """Names compare in any case and any Unicode normal form ('Zoë' composed or 'Zoe' + U+0308)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFKD", name).casefold()).strip()
+
+
+def resolve_subject(
+    subjects: Iterable[sources.Subject], person: str, manager: str, id_key: Callable[[str], str] = str.strip
+) -> sources.Subject:
+    """The subject ``person`` names: its id (compared through ``id_key``), or its name.
+
+    Several subjects with the same name (Immich keeps people per user) ask for the id; no match lists the
+    closest names. Each error is one line naming the config key.
+    """
+    pool = list(subjects)
+    wanted_id = id_key(person)
+    by_id = [s for s in pool if wanted_id and id_key(s.uid) == wanted_id]
+    if len(by_id) == 1:
+        return by_id[0]
+    wanted = normalise_name(person)
+    by_name = [s for s in pool if s.name and normalise_name(s.name) == wanted]
+    if len(by_name) == 1:
+        return by_name[0]
+    if len(by_name) > 1:
+        listed = ", ".join(f"{s.name} ({s.uid})" for s in by_name)
+        raise ConfigError("person", f"'{person}' matches several {manager} people: {listed}; give the id")
+    names = {normalise_name(s.name): s for s in pool if s.name}
+    close = difflib.get_close_matches(wanted, list(names), n=5, cutoff=0.4)
+    hint = ", ".join(f"{names[n].name} ({names[n].uid})" for n in close) or "none similar"
+    raise ConfigError("person", f"no {manager} person is named '{person}'; closest: {hint}")
+
+
+# -- boxes -----------------------------------------------------------------------------------------------
+def fractions_for_pixels(x0: int, y0: int, x1: int, y1: int, width: int, height: int) -> tuple[float, ...]:
+    """(x, y, w, h) fractions from which PhotoPrism's float32 truncation gives back exactly [x0, x1) x [y0, y1).
+
+    The left and top edges sit half a pixel inside their pixel: ``int(W * x)`` then lands on ``x0`` however
+    float32 rounds, where ``x0 / W`` could land on ``x0 - 1``. This is what makes a box read from Immich or
+    digiKam crop the same pixels as the same box read from PhotoPrism.
+    """
+    return ((x0 + 0.5) / width, (y0 + 0.5) / height, (x1 - x0) / width, (y1 - y0) / height)
+
+
+def displayed_size(width: int, height: int, orientation: int) -> tuple[int, int]:
+    """EXIF orientations 5-8 turn the stored image by 90 degrees: the displayed size swaps."""
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+# -- paths -----------------------------------------------------------------------------------------------
+def split_by_path_map(path_map: Mapping[str, str], stored_path: str) -> tuple[str, str]:
+    """(prefix, relative path) for a path the manager stored, by the longest ``source.path_map`` prefix.
+
+    ('', '') when no prefix covers it. The prefix becomes the file's root key, the folder it maps to the
+    root on this machine, so ``sources.resolve_photo`` keeps the path inside that folder.
+    """
+    path = PurePosixPath(stored_path)
+    best = ""
+    for prefix in path_map:
+        clean = prefix.rstrip("/") or "/"
+        if (path == PurePosixPath(clean) or PurePosixPath(clean) in path.parents) and len(clean) > len(best):
+            best = clean
+    if not best:
+        return "", ""
+    return best, str(path.relative_to(best))
+
+
+def path_map_roots(path_map: Mapping[str, str]) -> dict[str, str]:
+    return {(prefix.rstrip("/") or "/"): folder for prefix, folder in path_map.items()}
+
+
+# -- which manager wrote this database -------------------------------------------------------------------
+def detect_kind(table_names: Iterable[str]) -> str:
+    """'photoprism', 'immich' or 'digikam' from the tables; '' when none fits."""
+    tables = {t.lower() for t in table_names}
+    if {"markers", "subjects", "files"} <= tables:
+        return "photoprism"
+    if {"asset_face", "person"} <= tables or {"asset_faces", "person"} <= tables:
+        return "immich"
+    if {"imagetagproperties", "albumroots", "tags"} <= tables:
+        return "digikam"
+    return ""
+
+
+def _backend(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).get_backend_name()
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError("source.url", f"not a SQLAlchemy URL ({exc})") from None
+
+
+def make_engine(source_config: Mapping[str, Any]) -> sa.Engine:
+    """A read-only engine for ``source.url``: SQLite and MariaDB as for PhotoPrism, PostgreSQL for Immich."""
+    url = source_config["url"]
+    if _backend(url) == "postgresql":
+        from . import immich
+
+        return immich.make_engine(url, source_config["password_env"], source_config["option_file"])
+    return sources.make_engine(url, source_config["password_env"], source_config["option_file"])
+
+
+def likely_manager(url: str, kind: str = "") -> str:
+    """The manager to name in an error before the tables could be read: the kind, else a guess from the URL."""
+    if kind:
+        return MANAGER_NAMES[kind]
+    if _backend(url) == "postgresql":
+        return MANAGER_NAMES["immich"]
+    if "digikam" in (sa.engine.make_url(url).database or "").lower():
+        return MANAGER_NAMES["digikam"]
+    return MANAGER_NAMES["photoprism"]
+
+
+def table_names(engine: sa.Engine, url: str, kind: str = "") -> list[str]:
+    try:
+        return sa.inspect(engine).get_table_names()
+    except sa.exc.SQLAlchemyError as exc:
+        raise explain_db_error(exc, url, likely_manager(url, kind)) from None
+
+
+def explain_db_error(exc: Exception, url: str, manager: str) -> SourceError:
+    """One line, the URL without any password: the driver's first line of the message."""
+    text = str(getattr(exc, "orig", exc)).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    safe_url = sa.engine.make_url(url).render_as_string(hide_password=True)
+    if "locked" in first:
+        return SourceError(f"the {manager} database {safe_url} is locked by another process: {first}")
+    return SourceError(f"cannot read the {manager} database {safe_url}: {first}")
+
+
+def resolve_kind(source_config: Mapping[str, Any], engine: sa.Engine) -> str:
+    """``source.kind``, or the kind the tables show; a kind the tables contradict is one line."""
+    url = source_config["url"]
+    found = detect_kind(table_names(engine, url, source_config.get("kind") or ""))
+    kind = source_config.get("kind") or found
+    if not kind:
+        raise ConfigError(
+            "source.kind",
+            f"the database at {sa.engine.make_url(url).render_as_string(hide_password=True)} has none of the "
+            "tables of PhotoPrism (markers), Immich (asset_face) or digiKam (ImageTagProperties); "
+            "check source.url or set source.kind",
+        )
+    if found and found != kind:
+        raise ConfigError(
+            "source.kind", f"is '{kind}' but the database has {MANAGER_NAMES[found]}'s tables (set it to '{found}')"
+        )
+    if kind == "photoprism" and not source_config.get("originals"):
+        raise ConfigError("source.originals", "is required for a PhotoPrism library (its originals folder)")
+    return kind
+
+
+def read_export(source_config: Mapping[str, Any], person: str) -> sources.Export:
+    """The export of ``person`` from whichever manager ``source`` points at."""
+    engine = make_engine(source_config)
+    kind = resolve_kind(source_config, engine)
+    url = source_config["url"]
+    if kind == "photoprism":
+        export = sources.read_export(engine, person, url)
+        export.roots = sources.roots_from_config(source_config)
+        return export
+    if kind == "immich":
+        from . import immich
+
+        return immich.read_export(engine, person, source_config, url)
+    from . import digikam
+
+    return digikam.read_export(engine, person, source_config, url)
+
+
+def roots(export: sources.Export) -> dict[str, str]:
+    """Root key -> folder on this machine, for ``sources.resolve_photo``."""
+    return dict(export.roots or {})
+
+
+# -- small value helpers shared by the readers -----------------------------------------------------------
+def uid_text(value: Any) -> str:
+    """A uuid (or any id) as lowercase letters and digits: marker UIDs name files and wildcards."""
+    return "".join(ch for ch in sources.as_text(value).lower() if ch.isalnum())
+
+
+def finite_or_nan(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+def unquote_volume_path(identifier: str) -> str:
+    """A folder the identifier names itself ('volumeid:?path=/home/me', 'networkshareid:?mountpath=/mnt/nas')."""
+    _, _, query = identifier.partition("?")
+    values = urllib.parse.parse_qs(query)
+    return (values.get("path") or values.get("mountpath") or [""])[0]
