@@ -1,0 +1,145 @@
+"""The digiKam export on a real SQLite file with digiKam's own schema (resources/digikam_sqlite.sql)."""
+
+from __future__ import annotations
+
+import sqlite3
+import unicodedata
+
+import pytest
+import sqlalchemy as sa
+from likeness import digikam, sourceapi
+from likeness.errors import ConfigError
+from source_libraries import PERSON, build_cross_library, digikam_path_map, file_digest, write_digikam_sqlite
+
+
+def _config(library, db, **extra) -> dict:
+    return {
+        "url": f"sqlite:///{db}",
+        "kind": "",
+        "password_env": "LIKENESS_DB_PASSWORD",
+        "option_file": "",
+        "path_map": digikam_path_map(library),
+        "include_unconfirmed": False,
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def digikam_library(tmp_path_factory):
+    library = build_cross_library(tmp_path_factory.mktemp("digikam"))
+    return library, write_digikam_sqlite(library)
+
+
+def _by_file(export) -> dict:
+    return {m.file_name: m for m in export.markers}
+
+
+def test_export_lists_every_region_with_digikams_reasons(digikam_library):
+    library, db = digikam_library
+    export = sourceapi.read_export(_config(library, db), PERSON)
+    assert export.subject.name == PERSON
+    rows = _by_file(export)
+    assert len(export.markers) == 13
+    label_of = {photo.file_name: label for label, photo in library.photos.items()}
+    reasons = {label_of[name]: row.reason for name, row in rows.items() if not row.usable}
+    assert reasons == {
+        "trashed": "image in digiKam's trash",
+        "archived": "image hidden in digiKam",
+        "rejected": "face ignored in digiKam",
+    }
+    assert {label_of[name] for name, row in rows.items() if row.usable} == library.usable_labels()
+    # The file: album root (volume mount + specificPath) + album relativePath + image name.
+    edge1 = rows["2023/01/IMG_1.jpg"]
+    assert sourceapi.roots(export)[edge1.file_root] == str(library.originals)
+    for orientation in range(1, 9):
+        photo = library.photos[f"edge{orientation}"]
+        row = rows[photo.file_name]
+        # ImageInformation holds the stored pixels; the row holds the displayed size.
+        assert (row.file_width, row.file_height, row.file_orientation) == (photo.width, photo.height, orientation)
+    assert edge1.taken_at == "2023-01-10T12:00:00Z" and edge1.subj_src == "manual"
+    assert edge1.marker_src == "tagRegion"
+    # Neighbours: the other people's and unknown faces in the same images.
+    assert len({n.subj_uid for n in export.neighbours}) == 3  # the person, Anna, Unknown
+
+
+def test_people_are_the_tags_under_people_and_not_unknown(digikam_library):
+    _library, db = digikam_library
+    with sqlite3.connect(db) as conn:
+        tags = conn.execute("SELECT id, pid, name FROM Tags").fetchall()
+        props = conn.execute("SELECT tagid, property FROM TagProperties").fetchall()
+    names = sorted(s.name for s in digikam.people(tags, props))
+    assert names == sorted(["Ana", "Anna", PERSON])
+    nested = [*tags, (99, 3, "Zoë as a child"), (100, 0, "Holidays")]
+    assert "Zoë as a child" in {s.name for s in digikam.people(nested, props)}
+    assert "Holidays" not in {s.name for s in digikam.people(nested, props)}
+
+
+@pytest.mark.parametrize("person", [PERSON.upper(), unicodedata.normalize("NFD", PERSON), "3"])
+def test_person_by_name_or_tag_id(digikam_library, person):
+    library, db = digikam_library
+    assert sourceapi.read_export(_config(library, db), person).subject.name == PERSON
+
+
+def test_unknown_person_is_one_line(digikam_library):
+    library, db = digikam_library
+    with pytest.raises(ConfigError, match=r"^config key 'person': no digiKam person is named 'Unknown'; closest:"):
+        sourceapi.read_export(_config(library, db), "Unknown")
+
+
+def test_unconfirmed_regions_only_when_asked(tmp_path):
+    library = build_cross_library(tmp_path / "lib")
+    library.faces["edge2"].review = True  # written as an autodetectedFace suggestion on the person's tag
+    db = write_digikam_sqlite(library)
+    rows = _by_file(sourceapi.read_export(_config(library, db), PERSON))
+    assert rows["2023/02/IMG_2.jpg"].reason.startswith("not confirmed in digiKam (autodetectedFace")
+    rows = _by_file(sourceapi.read_export(_config(library, db, include_unconfirmed=True), PERSON))
+    assert rows["2023/02/IMG_2.jpg"].usable and rows["2023/02/IMG_2.jpg"].subj_src == ""
+
+
+def test_opened_read_only_and_left_untouched(digikam_library):
+    library, db = digikam_library
+    before = file_digest(db)
+    sourceapi.read_export(_config(library, db), PERSON)
+    engine = sourceapi.make_engine(_config(library, db))
+    with pytest.raises(sa.exc.OperationalError, match="readonly"), engine.connect() as conn:
+        conn.execute(sa.text("DELETE FROM ImageTagProperties"))
+    assert file_digest(db) == before
+    assert sorted(p.name for p in db.parent.iterdir()) == ["digikam4.db"]
+
+
+def test_unmapped_volume_and_bad_regions_are_reasons(tmp_path):
+    library = build_cross_library(tmp_path / "lib")
+    db = write_digikam_sqlite(library)
+    rows = _by_file(sourceapi.read_export(_config(library, db, path_map={}), PERSON))
+    assert rows["2023/01/IMG_1.jpg"].reason.startswith("no folder for digiKam album root 'volumeid:?uuid=")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE ImageTagProperties SET value = 'garbage' WHERE imageid = 1 AND property = 'tagRegion'")
+        conn.execute(
+            'UPDATE ImageTagProperties SET value = \'<rect x="900" y="10" width="50" height="50"/>\''
+            " WHERE imageid = 2 AND property = 'tagRegion'"
+        )
+    rows = _by_file(sourceapi.read_export(_config(library, db), PERSON))
+    assert rows["2023/01/IMG_1.jpg"].reason == "region value is not a <rect x= y= width= height=/>: 'garbage'"
+    assert rows["2023/02/IMG_2.jpg"].reason == "region [900, 10, 50, 50] lies outside the 800x600 image"
+
+
+def test_root_folders_from_the_identifier():
+    roots = [
+        {"id": 1, "identifier": "volumeid:?uuid=abcd", "specificPath": "/home/me/Pictures"},
+        {"id": 2, "identifier": "volumeid:?path=%2Fmnt%2Fusb", "specificPath": "/"},
+        {"id": 3, "identifier": "networkshareid:?mountpath=/mnt/nas", "specificPath": "/photos"},
+    ]
+    folders = digikam.root_folders(roots, {"volumeid:?uuid=abcd": "/media/disk"})
+    assert folders[1] == ("volumeid:?uuid=abcd/home/me/Pictures", "/media/disk/home/me/Pictures")
+    assert folders[2] == ("volumeid:?path=%2Fmnt%2Fusb", "/mnt/usb")
+    assert folders[3] == ("networkshareid:?mountpath=/mnt/nas/photos", "/mnt/nas/photos")
+    # A whole album root can be mapped too, by identifier + specificPath.
+    exact = digikam.root_folders(roots[:1], {"volumeid:?uuid=abcd/home/me/Pictures": "/srv/pictures"})
+    assert exact[1] == ("volumeid:?uuid=abcd/home/me/Pictures", "/srv/pictures")
+
+
+def test_rect_parsing():
+    assert digikam.parse_rect('<rect x="1" y="2" width="30" height="40"/>') == (1, 2, 30, 40)
+    assert digikam.parse_rect("<rect x='1' y='2' width='3'/>") is None
+    assert digikam.parse_rect("<circle/>") is None
+    assert digikam.parse_rect(None) is None

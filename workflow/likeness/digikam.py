@@ -1,0 +1,250 @@
+"""Read a person's face regions from digiKam's database (SQLite ``digikam4.db``, or MySQL/MariaDB), read-only.
+
+digiKam keeps a face as an ``ImageTagProperties`` row: the image, the person's tag, the state in
+``property`` and the box in ``value`` as ``<rect x= y= width= height=/>``, in pixels of the image as
+digiKam shows it (EXIF orientation applied: its rotate tool turns the regions with the image, see
+TagRegion::adjustToOrientation). ``ImageInformation.width``/``height`` are the stored pixels, turned here
+by the orientation. ``property = 'tagRegion'`` is a face the user confirmed; ``autodetectedFace`` and
+``autodetectedPerson`` on a person's tag are suggestions nobody confirmed yet, ``faceToTrain`` a
+training copy, ``ignoredFace`` a face the user ignored.
+
+People are the tags under the "People" tag (or tags marked with the ``person`` tag property); digiKam's
+own "Unknown" and "Unconfirmed" tags are not people. The file is the album root's folder + the album's
+``relativePath`` + ``Images.name``; ``source.path_map`` maps the album root's ``identifier`` (the volume)
+to the folder where that volume is mounted here, and the root's ``specificPath`` is appended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import sourceapi, sources
+
+MANAGER = "digiKam"
+CONFIRMED = "tagRegion"
+UNCONFIRMED = ("autodetectedFace", "autodetectedPerson")
+REGION_PROPERTIES = (CONFIRMED, *UNCONFIRMED, "faceToTrain", "ignoredFace")
+_NOT_PEOPLE = ("unknownPerson", "unconfirmedPerson")
+_STATUS = {2: "image hidden in digiKam", 3: "image in digiKam's trash", 4: "image obsolete in digiKam"}
+
+_TAGS_SQL = sa.text("SELECT id, pid, name FROM Tags ORDER BY id")
+_TAG_PROPERTIES_SQL = sa.text("SELECT tagid, property FROM TagProperties")
+_ROOTS_SQL = sa.text("SELECT id, label, status, identifier, specificPath FROM AlbumRoots ORDER BY id")
+
+_REGIONS_SQL = sa.text(
+    "SELECT p.imageid, p.tagid, p.property, p.value, i.id AS image_id, i.name, i.status, i.category,"
+    " i.uniqueHash AS unique_hash, a.relativePath AS relative_path, a.albumRoot AS album_root,"
+    " n.creationDate AS creation_date, n.orientation, n.width, n.height"
+    " FROM ImageTagProperties p"
+    " LEFT JOIN Images i ON i.id = p.imageid"
+    " LEFT JOIN Albums a ON a.id = i.album"
+    " LEFT JOIN ImageInformation n ON n.imageid = i.id"
+    " WHERE p.tagid = :tagid AND p.property IN ('tagRegion', 'autodetectedFace', 'autodetectedPerson',"
+    " 'faceToTrain', 'ignoredFace')"
+    " ORDER BY p.imageid, p.property, p.value"
+)
+
+_NEIGHBOURS_SQL = sa.text(
+    "SELECT p.imageid, p.tagid, p.property, p.value, n.orientation, n.width, n.height"
+    " FROM ImageTagProperties p LEFT JOIN ImageInformation n ON n.imageid = p.imageid"
+    " WHERE p.property IN ('tagRegion', 'autodetectedFace', 'autodetectedPerson') AND p.imageid IN"
+    " (SELECT q.imageid FROM ImageTagProperties q WHERE q.tagid = :tagid AND q.property = 'tagRegion')"
+    " ORDER BY p.imageid, p.tagid, p.value"
+)
+
+
+# -- people ----------------------------------------------------------------------------------------------
+def people(tags: list[tuple[int, int, str]], tag_properties: list[tuple[int, str]]) -> list[sources.Subject]:
+    """Person tags: below a top-level "People" tag or marked ``person``; not Unknown/Unconfirmed."""
+    parent = {tag_id: pid for tag_id, pid, _ in tags}
+    names = {tag_id: name for tag_id, _, name in tags}
+    roots = {tag_id for tag_id, pid, name in tags if not pid and name == "People"}
+    marked = {tag_id for tag_id, prop in tag_properties if prop == "person"}
+    excluded = {tag_id for tag_id, prop in tag_properties if prop in _NOT_PEOPLE}
+
+    def under_people(tag_id: int) -> bool:
+        seen: set[int] = set()
+        current = parent.get(tag_id)
+        while current and current not in seen:
+            if current in roots:
+                return True
+            seen.add(current)
+            current = parent.get(current)
+        return False
+
+    return [
+        sources.Subject(str(tag_id), "", names[tag_id])
+        for tag_id in sorted(names)
+        if tag_id not in excluded and tag_id not in roots and (tag_id in marked or under_people(tag_id))
+    ]
+
+
+# -- regions ---------------------------------------------------------------------------------------------
+def parse_rect(value: Any) -> tuple[int, int, int, int] | None:
+    """(x, y, width, height) from ``<rect x=".." y=".." width=".." height=".."/>``; None if it is not one."""
+    try:
+        element = ET.fromstring(sources.as_text(value).strip())
+        if element.tag != "rect":
+            return None
+        return tuple(int(float(element.attrib[k])) for k in ("x", "y", "width", "height"))  # type: ignore[return-value]
+    except (ET.ParseError, KeyError, ValueError):
+        return None
+
+
+def region_uid(image_id: Any, tag_id: Any, value: Any) -> str:
+    """digiKam's regions have no id: image, tag and a digest of the box make one (letters and digits)."""
+    digest = hashlib.sha1(sources.as_text(value).encode("utf-8")).hexdigest()[:8]
+    return f"i{sources.as_int(image_id)}t{sources.as_int(tag_id)}r{digest}"
+
+
+def root_folders(roots: list[Mapping[str, Any]], path_map: Mapping[str, str]) -> dict[int, tuple[str, str]]:
+    """Album root id -> (root key, folder here or '').
+
+    The folder is ``path_map[identifier]`` (where the volume is mounted here) + ``specificPath``; an
+    identifier that names a path itself (``volumeid:?path=...``, ``networkshareid:?mountpath=...``) needs
+    no map entry.
+    """
+    folders: dict[int, tuple[str, str]] = {}
+    for root in roots:
+        identifier = sources.as_text(root["identifier"])
+        specific = sources.as_text(root["specificPath"]) or "/"
+        key = f"{identifier}{specific}" if specific != "/" else identifier
+        mount = path_map.get(key) or path_map.get(identifier) or sourceapi.unquote_volume_path(identifier)
+        if key in path_map:
+            folder = path_map[key]
+        elif mount:
+            folder = mount.rstrip("/") + "/" + specific.strip("/") if specific.strip("/") else mount
+        else:
+            folder = ""
+        folders[sources.as_int(root["id"])] = (key, folder)
+    return folders
+
+
+def exclusion_reason(row: Mapping[str, Any], include_unconfirmed: bool) -> str:
+    prop = sources.as_text(row["property"])
+    if prop in UNCONFIRMED and not include_unconfirmed:
+        return f"not confirmed in digiKam ({prop}: a suggestion; confirm it, or set source.include_unconfirmed)"
+    if prop == "faceToTrain":
+        return "training copy of a region in digiKam (faceToTrain)"
+    if prop == "ignoredFace":
+        return "face ignored in digiKam"
+    if row["image_id"] is None:
+        return "region points to an image digiKam no longer has"
+    status = sources.as_int(row["status"])
+    if status in _STATUS:
+        return _STATUS[status]
+    if row["album_root"] is None:
+        return "image removed from its album in digiKam"
+    if sources.as_int(row["category"]) not in (0, 1):
+        return "not a photo (digiKam category video, audio or other)"
+    return ""
+
+
+def marker_from_row(
+    row: Mapping[str, Any], folders: Mapping[int, tuple[str, str]], include_unconfirmed: bool
+) -> sources.MarkerRow:
+    reason = exclusion_reason(row, include_unconfirmed)
+    orientation = sources.as_int(row["orientation"]) or 1
+    width, height = sourceapi.displayed_size(sources.as_int(row["width"]), sources.as_int(row["height"]), orientation)
+    rect = parse_rect(row["value"])
+    x = y = w = h = float("nan")
+    side = 0
+    if not reason and rect is None:
+        reason = f"region value is not a <rect x= y= width= height=/>: {sources.as_text(row['value'])[:60]!r}"
+    if not reason and not (width and height):
+        reason = "the image's size is unknown in digiKam (ImageInformation width/height)"
+    if not reason and rect is not None:
+        left, top = max(0, rect[0]), max(0, rect[1])
+        right, bottom = min(width, rect[0] + rect[2]), min(height, rect[1] + rect[3])
+        if right <= left or bottom <= top:
+            reason = f"region {list(rect)} lies outside the {width}x{height} image"
+        else:
+            x, y, w, h = sourceapi.fractions_for_pixels(left, top, right, bottom, width, height)
+            side = max(right - left, bottom - top)
+    key, folder = folders.get(sources.as_int(row["album_root"]), ("", ""))
+    if not reason and not folder:
+        reason = (
+            f"no folder for digiKam album root '{key}': map its identifier to the folder where that "
+            "volume is mounted in source.path_map"
+        )
+    relative = sources.as_text(row["relative_path"]).strip("/")
+    name = sources.as_text(row["name"])
+    prop = sources.as_text(row["property"])
+    image = f"i{sources.as_int(row['imageid'])}"
+    return sources.MarkerRow(
+        marker_uid=region_uid(row["imageid"], row["tagid"], row["value"]),
+        file_uid=image,
+        photo_uid=image,
+        subj_uid=str(sources.as_int(row["tagid"])),
+        marker_src=prop,
+        subj_src="manual" if prop == CONFIRMED else "",
+        marker_review=0,
+        score=0,  # digiKam keeps no detector score
+        q=0,
+        size=side,
+        x=x,
+        y=y,
+        w=w,
+        h=h,
+        file_root=key,
+        file_name=f"{relative}/{name}" if relative else name,
+        file_hash=sources.as_text(row["unique_hash"]),
+        file_width=width,
+        file_height=height,
+        file_orientation=orientation,
+        taken_at=sources.as_timestamp(row["creation_date"]),
+        status="excluded" if reason else "ok",
+        reason=reason,
+    )
+
+
+def neighbour_from_row(row: Mapping[str, Any]) -> sources.Neighbour | None:
+    rect = parse_rect(row["value"])
+    orientation = sources.as_int(row["orientation"]) or 1
+    width, height = sourceapi.displayed_size(sources.as_int(row["width"]), sources.as_int(row["height"]), orientation)
+    if rect is None or not width or not height:
+        return None
+    image = f"i{sources.as_int(row['imageid'])}"
+    return sources.Neighbour(
+        region_uid(row["imageid"], row["tagid"], row["value"]),
+        image,
+        str(sources.as_int(row["tagid"])),
+        rect[0] / width,
+        rect[1] / height,
+        rect[2] / width,
+        rect[3] / height,
+    )
+
+
+def read_export(engine: sa.Engine, person: str, source_config: Mapping[str, Any], url: str) -> sources.Export:
+    """Resolve ``person`` among digiKam's people tags and read their regions, in one read-only connection."""
+    path_map = dict(source_config.get("path_map") or {})
+    include_unconfirmed = bool(source_config.get("include_unconfirmed", False))
+    try:
+        with engine.connect() as conn:
+            tags = [
+                (sources.as_int(r.id), sources.as_int(r.pid), sources.as_text(r.name)) for r in conn.execute(_TAGS_SQL)
+            ]
+            properties = [
+                (sources.as_int(r.tagid), sources.as_text(r.property)) for r in conn.execute(_TAG_PROPERTIES_SQL)
+            ]
+            subject = sourceapi.resolve_subject(people(tags, properties), person, MANAGER)
+            folders = root_folders([dict(r._mapping) for r in conn.execute(_ROOTS_SQL)], path_map)
+            params = {"tagid": int(subject.uid)}
+            markers = [
+                marker_from_row(r._mapping, folders, include_unconfirmed) for r in conn.execute(_REGIONS_SQL, params)
+            ]
+            neighbours = [
+                n for n in (neighbour_from_row(r._mapping) for r in conn.execute(_NEIGHBOURS_SQL, params)) if n
+            ]
+            conn.rollback()
+    except sa.exc.SQLAlchemyError as exc:
+        raise sourceapi.explain_db_error(exc, url, MANAGER) from None
+    markers.sort(key=lambda m: m.marker_uid)
+    roots = {key: folder for key, folder in folders.values() if folder}
+    return sources.Export(subject, markers, neighbours, roots=roots)
