@@ -67,7 +67,7 @@ def test_export_lists_every_face_with_immichs_reasons(immich_library, export_of)
     assert {label for label, row in rows.items() if row.usable} == library.usable_labels()
     # Paths: the container's prefix is the root key, the rest stays relative to it.
     edge1 = rows["edge1"]
-    assert (edge1.file_root, edge1.file_name) == ("/usr/src/app/upload/library", "2023/01/IMG_1.jpg")
+    assert (edge1.file_root, edge1.file_name) == ("/data/library", "2023/01/IMG_1.jpg")
     assert sourceapi.roots(export)[edge1.file_root] == str(library.originals)
     # Displayed size and orientation come from asset.width/height and asset_exif.orientation.
     for orientation in range(1, 9):
@@ -226,8 +226,8 @@ def test_assets_immich_would_not_show_are_excluded_with_reasons(immich_library, 
 
 def test_path_outside_the_path_map_is_a_reason(immich_library, export_of):
     library, _database = immich_library
-    rows = _by_label(library, export_of(path_map={"/usr/src/app/upload/sidecar": "/nowhere"}))
-    assert rows["edge1"].reason.startswith("originalPath '/usr/src/app/upload/library/2023/01/IMG_1.jpg' is under")
+    rows = _by_label(library, export_of(path_map={"/data/sidecar": "/nowhere"}))
+    assert rows["edge1"].reason.startswith("originalPath '/data/library/2023/01/IMG_1.jpg' is under")
 
 
 def test_longest_path_map_prefix_wins():

@@ -206,7 +206,7 @@ def marker_from_row(row: Mapping[str, Any], path_map: Mapping[str, str], subj_sr
     if not reason and not root:
         reason = (
             f"originalPath '{original_path}' is under no source.path_map prefix "
-            "(map the folder Immich sees, e.g. /usr/src/app/upload, to where the files are here)"
+            "(map the folder Immich sees, such as /data, to where the files are here)"
         )
     checksum = row["checksum"]
     taken = row["date_time_original"] or row["file_created_at"]

@@ -26,7 +26,7 @@ from .geometry import Rect, marker_rect
 from .synthlib import RESOURCES, Face, LibraryBuilder, Photo
 
 IMMICH_PREVIEW_SIZE = 1440  # Immich's default preview size (long side); faces are detected on the preview
-IMMICH_UPLOAD = "/usr/src/app/upload"  # where Immich's container keeps uploads
+IMMICH_UPLOAD = "/data"  # where the current compose file mounts UPLOAD_LOCATION (older ones: /usr/src/app/upload)
 _NAMESPACE = uuid.UUID("6f1c0d1e-2b7a-4d55-9a51-5c1b9f0e7a10")
 
 
@@ -162,8 +162,10 @@ def write_digikam(builder: LibraryBuilder, engine: sa.Engine, create: bool = Tru
     rejected marker -> ignored face, review flag -> a suggestion (autodetectedFace) not confirmed yet,
     unnamed marker -> autodetectedFace on the "Unknown" tag.
     """
+    mysql = engine.dialect.name in ("mysql", "mariadb")
     if create:
-        _run_ddl(engine, RESOURCES / "digikam_sqlite.sql")
+        _run_ddl(engine, RESOURCES / ("digikam_mysql.sql" if mysql else "digikam_sqlite.sql"))
+    people = [s for s in builder.subjects if not s["deleted"]]
     with engine.begin() as conn:
         conn.execute(
             sa.text(
@@ -172,17 +174,24 @@ def write_digikam(builder: LibraryBuilder, engine: sa.Engine, create: bool = Tru
             ),
             {"vol": DIGIKAM_VOLUME},
         )
-        conn.execute(sa.text("INSERT INTO Tags (id, pid, name) VALUES (1, 0, 'People'), (2, 1, 'Unknown')"))
+        # MySQL's Tags keep a nested set (lft, rgt): People holds Unknown and one tag per person.
+        nested = ", lft, rgt" if mysql else ""
+        conn.execute(
+            sa.text(f"INSERT INTO Tags (id, pid, name{nested}) VALUES (1, 0, 'People'{', 1, :rgt' if mysql else ''})"),
+            {"rgt": 2 * len(people) + 4},
+        )
+        tags = [(2, "Unknown"), *((number, s["subj_name"]) for number, s in enumerate(people, start=3))]
+        for tag_id, name in tags:
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO Tags (id, pid, name{nested}) VALUES (:id, 1, :name{', :lft, :rgt' if mysql else ''})"
+                ),
+                {"id": tag_id, "name": name, "lft": 2 * tag_id - 2, "rgt": 2 * tag_id - 1},
+            )
         conn.execute(sa.text("INSERT INTO TagProperties (tagid, property, value) VALUES (2, 'unknownPerson', '')"))
         tag_of: dict[str, int] = {}
-        for number, subject in enumerate(builder.subjects, start=3):
-            if subject["deleted"]:
-                continue
+        for number, subject in enumerate(people, start=3):
             tag_of[subject["subj_uid"]] = number
-            conn.execute(
-                sa.text("INSERT INTO Tags (id, pid, name) VALUES (:id, 1, :name)"),
-                {"id": number, "name": subject["subj_name"]},
-            )
             conn.execute(
                 sa.text("INSERT INTO TagProperties (tagid, property, value) VALUES (:id, 'person', :name)"),
                 {"id": number, "name": subject["subj_name"]},
