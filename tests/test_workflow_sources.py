@@ -144,3 +144,8 @@ def test_whole_workflow_runs_on_immich(three):
     assert len(manifest) == 1 + 9
     assert (workdirs["immich"] / "results" / "train" / "status.json").is_file()
     assert digests["immich"]() == before
+    # The password was only in the environment: not in the config, logs, results or Snakemake's metadata.
+    secret = env["LIKENESS_DB_PASSWORD"].encode()
+    written = [p for p in workdirs["immich"].rglob("*") if p.is_file() and "workflow" not in p.parts]
+    assert any(".snakemake" in p.parts for p in written)
+    assert [p for p in written if secret in p.read_bytes()] == []
