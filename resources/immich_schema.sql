@@ -1,7 +1,9 @@
 -- The tables likeness reads from Immich's PostgreSQL database, for the tests (likeness only reads).
 --
 -- Supported: Immich v1.137.0 and later (tables asset, asset_face, person, asset_exif). Releases before
--- it name the tables assets, asset_faces and exif; likeness refuses them with one line.
+-- it name the tables assets, asset_faces and exif; likeness refuses them with one line. This file is the
+-- layout of v1.137.0 to v3.1 (asset_face.personId -> person.id); immich_v3.2_person_groups.sql, applied
+-- after it, gives the layout of v3.2.0 and later (asset_face.personGroupId -> person_group.id).
 --
 -- Derived from the DDL in Immich's own Kysely migrations (immich-app/immich,
 -- server/src/schema/migrations/), applied in order:

@@ -207,10 +207,11 @@ class PostgresDatabase:
         self.admin.close()
 
 
-def write_immich_postgres(library: SmallLibrary) -> PostgresDatabase:
+def write_immich_postgres(library: SmallLibrary, layout: str = "v3.2") -> PostgresDatabase:
+    """Immich's database on the PostgreSQL server: 'v3.2' (the current layout) or 'v1.137' (up to v3.1)."""
     database = PostgresDatabase()
     engine = database.writable_engine()
-    write_immich(library.builder, engine)
+    write_immich(library.builder, engine, layout)
     engine.dispose()
     database.grant_read()
     return database

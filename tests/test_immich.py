@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from likeness import immich, sourceapi
 from likeness.errors import ConfigError, SourceError
-from likeness.synthlib_sources import stable_uuid
+from likeness.synthlib_sources import IMMICH_LAYOUTS, stable_uuid
 from source_libraries import PERSON, build_cross_library, immich_path_map, write_immich_postgres
 
 pytestmark = pytest.mark.postgres
@@ -27,12 +27,38 @@ def _config(library, database, **extra) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def immich_library(tmp_path_factory):
+@pytest.fixture(scope="module", params=IMMICH_LAYOUTS)
+def immich_library(request, tmp_path_factory):
+    """The library in Immich's tables: the layout of v1.137.0 to v3.1, and that of v3.2.0 and later."""
     library = build_cross_library(tmp_path_factory.mktemp("immich"))
-    database = write_immich_postgres(library)
+    database = write_immich_postgres(library, request.param)
+    database.layout = request.param
     yield library, database
     database.drop()
+
+
+def _add_person(database, person_id: str, owner: str, name: str) -> None:
+    if database.layout == "v3.2":
+        database.execute(
+            'INSERT INTO person_group (id, "clusterGroupId") VALUES (%(id)s, %(cluster)s)',
+            {"id": person_id, "cluster": stable_uuid("cluster")},
+        )
+        database.execute(
+            'INSERT INTO person ("personGroupId", "ownerId", name) VALUES (%(id)s, %(owner)s, %(name)s)',
+            {"id": person_id, "owner": owner, "name": name},
+        )
+    else:
+        database.execute(
+            'INSERT INTO person (id, "ownerId", name) VALUES (%(id)s, %(owner)s, %(name)s)',
+            {"id": person_id, "owner": owner, "name": name},
+        )
+
+
+def _remove_person(database, person_id: str) -> None:
+    if database.layout == "v3.2":
+        database.execute("DELETE FROM person_group WHERE id = %(id)s", {"id": person_id})
+    else:
+        database.execute("DELETE FROM person WHERE id = %(id)s", {"id": person_id})
 
 
 @pytest.fixture
@@ -141,16 +167,42 @@ def test_unknown_person_is_one_line_with_the_closest_names(export_of):
 def test_two_people_of_one_name_ask_for_the_id(immich_library, export_of):
     _library, database = immich_library
     twin = stable_uuid("second Anna")
-    database.execute(
-        "INSERT INTO person (id, \"ownerId\", name) VALUES (%(id)s, %(owner)s, 'ANNA')",
-        {"id": twin, "owner": stable_uuid("second owner")},
-    )
+    _add_person(database, twin, stable_uuid("second owner"), "ANNA")
     try:
         with pytest.raises(ConfigError, match=r"matches several Immich people: .*; give the id"):
             export_of("anna")
         assert export_of(twin).subject.name == "ANNA"
     finally:
-        database.execute("DELETE FROM person WHERE id = %(id)s", {"id": twin})
+        _remove_person(database, twin)
+
+
+@pytest.fixture(scope="module")
+def v3_2_library(tmp_path_factory):
+    library = build_cross_library(tmp_path_factory.mktemp("immich-v3.2"))
+    database = write_immich_postgres(library, "v3.2")
+    yield library, database
+    database.drop()
+
+
+def test_v3_2_each_user_may_name_the_same_person_group(v3_2_library, monkeypatch):
+    """From v3.2.0 on, users of one cluster group share a person group and each keeps a name for it."""
+    library, database = v3_2_library
+    monkeypatch.setenv(PASSWORD_ENV, database.password)
+
+    def export_of(person: str) -> sourceapi.sources.Export:
+        return sourceapi.read_export(_config(library, database), person)
+
+    group = stable_uuid(library.person_uid)
+    database.execute(
+        'INSERT INTO person ("personGroupId", "ownerId", name) VALUES (%(id)s, %(owner)s, \'Mum\')',
+        {"id": group, "owner": stable_uuid("second owner")},
+    )
+    try:
+        by_own_name, by_other_name = export_of(PERSON), export_of("mum")
+        assert by_own_name.subject.uid == by_other_name.subject.uid == sourceapi.uid_text(group)
+        assert len(by_other_name.usable) == len(library.usable_labels())
+    finally:
+        database.execute("DELETE FROM person WHERE name = 'Mum'")
 
 
 def test_session_is_read_only_and_the_database_unchanged(immich_library, export_of, monkeypatch):
@@ -241,8 +293,8 @@ def test_longest_path_map_prefix_wins():
 
 
 def test_releases_before_the_rename_get_one_line(immich_library, monkeypatch):
-    library, _ = immich_library
-    old = write_immich_postgres(library)
+    library, database = immich_library
+    old = write_immich_postgres(library, database.layout)
     try:
         for new_name, old_name in (("asset_face", "asset_faces"), ("asset", "assets"), ("asset_exif", "exif")):
             old.execute(f'ALTER TABLE "{new_name}" RENAME TO "{old_name}"')

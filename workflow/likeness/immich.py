@@ -2,8 +2,15 @@
 
 Supported: Immich v1.137.0 and later, whose tables are ``asset``, ``asset_face``, ``person`` and
 ``asset_exif`` (the 2025 migration 1752267649968-StandardizeNames renamed them from ``assets``,
-``asset_faces`` and ``exif``). The columns read and the releases they come from are listed in
-``resources/immich_schema.sql``. Columns that later releases added (``asset.width``/``height``,
+``asset_faces`` and ``exif``). Two layouts of people are read:
+
+* v1.137.0 to v3.1: ``asset_face.personId`` -> ``person.id``;
+* v3.2.0 and later (face cluster groups): ``asset_face.personGroupId`` -> ``person_group.id``, and each
+  user's ``person`` row (name, hidden) is keyed by ``(ownerId, personGroupId)``; the person's id is then
+  the person group's id.
+
+The columns read and the migrations they come from are listed in ``resources/immich_schema.sql`` and
+``resources/immich_v3.2_person_groups.sql``. Columns that later releases added (``asset.width``/``height``,
 ``asset_face.isVisible``, the ``asset_edit`` table) are used when they exist.
 
 Immich's face box is in the pixels of the image the detector saw (``imageWidth`` x ``imageHeight``, the
@@ -69,6 +76,11 @@ _COLUMNS_SQL = sa.text(
 )
 
 
+def person_column(columns: set[tuple[str, str]]) -> str:
+    """The face's person: ``personGroupId`` from v3.2.0 on, ``personId`` before."""
+    return "personGroupId" if ("asset_face", "personGroupId") in columns else "personId"
+
+
 def check_schema(tables: set[str], columns: set[tuple[str, str]]) -> None:
     """One line when this is not a release likeness reads."""
     if "asset_faces" in tables and "asset_face" not in tables:
@@ -77,8 +89,10 @@ def check_schema(tables: set[str], columns: set[tuple[str, str]]) -> None:
             "likeness reads Immich v1.137.0 and later: upgrade Immich first"
         )
     missing = [t for t in ("asset", "asset_face", "asset_exif", "person") if t not in tables]
+    group_layout = person_column(columns) == "personGroupId"
     needed = [
-        ("asset_face", "personId"),
+        ("asset_face", person_column(columns)),
+        ("person", "personGroupId" if group_layout else "id"),
         ("asset_face", "imageWidth"),
         ("asset_face", "boundingBoxX1"),
         ("asset", "originalPath"),
@@ -88,8 +102,8 @@ def check_schema(tables: set[str], columns: set[tuple[str, str]]) -> None:
     missing += [f"{t}.{c}" for t, c in needed if t not in missing and (t, c) not in columns]
     if missing:
         raise SourceError(
-            f"this Immich database lacks {', '.join(missing)}; likeness reads Immich v1.137.0 and later "
-            "(see resources/immich_schema.sql)"
+            f"this Immich database lacks {', '.join(missing)}; likeness reads the tables of Immich v1.137.0 "
+            "to v3.2 and later (see resources/immich_schema.sql)"
         )
 
 
@@ -99,8 +113,9 @@ def _markers_sql(columns: set[tuple[str, str]], has_edits: bool) -> sa.TextClaus
     width = 'a."width"' if ("asset", "width") in columns else "NULL::integer"
     height = 'a."height"' if ("asset", "height") in columns else "NULL::integer"
     edits = 'EXISTS (SELECT 1 FROM asset_edit ed WHERE ed."assetId" = a.id)' if has_edits else "FALSE"
+    person = person_column(columns)
     return sa.text(
-        'SELECT f.id AS face_id, f."assetId" AS face_asset_id, f."personId" AS person_id,'
+        f'SELECT f.id AS face_id, f."assetId" AS face_asset_id, f."{person}" AS person_id,'
         ' f."imageWidth" AS iw, f."imageHeight" AS ih,'
         ' f."boundingBoxX1" AS x1, f."boundingBoxY1" AS y1, f."boundingBoxX2" AS x2, f."boundingBoxY2" AS y2,'
         f' f."sourceType"::text AS source_type, f."deletedAt" AS face_deleted_at, {visible} AS face_visible,'
@@ -113,19 +128,20 @@ def _markers_sql(columns: set[tuple[str, str]], has_edits: bool) -> sa.TextClaus
         " FROM asset_face f"
         ' LEFT JOIN asset a ON a.id = f."assetId"'
         ' LEFT JOIN asset_exif e ON e."assetId" = a.id'
-        ' WHERE f."personId" = :person_id'
+        f' WHERE f."{person}" = :person_id'
         " ORDER BY f.id"
     )
 
 
 def _neighbours_sql(columns: set[tuple[str, str]]) -> sa.TextClause:
     visible = ' AND n."isVisible"' if ("asset_face", "isVisible") in columns else ""
+    person = person_column(columns)
     return sa.text(
-        'SELECT n.id, n."assetId" AS asset_id, n."personId" AS person_id, n."imageWidth" AS iw,'
+        f'SELECT n.id, n."assetId" AS asset_id, n."{person}" AS person_id, n."imageWidth" AS iw,'
         ' n."imageHeight" AS ih, n."boundingBoxX1" AS x1, n."boundingBoxY1" AS y1,'
         ' n."boundingBoxX2" AS x2, n."boundingBoxY2" AS y2'
         f' FROM asset_face n WHERE n."deletedAt" IS NULL{visible} AND n."assetId" IN'
-        ' (SELECT m."assetId" FROM asset_face m WHERE m."personId" = :person_id)'
+        f' (SELECT m."assetId" FROM asset_face m WHERE m."{person}" = :person_id)'
         ' ORDER BY n."assetId", n.id'
     )
 
@@ -265,9 +281,11 @@ def read_export(engine: sa.Engine, person: str, source_config: Mapping[str, Any]
             tables = set(sa.inspect(conn).get_table_names())
             columns = {(r.table_name, r.column_name) for r in conn.execute(_COLUMNS_SQL)}
             check_schema(tables, columns)
+            # From v3.2.0 on, a person is a person group; each user keeps a row (name) for it.
+            key = '"personGroupId"' if person_column(columns) == "personGroupId" else "id"
             people = [
                 sources.Subject(str(r.id), "", sources.as_text(r.name))
-                for r in conn.execute(sa.text("SELECT id, name FROM person ORDER BY id"))
+                for r in conn.execute(sa.text(f"SELECT {key} AS id, name FROM person ORDER BY {key}, name"))
             ]
             subject = sourceapi.resolve_subject(people, person, MANAGER, _id_key)
             params = {"person_id": subject.uid}

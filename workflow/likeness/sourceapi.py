@@ -49,11 +49,12 @@ def resolve_subject(
     """
     pool = list(subjects)
     wanted_id = id_key(person)
-    by_id = [s for s in pool if wanted_id and id_key(s.uid) == wanted_id]
+    # One subject may come in several rows (Immich v3.2: one name per user for the same person group).
+    by_id = _first_per_uid(s for s in pool if wanted_id and id_key(s.uid) == wanted_id)
     if len(by_id) == 1:
         return by_id[0]
     wanted = normalise_name(person)
-    by_name = [s for s in pool if s.name and normalise_name(s.name) == wanted]
+    by_name = _first_per_uid(s for s in pool if s.name and normalise_name(s.name) == wanted)
     if len(by_name) == 1:
         return by_name[0]
     if len(by_name) > 1:
@@ -63,6 +64,13 @@ def resolve_subject(
     close = difflib.get_close_matches(wanted, list(names), n=5, cutoff=0.4)
     hint = ", ".join(f"{names[n].name} ({names[n].uid})" for n in close) or "none similar"
     raise ConfigError("person", f"no {manager} person is named '{person}'; closest: {hint}")
+
+
+def _first_per_uid(subjects: Iterable[sources.Subject]) -> list[sources.Subject]:
+    first: dict[str, sources.Subject] = {}
+    for subject in subjects:
+        first.setdefault(subject.uid, subject)
+    return list(first.values())
 
 
 # -- boxes -----------------------------------------------------------------------------------------------

@@ -66,28 +66,46 @@ def immich_original_path(photo: Photo) -> str:
     return str(PurePosixPath(IMMICH_UPLOAD) / folder / photo.file_name)
 
 
-def write_immich(builder: LibraryBuilder, engine: sa.Engine, create: bool = True) -> None:
+IMMICH_LAYOUTS = ("v1.137", "v3.2")  # asset_face.personId -> person.id; personGroupId -> person_group.id
+
+
+def write_immich(builder: LibraryBuilder, engine: sa.Engine, layout: str = "v3.2", create: bool = True) -> None:
     """Immich's rows for the builder's library: one person per subject, one asset per photo.
 
-    PhotoPrism's states map to Immich's: archived -> visibility 'archive', deleted file -> trash,
-    missing flag -> offline, rejected marker -> deleted face, unnamed marker -> face without a person.
+    ``layout`` 'v1.137' is the schema of Immich v1.137.0 to v3.1, 'v3.2' adds the person groups of
+    v3.2.0 and later (the person's id is its person group's). PhotoPrism's states map to Immich's:
+    archived -> visibility 'archive', deleted file -> trash, missing flag -> offline, rejected marker
+    -> deleted face, unnamed marker -> face without a person.
     """
     if create:
         _run_ddl(engine, RESOURCES / "immich_schema.sql")
+        if layout == "v3.2":
+            _run_ddl(engine, RESOURCES / "immich_v3.2_person_groups.sql")
     owner = stable_uuid("owner")
     with engine.begin() as conn:
+        if layout == "v3.2":
+            conn.execute(sa.text("INSERT INTO cluster_group (id) VALUES (:id)"), {"id": stable_uuid("cluster")})
         for subject in builder.subjects:
             if subject["deleted"]:
                 continue
-            conn.execute(
-                sa.text('INSERT INTO person (id, "ownerId", name) VALUES (:id, :owner, :name)'),
-                {"id": stable_uuid(subject["subj_uid"]), "owner": owner, "name": subject["subj_name"]},
-            )
+            params = {"id": stable_uuid(subject["subj_uid"]), "owner": owner, "name": subject["subj_name"]}
+            if layout == "v3.2":
+                conn.execute(
+                    sa.text('INSERT INTO person_group (id, "clusterGroupId") VALUES (:id, :cluster)'),
+                    {**params, "cluster": stable_uuid("cluster")},
+                )
+                conn.execute(
+                    sa.text('INSERT INTO person ("personGroupId", "ownerId", name) VALUES (:id, :owner, :name)'),
+                    params,
+                )
+            else:
+                conn.execute(sa.text('INSERT INTO person (id, "ownerId", name) VALUES (:id, :owner, :name)'), params)
+        person_column = "personGroupId" if layout == "v3.2" else "personId"
         for photo in builder.photos:
-            _insert_immich_photo(conn, photo, owner)
+            _insert_immich_photo(conn, photo, owner, person_column)
 
 
-def _insert_immich_photo(conn: sa.Connection, photo: Photo, owner: str) -> None:
+def _insert_immich_photo(conn: sa.Connection, photo: Photo, owner: str, person_column: str) -> None:
     asset_id = stable_uuid(photo.photo_uid)
     taken = photo.taken_at
     conn.execute(
@@ -130,8 +148,8 @@ def _insert_immich_photo(conn: sa.Connection, photo: Photo, owner: str) -> None:
             continue
         conn.execute(
             sa.text(
-                'INSERT INTO asset_face (id, "assetId", "personId", "imageWidth", "imageHeight", "boundingBoxX1",'
-                ' "boundingBoxY1", "boundingBoxX2", "boundingBoxY2", "sourceType", "deletedAt")'
+                f'INSERT INTO asset_face (id, "assetId", "{person_column}", "imageWidth", "imageHeight",'
+                ' "boundingBoxX1", "boundingBoxY1", "boundingBoxX2", "boundingBoxY2", "sourceType", "deletedAt")'
                 " VALUES (:id, :asset, :person, :iw, :ih, :x1, :y1, :x2, :y2, CAST(:src AS sourcetype), :deleted)"
             ),
             {
