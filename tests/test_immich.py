@@ -309,6 +309,18 @@ def test_releases_before_the_rename_get_one_line(immich_library, monkeypatch):
         old.drop()
 
 
+def test_a_layout_newer_than_v3_2_gets_one_line(v3_2_library, monkeypatch):
+    library, _ = v3_2_library
+    newer = write_immich_postgres(library, "v3.2")
+    try:
+        newer.execute('ALTER TABLE asset_face RENAME COLUMN "personGroupId" TO "faceClusterId"')
+        monkeypatch.setenv(PASSWORD_ENV, newer.password)
+        with pytest.raises(SourceError, match=r"^this Immich database's asset_face has neither personId"):
+            sourceapi.read_export(_config(library, newer), PERSON)
+    finally:
+        newer.drop()
+
+
 def test_a_kind_the_tables_contradict_is_one_line(immich_library, export_of):
     with pytest.raises(ConfigError, match=r"config key 'source\.kind': is 'digikam' but the database has Immich's"):
         export_of(kind="digikam")

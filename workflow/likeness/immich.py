@@ -89,6 +89,11 @@ def check_schema(tables: set[str], columns: set[tuple[str, str]]) -> None:
             "likeness reads Immich v1.137.0 and later: upgrade Immich first"
         )
     missing = [t for t in ("asset", "asset_face", "asset_exif", "person") if t not in tables]
+    if not missing and not {("asset_face", "personId"), ("asset_face", "personGroupId")} & columns:
+        raise SourceError(
+            "this Immich database's asset_face has neither personId (v1.137.0 to v3.1) nor personGroupId "
+            "(v3.2): a newer layout than likeness reads (Immich v1.137.0 to v3.2)"
+        )
     group_layout = person_column(columns) == "personGroupId"
     needed = [
         ("asset_face", person_column(columns)),
