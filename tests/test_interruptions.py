@@ -94,7 +94,7 @@ def _moment(stage: str, workdir: Path, rng: random.Random) -> Callable[[], bool]
 
 # -- what the resumed run did ---------------------------------------------------------------------------
 _JOB_HEADER = re.compile(r"^(?:local)?rule (\w+):$", re.MULTILINE)
-_UID = re.compile(r"^\s+wildcards: uid=(\w+)$", re.MULTILINE)
+_UID = re.compile(r"^\s+wildcards: stem=([-\w]+)$", re.MULTILINE)
 
 
 def _cropped_uids(output: str) -> set[str]:
