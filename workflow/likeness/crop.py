@@ -20,8 +20,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import geometry, jpegregion, quality
-from .atomic import atomic_write_bytes, atomic_write_json, write_if_changed
+from . import geometry, jpegregion, quality, tables
+from .atomic import atomic_write_bytes, atomic_write_json
 from .imageheader import ImageHeader, describe_unknown, parse_header, read_head
 from .names import file_stem
 
@@ -87,6 +87,13 @@ def _read_photo(path: str, settings: CropSettings) -> tuple[bytes, ImageHeader]:
         header = parse_header(head)
         if header is None:
             raise Unusable(f"photo cannot be decoded: {describe_unknown(head)}")
+        if header.format == "tiff" and header.orientation != 1:
+            # OpenCV's TIFF decoder turns some TIFFs itself (those it reads through libtiff's RGBA
+            # interface) even when told to ignore the orientation, others not: the result is not known.
+            raise Unusable(
+                f"photo is a TIFF with orientation {header.orientation}, which OpenCV decodes inconsistently; "
+                "a JPEG of it (as PhotoPrism's sidecar) can be used"
+            )
         width, height = geometry.displayed_size(header.width, header.height, header.orientation)
         if width * height > settings.max_megapixels * 1e6:
             raise Unusable(
@@ -322,17 +329,12 @@ def write_summary(record_paths: list[str], table_path: str) -> str:
                 record["source"].get("path") or record["source"].get("file_name", ""),
             ]
         )
-    lines = ["\t".join(SUMMARY_COLUMNS)] + ["\t".join(_tsv_cell(v) for v in row) for row in rows]
-    write_if_changed(table_path, ("\n".join(lines) + "\n").encode("utf-8"))
+    tables.write_table(table_path, SUMMARY_COLUMNS, rows)
     # Count by the reason's kind ("photo missing on disk"), not its per-file detail.
     reasons = Counter(row[2].split(":")[0] for row in rows if row[1] != "ok")
     cropped = sum(1 for row in rows if row[1] == "ok")
     detail = "; ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
     return f"cropped {cropped} of {len(rows)} faces" + (f", excluded {detail}" if detail else "")
-
-
-def _tsv_cell(value: str) -> str:
-    return value.replace("\t", " ").replace("\n", " ")
 
 
 # The modules whose code decides a crop's pixels and record. Snakemake's code trigger sees only the

@@ -189,9 +189,9 @@ def as_int(value: Any) -> int:
     try:
         number = float(as_text(value).strip()) if not isinstance(value, float) else value
     except (ValueError, OverflowError):
-        raise ValueProblem(f"'{_number_text(value)}' is not a number") from None
+        raise ValueProblem(f"'{_number_text(value)}', not a number") from None
     if not math.isfinite(number) or number != int(number):
-        raise ValueProblem(f"'{_number_text(value)}' is not a whole number")
+        raise ValueProblem(f"'{_number_text(value)}', not a whole number")
     return int(number)
 
 
@@ -206,7 +206,7 @@ def as_float(value: Any) -> float:
     try:
         return float(as_text(value).strip())
     except (ValueError, OverflowError):
-        raise ValueProblem(f"'{_number_text(value)}' is not a number") from None
+        raise ValueProblem(f"'{_number_text(value)}', not a number") from None
 
 
 def as_timestamp(value: Any) -> str:
