@@ -41,6 +41,7 @@ def test_a_database_of_no_known_manager_names_source_kind(tmp_path):
 
 def test_photoprism_needs_its_originals_folder(tmp_path):
     library = build_small_library(tmp_path / "lib", write_files=False)
+    library.originals.mkdir(parents=True)
     db = write_sqlite(library)
     with pytest.raises(ConfigError, match=r"^config key 'source\.originals': is required for a PhotoPrism library"):
         sourceapi.read_export(_config(f"sqlite:///{db}", originals=""), "Anna")

@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import sourceapi, sources
+from .names import file_stem
 
 MANAGER = "digiKam"
 CONFIRMED = "tagRegion"
@@ -99,7 +100,7 @@ def parse_rect(value: Any) -> tuple[int, int, int, int] | None:
 def region_uid(image_id: Any, tag_id: Any, value: Any) -> str:
     """digiKam's regions have no id: image, tag and a digest of the box make one (letters and digits)."""
     digest = hashlib.sha1(sources.as_text(value).encode("utf-8")).hexdigest()[:8]
-    return f"i{sources.as_int(image_id)}t{sources.as_int(tag_id)}r{digest}"
+    return f"i{sourceapi.safe_int(image_id)}t{sourceapi.safe_int(tag_id)}r{digest}"
 
 
 def root_folders(roots: list[Mapping[str, Any]], path_map: Mapping[str, str]) -> dict[int, tuple[str, str]]:
@@ -121,7 +122,7 @@ def root_folders(roots: list[Mapping[str, Any]], path_map: Mapping[str, str]) ->
             folder = mount.rstrip("/") + "/" + specific.strip("/") if specific.strip("/") else mount
         else:
             folder = ""
-        folders[sources.as_int(root["id"])] = (key, folder)
+        folders[sourceapi.safe_int(root["id"])] = (key, folder)
     return folders
 
 
@@ -135,12 +136,12 @@ def exclusion_reason(row: Mapping[str, Any], include_unconfirmed: bool) -> str:
         return "face ignored in digiKam"
     if row["image_id"] is None:
         return "region points to an image digiKam no longer has"
-    status = sources.as_int(row["status"])
+    status = sourceapi.safe_int(row["status"])
     if status in _STATUS:
         return _STATUS[status]
     if row["album_root"] is None:
         return "image removed from its album in digiKam"
-    if sources.as_int(row["category"]) not in (0, 1):
+    if sourceapi.safe_int(row["category"]) not in (0, 1):
         return "not a photo (digiKam category video, audio or other)"
     return ""
 
@@ -149,8 +150,10 @@ def marker_from_row(
     row: Mapping[str, Any], folders: Mapping[int, tuple[str, str]], include_unconfirmed: bool
 ) -> sources.MarkerRow:
     reason = exclusion_reason(row, include_unconfirmed)
-    orientation = sources.as_int(row["orientation"]) or 1
-    width, height = sourceapi.displayed_size(sources.as_int(row["width"]), sources.as_int(row["height"]), orientation)
+    orientation = sourceapi.safe_int(row["orientation"]) or 1
+    width, height = sourceapi.displayed_size(
+        sourceapi.safe_int(row["width"]), sourceapi.safe_int(row["height"]), orientation
+    )
     rect = parse_rect(row["value"])
     x = y = w = h = float("nan")
     side = 0
@@ -166,7 +169,7 @@ def marker_from_row(
         else:
             x, y, w, h = sourceapi.fractions_for_pixels(left, top, right, bottom, width, height)
             side = max(right - left, bottom - top)
-    key, folder = folders.get(sources.as_int(row["album_root"]), ("", ""))
+    key, folder = folders.get(sourceapi.safe_int(row["album_root"]), ("", ""))
     if not reason and not folder:
         reason = (
             f"no folder for digiKam album root '{key}': map its identifier to the folder where that "
@@ -175,12 +178,14 @@ def marker_from_row(
     relative = sources.as_text(row["relative_path"]).strip("/")
     name = sources.as_text(row["name"])
     prop = sources.as_text(row["property"])
-    image = f"i{sources.as_int(row['imageid'])}"
+    image = f"i{sourceapi.safe_int(row['imageid'])}"
+    marker_uid = region_uid(row["imageid"], row["tagid"], row["value"])
     return sources.MarkerRow(
-        marker_uid=region_uid(row["imageid"], row["tagid"], row["value"]),
+        marker_uid=marker_uid,
+        stem=file_stem(marker_uid),
         file_uid=image,
         photo_uid=image,
-        subj_uid=str(sources.as_int(row["tagid"])),
+        subj_uid=str(sourceapi.safe_int(row["tagid"])),
         marker_src=prop,
         subj_src="manual" if prop == CONFIRMED else "",
         marker_review=0,
@@ -205,15 +210,17 @@ def marker_from_row(
 
 def neighbour_from_row(row: Mapping[str, Any]) -> sources.Neighbour | None:
     rect = parse_rect(row["value"])
-    orientation = sources.as_int(row["orientation"]) or 1
-    width, height = sourceapi.displayed_size(sources.as_int(row["width"]), sources.as_int(row["height"]), orientation)
+    orientation = sourceapi.safe_int(row["orientation"]) or 1
+    width, height = sourceapi.displayed_size(
+        sourceapi.safe_int(row["width"]), sourceapi.safe_int(row["height"]), orientation
+    )
     if rect is None or not width or not height:
         return None
-    image = f"i{sources.as_int(row['imageid'])}"
+    image = f"i{sourceapi.safe_int(row['imageid'])}"
     return sources.Neighbour(
         region_uid(row["imageid"], row["tagid"], row["value"]),
         image,
-        str(sources.as_int(row["tagid"])),
+        str(sourceapi.safe_int(row["tagid"])),
         rect[0] / width,
         rect[1] / height,
         rect[2] / width,
@@ -228,10 +235,11 @@ def read_export(engine: sa.Engine, person: str, source_config: Mapping[str, Any]
     try:
         with engine.connect() as conn:
             tags = [
-                (sources.as_int(r.id), sources.as_int(r.pid), sources.as_text(r.name)) for r in conn.execute(_TAGS_SQL)
+                (sourceapi.safe_int(r.id), sourceapi.safe_int(r.pid), sources.as_text(r.name))
+                for r in conn.execute(_TAGS_SQL)
             ]
             properties = [
-                (sources.as_int(r.tagid), sources.as_text(r.property)) for r in conn.execute(_TAG_PROPERTIES_SQL)
+                (sourceapi.safe_int(r.tagid), sources.as_text(r.property)) for r in conn.execute(_TAG_PROPERTIES_SQL)
             ]
             subject = sourceapi.resolve_subject(people(tags, properties), person, MANAGER)
             folders = root_folders([dict(r._mapping) for r in conn.execute(_ROOTS_SQL)], path_map)

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from . import sourceapi, sources
 from .errors import ConfigError, SourceError
+from .names import file_stem
 
 MANAGER = "Immich"
 # EXIF orientation as Immich stores it (text): the EXIF numbers, or degrees for some videos and HEIFs.
@@ -44,15 +45,16 @@ def make_engine(url: str, password_env: str, option_file: str = "") -> sa.Engine
     (``?service=name`` in the URL). A URL with a password is refused.
     """
     try:
-        parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise ConfigError("source.url", f"not a SQLAlchemy URL ({exc})") from None
-    if parsed.password:
+        password_in_url = bool(sa.engine.make_url(url).password)
+    except (sa.exc.ArgumentError, ValueError, TypeError):
+        password_in_url = False  # parse_server_url below says what is wrong with it, masked
+    if password_in_url:
         raise ConfigError(
             "source.url",
             f"must not contain a password; put it in the environment variable {password_env} "
             "(source.password_env) or in a .pgpass file (source.option_file)",
         )
+    parsed = sources.parse_server_url(url, password_env)  # no secret query parameters, a valid port
     driver = parsed.get_driver_name()
     if parsed.drivername not in ("postgresql", "postgresql+psycopg"):
         raise ConfigError("source.url", f"use postgresql+psycopg:// for Immich (the {driver} driver is not installed)")
@@ -231,8 +233,10 @@ def marker_from_row(row: Mapping[str, Any], path_map: Mapping[str, str], subj_sr
         )
     checksum = row["checksum"]
     taken = row["date_time_original"] or row["file_created_at"]
+    marker_uid = sourceapi.uid_text(row["face_id"])
     return sources.MarkerRow(
-        marker_uid=sourceapi.uid_text(row["face_id"]),
+        marker_uid=marker_uid,
+        stem=file_stem(marker_uid),
         file_uid=sourceapi.uid_text(row["face_asset_id"]),
         photo_uid=sourceapi.uid_text(row["asset_id"]),
         subj_uid=sourceapi.uid_text(row["person_id"]),

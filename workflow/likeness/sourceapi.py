@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import unicodedata
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePosixPath
@@ -35,8 +34,8 @@ MANAGER_NAMES = {"photoprism": "PhotoPrism", "immich": "Immich", "digikam": "dig
 
 # -- the person ------------------------------------------------------------------------------------------
 def normalise_name(name: str) -> str:
-    """Names compare in any case and any Unicode normal form ('Zoë' composed or 'Zoe' + U+0308)."""
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFKD", name).casefold()).strip()
+    """Names compare as PhotoPrism's do (sources.name_key): any case, any Unicode form, spaces collapsed."""
+    return sources.name_key(name)
 
 
 def resolve_subject(
@@ -124,17 +123,15 @@ def detect_kind(table_names: Iterable[str]) -> str:
     return ""
 
 
-def _backend(url: str) -> str:
-    try:
-        return sa.engine.make_url(url).get_backend_name()
-    except sa.exc.ArgumentError as exc:
-        raise ConfigError("source.url", f"not a SQLAlchemy URL ({exc})") from None
+def is_postgres(url: str) -> bool:
+    """A PostgreSQL URL (Immich); SQLite paths are taken literally (sources.sqlite_path_from_url)."""
+    return sources.sqlite_path_from_url(url) is None and url.lower().startswith(("postgresql:", "postgresql+"))
 
 
 def make_engine(source_config: Mapping[str, Any]) -> sa.Engine:
     """A read-only engine for ``source.url``: SQLite and MariaDB as for PhotoPrism, PostgreSQL for Immich."""
     url = source_config["url"]
-    if _backend(url) == "postgresql":
+    if is_postgres(url):
         from . import immich
 
         return immich.make_engine(url, source_config["password_env"], source_config["option_file"])
@@ -145,9 +142,9 @@ def likely_manager(url: str, kind: str = "") -> str:
     """The manager to name in an error before the tables could be read: the kind, else a guess from the URL."""
     if kind:
         return MANAGER_NAMES[kind]
-    if _backend(url) == "postgresql":
+    if is_postgres(url):
         return MANAGER_NAMES["immich"]
-    if "digikam" in (sa.engine.make_url(url).database or "").lower():
+    if "digikam" in url.lower():
         return MANAGER_NAMES["digikam"]
     return MANAGER_NAMES["photoprism"]
 
@@ -163,7 +160,7 @@ def explain_db_error(exc: Exception, url: str, manager: str) -> SourceError:
     """One line, the URL without any password: the driver's first line of the message."""
     text = str(getattr(exc, "orig", exc)).strip().splitlines()
     first = text[0] if text else type(exc).__name__
-    safe_url = sa.engine.make_url(url).render_as_string(hide_password=True)
+    safe_url = sources.mask_url(url)
     if "locked" in first:
         return SourceError(f"the {manager} database {safe_url} is locked by another process: {first}")
     return SourceError(f"cannot read the {manager} database {safe_url}: {first}")
@@ -177,7 +174,7 @@ def resolve_kind(source_config: Mapping[str, Any], engine: sa.Engine) -> str:
     if not kind:
         raise ConfigError(
             "source.kind",
-            f"the database at {sa.engine.make_url(url).render_as_string(hide_password=True)} has none of the "
+            f"the database at {sources.mask_url(url)} has none of the "
             "tables of PhotoPrism (markers), Immich (asset_face) or digiKam (ImageTagProperties); "
             "check source.url or set source.kind",
         )
@@ -185,8 +182,10 @@ def resolve_kind(source_config: Mapping[str, Any], engine: sa.Engine) -> str:
         raise ConfigError(
             "source.kind", f"is '{kind}' but the database has {MANAGER_NAMES[found]}'s tables (set it to '{found}')"
         )
-    if kind == "photoprism" and not source_config.get("originals"):
-        raise ConfigError("source.originals", "is required for a PhotoPrism library (its originals folder)")
+    if kind == "photoprism":
+        if not source_config.get("originals"):
+            raise ConfigError("source.originals", "is required for a PhotoPrism library (its originals folder)")
+        sources.check_originals(source_config)
     return kind
 
 
@@ -217,6 +216,14 @@ def roots(export: sources.Export) -> dict[str, str]:
 def uid_text(value: Any) -> str:
     """A uuid (or any id) as lowercase letters and digits: marker UIDs name files and wildcards."""
     return "".join(ch for ch in sources.as_text(value).lower() if ch.isalnum())
+
+
+def safe_int(value: Any) -> int:
+    """An integer column; 0 for a value no integer column should hold (SQLite keeps whatever it is given)."""
+    try:
+        return sources.as_int(value)
+    except sources.ValueProblem:
+        return 0
 
 
 def finite_or_nan(value: Any) -> float:
