@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from likeness import immich, sourceapi
 from likeness.errors import ConfigError, SourceError
 from likeness.synthlib_sources import IMMICH_LAYOUTS, stable_uuid
-from source_libraries import PERSON, build_cross_library, immich_path_map, write_immich_postgres
+from source_libraries import PERSON, PG_PORT, PG_TCP_HOST, build_cross_library, immich_path_map, write_immich_postgres
 
 pytestmark = pytest.mark.postgres
 PASSWORD_ENV = "LIKENESS_TEST_PG_PASSWORD"
@@ -229,8 +229,21 @@ def test_password_comes_from_the_environment_or_a_pgpass_file(immich_library, mo
     passfile.chmod(0o600)
     with immich.make_engine(database.url, PASSWORD_ENV, str(passfile)).connect() as conn:
         assert conn.connection.dbapi_connection.info.password == database.password
+    # A libpq service file names host, port, database and user: the URL only names the service.
+    service_file = tmp_path / "pg_service.conf"
+    service_file.write_text(
+        f"[likeness]\nhost={PG_TCP_HOST}\nport={PG_PORT}\ndbname={database.name}\nuser={database.reader}\n"
+    )
+    monkeypatch.setenv("PGSERVICEFILE", str(service_file))
+    with immich.make_engine("postgresql+psycopg:///?service=likeness", PASSWORD_ENV, str(passfile)).connect() as conn:
+        assert conn.execute(sa.text("SELECT current_user, current_database()")).one() == (
+            database.reader,
+            database.name,
+        )
     with pytest.raises(ConfigError, match=r"config key 'source\.url': must not contain a password"):
         immich.make_engine(database.url.replace("@", ":secret@"), PASSWORD_ENV)
+    with pytest.raises(ConfigError, match=r"config key 'source\.url': must not carry a password"):
+        immich.make_engine(database.url + "?password=secret", PASSWORD_ENV)
     with pytest.raises(ConfigError, match=r"config key 'source\.option_file': no \.pgpass file"):
         immich.make_engine(database.url, PASSWORD_ENV, str(tmp_path / "nope"))
 
