@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shutil
+import sqlite3
 import tempfile
 import unicodedata
 from pathlib import Path
@@ -231,3 +232,16 @@ def test_an_sqlite_path_with_question_mark_and_hash_works(tmp_path):
     export = sources.read_export(sources.make_engine(f"sqlite:///{odd}"), library.person_uid)
     assert export.subject.uid == library.person_uid and export.markers
     assert not math.isnan(export.markers[0].x)
+
+
+def test_a_name_that_is_not_utf8_does_not_stop_the_query(tmp_path):
+    library = build_small_library(tmp_path / "lib", write_files=False)
+    database = write_sqlite(library)
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "UPDATE subjects SET subj_name = CAST(? AS TEXT) WHERE subj_uid = ?", (b"Ann\xe9", library.other_uid)
+        )
+    export = sources.read_export(sources.make_engine(f"sqlite:///{database}"), library.person_uid)
+    assert export.subject.uid == library.person_uid
+    with pytest.raises(ConfigError, match="Ann\ufffd"):
+        sources.read_export(sources.make_engine(f"sqlite:///{database}"), "Annx")

@@ -251,3 +251,25 @@ def test_every_unusual_row_gets_a_reason_or_a_correct_crop_in_one_run(tmp_path, 
     assert _outside(tmp_path, workdir) == outside_before
     assert unusual.database.read_bytes() == database_bytes
     assert "Nothing to be done" in snakemake(workdir, "-n").stdout
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ({"originals": "/nonexistent/originals"}, "likeness: config key 'source.originals': no folder at"),
+        (
+            {"url": "mysql+mysqldb://photoprism@127.0.0.1:3306/photoprism?passwd=hunter2"},
+            "likeness: config key 'source.url': must not carry a password (query parameter 'passwd')",
+        ),
+        ({"url": "mysql+mysqldb://photoprism@127.0.0.1:33o6/photoprism"}, "likeness: config key 'source.url': "),
+    ],
+    ids=["missing-originals", "password-in-query", "bad-port"],
+)
+def test_source_config_errors_are_one_line(tmp_path, unusual, source, expected):
+    workdir = copy_workflow(tmp_path / "wf")
+    write_config(workdir, unusual.library.root, person=PERSON, source=source)
+    result = snakemake(workdir, "-n", check=False)
+    text = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in text and "hunter2" not in text
+    assert result.stderr.strip().splitlines()[-1].startswith(expected), text
+    assert not (workdir / "results").exists()

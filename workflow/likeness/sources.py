@@ -121,9 +121,17 @@ def _sqlite_engine(database: str, lock_timeout: float) -> sa.Engine:
 
     def connect() -> sqlite3.Connection:
         # PhotoPrism may be writing: wait for its lock a while before giving up with a clear message.
-        return sqlite3.connect(uri, uri=True, timeout=lock_timeout, check_same_thread=False)
+        connection = sqlite3.connect(uri, uri=True, timeout=lock_timeout, check_same_thread=False)
+        # SQLite keeps whatever bytes it is given in a TEXT column; one name that is not UTF-8 must not
+        # stop the whole query (sqlite3's default raises for it).
+        connection.text_factory = _decode_text
+        return connection
 
     return sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
+
+
+def _decode_text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
 
 
 def _mysql_engine(parsed: sa.URL, password_env: str, option_file: str) -> sa.Engine:
