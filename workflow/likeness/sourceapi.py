@@ -191,6 +191,9 @@ def resolve_kind(source_config: Mapping[str, Any], engine: sa.Engine) -> str:
 
 def read_export(source_config: Mapping[str, Any], person: str) -> sources.Export:
     """The export of ``person`` from whichever manager ``source`` points at."""
+    if source_config.get("kind") == "photoprism" or (not source_config.get("kind") and source_config.get("originals")):
+        # source.originals is PhotoPrism's: a wrong folder is a config error before any database is opened.
+        sources.check_originals(source_config)
     engine = make_engine(source_config)
     kind = resolve_kind(source_config, engine)
     url = source_config["url"]
