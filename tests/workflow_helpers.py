@@ -27,6 +27,8 @@ KEEP_ALL = {
     "max_clipped_share": 1.0,
     "max_per_day": 0,
     "top_n": 100000,
+    # Drawn faces are not people: the identity check (tested on real portraits) is off.
+    "max_identity_distance": None,
 }
 _IGNORE = shutil.ignore_patterns("__pycache__", "library", "*.pyc")
 

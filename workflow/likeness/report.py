@@ -44,7 +44,7 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 # repeated here so that the report does not import the selection stage. Unknown keys sort after these.
 REASON_ORDER = (
     "unreadable", "stale", "awaiting review", "not named by hand", "date window", "too small", "crowded",
-    "blurred", "exposure", "duplicate", "day cap", "below top_n",
+    "blurred", "exposure", "not the same person", "duplicate", "day cap", "below top_n",
 )  # fmt: skip
 
 

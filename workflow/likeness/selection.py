@@ -20,9 +20,11 @@ Every face gets the first reason of this fixed order (a face both blurred and cr
 7. ``crowded``: other faces cover more than ``select.max_other_face_share`` of the crop;
 8. ``blurred``: sharpness below ``select.min_sharpness``;
 9. ``exposure``: face too dark, too bright or too clipped;
-10. ``duplicate``: a better face of the same near-duplicate group (perceptual hash) was kept;
-11. ``day cap``: ``select.max_per_day`` better faces of the same calendar day were kept;
-12. ``below top_n``: ranked after the first ``select.top_n``.
+10. ``not the same person``: the identity model (likeness.identity) puts the face farther than
+    ``select.max_identity_distance`` from the person's reference (``select.identity_reference``);
+11. ``duplicate``: a better face of the same near-duplicate group (perceptual hash) was kept;
+12. ``day cap``: ``select.max_per_day`` better faces of the same calendar day were kept;
+13. ``below top_n``: ranked after the first ``select.top_n``.
 
 The rank score (0-1, higher is better) is a weighted sum of terms that are each 0-1:
 
@@ -41,11 +43,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import filecmp
+import importlib.util
 import io
 import itertools
 import json
 import math
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -53,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from likeness import geometry
+from likeness import geometry, identity
 from likeness.atomic import atomic_write_bytes, write_if_changed
 from likeness.errors import ConfigError, LikenessError
 from likeness.quality import hamming_distance
@@ -69,6 +73,7 @@ REASON_ORDER = (
     "crowded",
     "blurred",
     "exposure",
+    "not the same person",
     "duplicate",
     "day cap",
     "below top_n",
@@ -100,11 +105,12 @@ MANIFEST_COLUMNS = (
     "rank", "marker_uid", "score", "image", "crop", "file_uid", "photo_uid", "subj_uid", "subj_src",
     "marker_src", "taken_at", "native_face_side", "native_crop_side", "output_side", "sharpness",
     "brightness", "contrast", "clipped_dark", "clipped_bright", "other_face_share", "phash", "pp_score",
-    "pp_q", "duplicates", "source",
+    "pp_q", "duplicates", "source", "identity_distance", "face_found", "yaw", "pitch",
 )  # fmt: skip
 EXCLUDED_COLUMNS = (
     "marker_uid", "reason_key", "reason", "score", "native_crop_side", "sharpness", "brightness",
     "clipped_dark", "clipped_bright", "other_face_share", "taken_at", "phash", "file_uid", "crop", "source",
+    "identity_distance", "face_found", "yaw", "pitch",
 )  # fmt: skip
 
 
@@ -125,6 +131,10 @@ class SelectSettings:
     manual_only: bool = False
     duplicate_distance: int = 8
     max_per_day: int = 0
+    # "model": the identity model's own threshold; None: no identity check (said in the log)
+    max_identity_distance: float | str | None = "model"
+    identity_reference: str = "recent"
+    identity_cache_dir: str = "cache/identity"
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None) -> SelectSettings:
@@ -136,6 +146,7 @@ class SelectSettings:
                 raise ConfigError(f"select.{key}", f"unknown key (known: {', '.join(sorted(known))})")
         # null means "the default" (for the dates: no bound)
         values = {key: value for key, value in section.items() if value is not None}
+        identity_distance = _identity_distance_setting(section)
         settings = cls(
             top_n=_int_setting(values, "top_n", cls.top_n, minimum=1),
             min_crop_side=_int_setting(values, "min_crop_side", cls.min_crop_side, minimum=1),
@@ -150,12 +161,34 @@ class SelectSettings:
             manual_only=_bool_setting(values, "manual_only", cls.manual_only),
             duplicate_distance=_int_setting(values, "duplicate_distance", cls.duplicate_distance, 0, 64),
             max_per_day=_int_setting(values, "max_per_day", cls.max_per_day, minimum=0),
+            max_identity_distance=identity_distance,
+            identity_reference=_text_setting(values, "identity_reference", cls.identity_reference),
+            identity_cache_dir=_text_setting(values, "identity_cache_dir", cls.identity_cache_dir),
         )
         if settings.brightness_min > settings.brightness_max:
             raise ConfigError("select.brightness_min", "must not exceed select.brightness_max")
         if settings.taken_after and settings.taken_before and settings.taken_after >= settings.taken_before:
             raise ConfigError("select.taken_after", "must be earlier than select.taken_before")
         return settings
+
+
+def _identity_distance_setting(section: Mapping[str, Any]) -> float | str | None:
+    """Absent or "model": the model's threshold; null: the check is off; else a distance above 0."""
+    if "max_identity_distance" not in section:
+        return "model"
+    value = section["max_identity_distance"]
+    if value is None or value == "model":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ConfigError("select.max_identity_distance", f"must be a number above 0, 'model' or null, got {value!r}")
+    return float(value)
+
+
+def _text_setting(values: Mapping[str, Any], key: str, default: str) -> str:
+    value = values.get(key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"select.{key}", f"must be a non-empty text, got {value!r}")
+    return value.strip()
 
 
 def _int_setting(values: Mapping[str, Any], key: str, default: int, minimum: int, maximum: int | None = None) -> int:
@@ -222,6 +255,8 @@ class Face:
     reason_key: str = ""
     reason: str = ""
     duplicates: list[str] = field(default_factory=list)
+    identity: identity.Embedding | None = None
+    identity_distance: float | None = None
 
     @property
     def measurements(self) -> dict[str, Any]:
@@ -478,6 +513,90 @@ def _check_date_window(face: Face, settings: SelectSettings) -> None:
         face.exclude("date window", f"taken {day}, not before {settings.taken_before}")
 
 
+def crop_face_box(record: Mapping[str, Any]) -> identity.Box:
+    """The face box in the crop image's pixels (the record's boxes are in photo pixels)."""
+    left, top, side = (int(v) for v in record["crop_box"][:3])
+    scale = int(record.get("output_side") or side) / side
+    x0, y0, x1, y1 = (int(v) for v in record["face_box"])
+    return (
+        round((x0 - left) * scale),
+        round((y0 - top) * scale),
+        round((x1 - left) * scale),
+        round((y1 - top) * scale),
+    )
+
+
+def check_identity(faces: Sequence[Face], settings: SelectSettings, log: Any) -> dict[str, Any]:
+    """Reason 10: embed every candidate (cached), build the reference, exclude faces too far from it.
+
+    Returns what identity.json records: the model, threshold, reference and its centre.
+    """
+    if settings.max_identity_distance is None:
+        installed = importlib.util.find_spec("dlib") is not None
+        note = "" if installed else " (and the identity model is not installed)"
+        log(f"identity check off: select.max_identity_distance is null{note}; faces of other people are not caught")
+        return {"enabled": False}
+    try:
+        model = identity.load_model()
+    except identity.IdentityModelMissing as error:
+        hint = "to select without the identity check set select.max_identity_distance: null"
+        raise LikenessError(f"{error}; {hint}") from None
+    threshold = model.threshold if settings.max_identity_distance == "model" else float(settings.max_identity_distance)
+    cache = identity.EmbeddingCache(settings.identity_cache_dir, model)
+    candidates = [f for f in faces if not f.reason_key]
+    started = time.monotonic()
+    for face in candidates:
+        try:
+            data = Path(face.crop_path).read_bytes()
+        except OSError as error:
+            face.exclude("unreadable", f"crop image {face.crop_path}: {error.strerror or error}")
+            continue
+        face.identity = identity.embed_crop(model, cache, data, crop_face_box(face.record or {}))
+        if face.identity is None:
+            face.exclude("unreadable", f"crop image {face.crop_path} cannot be decoded")
+    embedded = [f for f in candidates if f.identity is not None and not f.reason_key]
+    seconds = time.monotonic() - started
+    speed = f", {seconds / cache.computed:.3f} s/face" if cache.computed else ""
+    log(f"identity: {len(embedded)} faces, {cache.hits} from cache, {cache.computed} computed ({model.name}{speed})")
+    summary: dict[str, Any] = {"enabled": True, "model": model.name, "model_key": model.key, "threshold": threshold}
+    if not embedded:
+        return summary
+    if settings.identity_reference in ("recent", "all"):
+        reference = identity.reference_from_faces(
+            [f.identity.vector for f in embedded],  # type: ignore[union-attr]
+            [f.taken_at for f in embedded],
+            settings.identity_reference,
+            threshold,
+        )
+    else:
+        reference = identity.reference_from_folder(settings.identity_reference, model, cache, threshold)
+    far = 0
+    for face in embedded:
+        face.identity_distance = round(identity.distance(face.identity.vector, reference.centre), 4)  # type: ignore[union-attr]
+        if face.identity_distance > threshold:
+            far += 1
+            face.exclude(
+                "not the same person",
+                "",
+                text=f"not the same person: distance {face.identity_distance:.2f} > {threshold:.2f} from the reference",
+            )
+    log(f"identity reference: {reference.description}; {far} faces farther than {threshold:.2f}")
+    summary.update(
+        reference=reference.description,
+        reference_centre=[round(float(v), 6) for v in reference.centre],
+    )
+    return summary
+
+
+def _selected_centre(selected: Sequence[Face], summary: Mapping[str, Any]) -> list[float] | None:
+    """The robust centre of the selected faces: what a generated headshot is compared with."""
+    vectors = [f.identity.vector for f in selected if f.identity is not None]
+    if not vectors or not summary.get("enabled"):
+        return None
+    centre, _ = identity.robust_centre(np.array(vectors), float(summary["threshold"]))
+    return [round(float(v), 6) for v in centre]
+
+
 def rank_score(face: Face, newest: dt.datetime | None) -> float:
     """The documented 0-1 score (module docstring); needs a record with valid measurements."""
     m = face.measurements
@@ -628,6 +747,10 @@ def _measure_cells(face: Face) -> dict[str, str]:
         "pp_q": _fmt(marker.get("q")),
         "crop": _fmt(face.crop_path),
         "source": _fmt(source.get("path")),
+        "identity_distance": _fmt(face.identity_distance, 4),
+        "face_found": "" if face.identity is None else ("yes" if face.identity.detected else "no"),
+        "yaw": "" if face.identity is None else _fmt(face.identity.yaw, 1),
+        "pitch": "" if face.identity is None else _fmt(face.identity.pitch, 1),
     }
 
 
@@ -776,12 +899,14 @@ def run_selection(
     neighbours_tsv: str | os.PathLike[str],
     cfg: Mapping[str, Any] | None,
     out_dir: str | os.PathLike[str] = "results/dataset",
+    log: Any = None,
 ) -> str:
     """Select the training set and write manifest.tsv, excluded.tsv and images/ under ``out_dir``.
 
     ``cfg`` is the ``select`` config section. Relative crop image paths in the records are resolved
     against the working directory (the workflow's root). The TSVs are rewritten only when their
-    content changes; images/ is synced file by file. Returns the one-line summary,
+    content changes; images/ is synced file by file. ``log`` (a callable taking one line) gets the
+    identity check's line. Returns the one-line summary,
     e.g. "kept 60 of 214 faces: too small 80, blurred 30, duplicate 20".
     """
     settings = SelectSettings.from_config(cfg)
@@ -799,12 +924,15 @@ def run_selection(
             # Scored before the filters so that excluded.tsv shows the score of filtered faces too.
             face.score = rank_score(face, newest)
         apply_filters(face, settings)
+    identity_summary = check_identity(faces, settings, log or (lambda line: None))
     selected = choose([f for f in faces if not f.reason_key], settings)
+    identity_summary["selected_centre"] = _selected_centre(selected, identity_summary)
 
     out = Path(out_dir)
     sync_images({_image_name(f): f.crop_path for f in selected}, out / "images")
     write_if_changed(out / "manifest.tsv", manifest_bytes(selected))
     write_if_changed(out / "excluded.tsv", excluded_bytes([f for f in faces if f.reason_key]))
+    write_if_changed(out / "identity.json", (json.dumps(identity_summary, indent=1, sort_keys=True) + "\n").encode())
     return summary_line(len(selected), faces)
 
 
@@ -817,8 +945,14 @@ def run_selection_job(
     out_dir: str = "results/dataset",
 ) -> str:
     """The select rule's body: select, then print and log the one summary line of this run."""
-    line = run_selection(crop_json_paths, markers_tsv, neighbours_tsv, cfg, out_dir)
+    lines: list[str] = []
+
+    def log(text: str) -> None:
+        lines.append(text)
+        print(f"likeness: {text}", flush=True)
+
+    line = run_selection(crop_json_paths, markers_tsv, neighbours_tsv, cfg, out_dir, log)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(log_path).write_text(line + "\n")
+    Path(log_path).write_text("".join(f"{text}\n" for text in [*lines, line]))
     print(f"likeness: {line}", flush=True)
     return line

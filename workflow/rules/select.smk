@@ -12,6 +12,7 @@ rule select_faces:
     output:
         manifest=update("results/dataset/manifest.tsv"),
         excluded=update("results/dataset/excluded.tsv"),
+        identity=update("results/dataset/identity.json"),
     log:
         "logs/select_faces.log",
     params:

@@ -1,0 +1,178 @@
+"""The identity check: dlib's face descriptor on the demo's two public-domain portraits, for real.
+
+The acceptance test builds a PhotoPrism library whose person "Grace Hopper" also holds photos of
+Eileen Collins (both portraits pasted at different sizes, angles and lighting), runs the workflow
+through the snakemake CLI and checks that every Eileen Collins face, and only those, is excluded as
+not the same person; a second run embeds nothing again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from likeness import identity, selection
+from likeness.errors import ConfigError, LikenessError
+from likeness.synthlib import PORTRAITS, build_two_person_library
+from sel_library import read_tsv_rows
+from workflow_helpers import KEEP_ALL, copy_workflow, snakemake, write_config
+
+WITH_IDENTITY = {**KEEP_ALL, "max_identity_distance": "model"}
+
+
+def portrait(name: str) -> np.ndarray:
+    return cv2.imread(str(PORTRAITS / f"{name}.jpg"))
+
+
+@pytest.fixture(scope="module")
+def model() -> identity.IdentityModel:
+    return identity.load_model()
+
+
+def test_the_model_tells_the_two_portraits_apart_and_finds_their_faces(model) -> None:
+    grace, eileen = (model.detect(portrait(n)) for n in ("grace_hopper", "eileen_collins"))
+    assert len(grace) == 1 and len(eileen) == 1
+    apart = identity.distance(grace[0].vector, eileen[0].vector)
+    # The same face shrunk, turned by 10 degrees and darkened is still the same person.
+    image = portrait("grace_hopper")
+    side = image.shape[0]
+    turned = cv2.warpAffine(image, cv2.getRotationMatrix2D((side / 2, side / 2), 10, 0.8), (side, side))
+    altered = model.embed(cv2.convertScaleAbs(turned, alpha=0.7, beta=-10), (0, 0, side, side))
+    same = identity.distance(grace[0].vector, altered.vector)
+    print(f"distance Hopper-Collins {apart:.3f}, Hopper-altered Hopper {same:.3f}")
+    assert altered.detected
+    assert same < model.threshold < apart
+
+
+def test_a_face_without_detection_falls_back_to_the_marker_box(model) -> None:
+    blank = np.full((300, 300, 3), 128, np.uint8)
+    embedding = model.embed(blank, (50, 50, 250, 250))
+    assert not embedding.detected and embedding.vector.shape == (128,) and embedding.box == (50, 50, 250, 250)
+    assert model.detect(blank) == []
+
+
+def test_head_pose_sign_follows_the_nose() -> None:
+    points = np.zeros((68, 2))
+    points[36], points[45] = (100, 100), (200, 100)
+    points[48], points[54] = (120, 200), (180, 200)
+    points[30] = (150, 153)  # frontal: midway, 0.53 of the way to the mouth line
+    assert identity.head_pose(points) == pytest.approx((0.0, 0.0), abs=0.5)
+    points[30] = (180, 153)
+    yaw, _ = identity.head_pose(points)
+    points[30] = (120, 153)
+    assert yaw > 20 and identity.head_pose(points)[0] == pytest.approx(-yaw)
+    points[30] = (150, 180)
+    assert identity.head_pose(points)[1] > 20
+
+
+def test_robust_centre_ignores_a_large_minority() -> None:
+    rng = np.random.default_rng(0)
+    person = rng.normal(0, 0.02, (12, 128)) + 0.1
+    other = rng.normal(0, 0.02, (8, 128)) - 0.1
+    vectors = np.vstack([other, person])
+    centre, members = identity.robust_centre(vectors, 0.6)
+    assert members == 12
+    assert np.linalg.norm(centre - person.mean(axis=0)) < 0.05
+
+
+def test_recent_faces_are_those_of_the_last_three_years_or_the_ten_newest() -> None:
+    old = [dt.datetime(2010, 1, 1 + i) for i in range(10)]
+    new = [dt.datetime(2023, 1, 1 + i) for i in range(12)]
+    assert identity.recent_indices([*old, *new, None]) == list(range(10, 22))
+    assert identity.recent_indices([*old, *new[:3]]) == list(range(3, 13))
+
+
+def test_cache_embeds_each_crop_content_once(model, tmp_path: Path) -> None:
+    data = cv2.imencode(".jpg", portrait("eileen_collins"))[1].tobytes()
+    cache = identity.EmbeddingCache(tmp_path, model)
+    first = identity.embed_crop(model, cache, data, (0, 0, 150, 150))
+    again = identity.EmbeddingCache(tmp_path, model)
+    second = identity.embed_crop(model, again, data, (0, 0, 150, 150))
+    assert (cache.computed, again.computed, again.hits) == (1, 0, 1)
+    assert np.allclose(first.vector, second.vector, atol=1e-6)
+    # Another box of the same crop is another face.
+    identity.embed_crop(model, again, data, (10, 10, 140, 140))
+    assert again.computed == 1
+
+
+def test_settings_of_the_identity_check() -> None:
+    assert selection.SelectSettings.from_config({}).max_identity_distance == "model"
+    assert selection.SelectSettings.from_config({"max_identity_distance": None}).max_identity_distance is None
+    assert selection.SelectSettings.from_config({"max_identity_distance": 0.5}).max_identity_distance == 0.5
+    with pytest.raises(ConfigError, match=r"select\.max_identity_distance"):
+        selection.SelectSettings.from_config({"max_identity_distance": "close"})
+    with pytest.raises(ConfigError, match=r"select\.max_identity_distance"):
+        selection.SelectSettings.from_config({"max_identity_distance": 0})
+
+
+def _run_without_dlib(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Python with dlib made unimportable, as for a user who removed the identity model."""
+    prelude = "import sys; sys.modules['dlib'] = None; sys.path.insert(0, 'workflow')\n"
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)], cwd=root, capture_output=True, text=True, check=False
+    )
+
+
+def test_without_the_model_the_check_is_off_only_when_configured(tmp_path: Path) -> None:
+    code = """
+        from pathlib import Path
+        from likeness import selection
+        from likeness.errors import LikenessError
+        faces = [selection.Face("m1")]
+        try:
+            selection.check_identity(faces, selection.SelectSettings.from_config({}), print)
+        except LikenessError as error:
+            print("ERROR", error)
+        selection.check_identity(faces, selection.SelectSettings.from_config({"max_identity_distance": None}), print)
+    """
+    result = _run_without_dlib(code, tmp_path)
+    lines = result.stdout.splitlines()
+    print(result.stdout, result.stderr)
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith("ERROR the identity model is not installed")
+    assert "pip install dlib-bin==" in lines[0] and "select.max_identity_distance: null" in lines[0]
+    assert lines[1].startswith("identity check off: select.max_identity_distance is null")
+    assert "not installed" in lines[1]
+
+
+def test_missing_model_error_is_a_likeness_error() -> None:
+    assert issubclass(identity.IdentityModelMissing, LikenessError)
+
+
+@pytest.mark.snakemake
+def test_faces_of_another_person_are_excluded_and_the_right_ones_pass(tmp_path: Path) -> None:
+    truth = build_two_person_library(tmp_path / "library")
+    workdir = copy_workflow(tmp_path / "wf")
+    write_config(workdir, tmp_path / "library", person="Grace Hopper", select=WITH_IDENTITY)
+    snakemake(workdir, "--cores", "2", "results/dataset/manifest.tsv")
+
+    manifest = {r["marker_uid"]: r for r in read_tsv_rows(workdir / "results/dataset/manifest.tsv")}
+    excluded = {r["marker_uid"]: r for r in read_tsv_rows(workdir / "results/dataset/excluded.tsv")}
+    print("\nmarker_uid        true person     identity distance  outcome")
+    for uid, person in sorted(truth.items(), key=lambda item: item[1]):
+        row = manifest.get(uid) or excluded[uid]
+        outcome = "selected" if uid in manifest else excluded[uid]["reason"]
+        print(f"{uid}  {person:<15} {row['identity_distance']:>17}  {outcome}")
+    others = {uid for uid, person in truth.items() if person == "eileen_collins"}
+    assert set(manifest) == set(truth) - others
+    for uid in others:
+        assert excluded[uid]["reason_key"] == "not the same person"
+        distance = float(excluded[uid]["identity_distance"])
+        assert excluded[uid]["reason"] == f"not the same person: distance {distance:.2f} > 0.60 from the reference"
+    assert all(float(row["identity_distance"]) <= 0.6 for row in manifest.values())
+    log = (workdir / "logs/select_faces.log").read_text()
+    assert f"identity: {len(truth)} faces, 0 from cache, {len(truth)} computed" in log
+
+    # A second selection (another top_n) embeds nothing: every crop's embedding is cached.
+    write_config(workdir, tmp_path / "library", person="Grace Hopper", select={**WITH_IDENTITY, "top_n": 5})
+    snakemake(workdir, "--cores", "2", "results/dataset/manifest.tsv")
+    log = (workdir / "logs/select_faces.log").read_text()
+    assert f"identity: {len(truth)} faces, {len(truth)} from cache, 0 computed" in log
+    assert len(read_tsv_rows(workdir / "results/dataset/manifest.tsv")) == 5
