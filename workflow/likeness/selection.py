@@ -526,7 +526,7 @@ def crop_face_box(record: Mapping[str, Any]) -> identity.Box:
     )
 
 
-def check_identity(faces: Sequence[Face], settings: SelectSettings, log: Any) -> dict[str, Any]:
+def check_identity(faces: Sequence[Face], settings: SelectSettings, log: Any, workers: int = 1) -> dict[str, Any]:
     """Reason 10: embed every candidate (cached), build the reference, exclude faces too far from it.
 
     Returns what identity.json records: the model, threshold, reference and its centre.
@@ -545,18 +545,14 @@ def check_identity(faces: Sequence[Face], settings: SelectSettings, log: Any) ->
     cache = identity.EmbeddingCache(settings.identity_cache_dir, model)
     candidates = [f for f in faces if not f.reason_key]
     started = time.monotonic()
-    for face in candidates:
-        try:
-            data = Path(face.crop_path).read_bytes()
-        except OSError as error:
-            face.exclude("unreadable", f"crop image {face.crop_path}: {error.strerror or error}")
-            continue
-        face.identity = identity.embed_crop(model, cache, data, crop_face_box(face.record or {}))
-        if face.identity is None:
-            face.exclude("unreadable", f"crop image {face.crop_path} cannot be decoded")
+    crops = [(f.crop_path, crop_face_box(f.record or {})) for f in candidates]
+    for face, embedding in zip(candidates, identity.embed_crops(model, cache, crops, workers), strict=True):
+        face.identity = embedding
+        if embedding is None:
+            face.exclude("unreadable", f"crop image {face.crop_path} cannot be read or decoded")
     embedded = [f for f in candidates if f.identity is not None and not f.reason_key]
     seconds = time.monotonic() - started
-    speed = f", {seconds / cache.computed:.3f} s/face" if cache.computed else ""
+    speed = f", {seconds / cache.computed:.3f} s/face, {workers} process(es)" if cache.computed else ""
     log(f"identity: {len(embedded)} faces, {cache.hits} from cache, {cache.computed} computed ({model.name}{speed})")
     summary: dict[str, Any] = {"enabled": True, "model": model.name, "model_key": model.key, "threshold": threshold}
     if not embedded:
@@ -900,13 +896,14 @@ def run_selection(
     cfg: Mapping[str, Any] | None,
     out_dir: str | os.PathLike[str] = "results/dataset",
     log: Any = None,
+    workers: int = 1,
 ) -> str:
     """Select the training set and write manifest.tsv, excluded.tsv and images/ under ``out_dir``.
 
     ``cfg`` is the ``select`` config section. Relative crop image paths in the records are resolved
     against the working directory (the workflow's root). The TSVs are rewritten only when their
     content changes; images/ is synced file by file. ``log`` (a callable taking one line) gets the
-    identity check's line. Returns the one-line summary,
+    identity check's line; ``workers`` processes embed new faces. Returns the one-line summary,
     e.g. "kept 60 of 214 faces: too small 80, blurred 30, duplicate 20".
     """
     settings = SelectSettings.from_config(cfg)
@@ -924,7 +921,7 @@ def run_selection(
             # Scored before the filters so that excluded.tsv shows the score of filtered faces too.
             face.score = rank_score(face, newest)
         apply_filters(face, settings)
-    identity_summary = check_identity(faces, settings, log or (lambda line: None))
+    identity_summary = check_identity(faces, settings, log or (lambda line: None), workers)
     selected = choose([f for f in faces if not f.reason_key], settings)
     identity_summary["selected_centre"] = _selected_centre(selected, identity_summary)
 
@@ -943,6 +940,7 @@ def run_selection_job(
     cfg: Mapping[str, Any],
     log_path: str,
     out_dir: str = "results/dataset",
+    workers: int = 1,
 ) -> str:
     """The select rule's body: select, then print and log the one summary line of this run."""
     lines: list[str] = []
@@ -951,7 +949,7 @@ def run_selection_job(
         lines.append(text)
         print(f"likeness: {text}", flush=True)
 
-    line = run_selection(crop_json_paths, markers_tsv, neighbours_tsv, cfg, out_dir, log)
+    line = run_selection(crop_json_paths, markers_tsv, neighbours_tsv, cfg, out_dir, log, workers)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     Path(log_path).write_text("".join(f"{text}\n" for text in [*lines, line]))
     print(f"likeness: {line}", flush=True)

@@ -371,7 +371,7 @@ def build_two_person_library(
             width=width,
             height=height,
             orientation=index % 8 + 1,
-            taken_at=datetime(2022 + index % 3, 1 + index % 12, 1 + index, 12, tzinfo=UTC),
+            taken_at=datetime(2022 + index % 3, 1 + index % 12, 1 + index % 28, 12, tzinfo=UTC),
         )
         face = Face((cx - side / 2) / width, (cy - side / 2) / height, side / width, side / height, subject=subject)
         face.score = int(rng.integers(60, 100))

@@ -15,9 +15,16 @@ rule select_faces:
         identity=update("results/dataset/identity.json"),
     log:
         "logs/select_faces.log",
+    # New faces are embedded by the identity model in one process per thread.
+    threads: workflow.cores
     params:
         settings=config["select"],
     run:
         lk_selection.run_selection_job(
-            input.records, input.markers, input.neighbours, params.settings, log[0]
+            input.records,
+            input.markers,
+            input.neighbours,
+            params.settings,
+            log[0],
+            workers=threads,
         )
