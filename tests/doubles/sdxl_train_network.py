@@ -11,8 +11,11 @@ after another and not atomically (as accelerate does), so a SIGKILL while saving
 state; at the end ``<name>-state/`` and ``<name>.safetensors``; samples under ``<output_dir>/sample/``.
 
 Knobs (environment): LIKENESS_DOUBLE_STEP_SECONDS (sleep per step), LIKENESS_DOUBLE_SAVE_SECONDS (sleep
-between the files of a state). Records for the tests: every invocation's argv in
-``<output_dir>/double_invocations.jsonl`` and every step it ran in ``<output_dir>/double_steps.jsonl``.
+between the files of a state), LIKENESS_DOUBLE_BEST_EPOCH (the epoch whose LoRA the generation double
+renders most faithfully; recorded in each LoRA's metadata with the training images' folder, which is
+what tests/doubles/sdxl_gen_img.py builds its "generated" images from). Records for the tests: every
+invocation's argv in ``<output_dir>/double_invocations.jsonl`` and every step it ran in
+``<output_dir>/double_steps.jsonl``.
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ def count_steps_per_epoch(doc: dict, train_args: dict) -> int:
     return math.ceil(steps_per_epoch_batches / accumulation)
 
 
-def write_safetensors(path: Path, epoch: int) -> None:
+def write_safetensors(path: Path, epoch: int, metadata: dict | None = None) -> None:
     """A real (tiny) safetensors file: 8-byte header length, JSON header, data."""
     data = struct.pack("<16f", *([float(epoch)] * 16))
     header = {
@@ -131,7 +134,7 @@ def write_safetensors(path: Path, epoch: int) -> None:
             "shape": [4, 4],
             "data_offsets": [0, len(data)],
         },
-        "__metadata__": {"ss_epoch": str(epoch), "written_by": "test double"},
+        "__metadata__": {"ss_epoch": str(epoch), "written_by": "test double", **(metadata or {})},
     }
     header_bytes = json.dumps(header).encode()
     header_bytes += b" " * (-len(header_bytes) % 8)
@@ -251,6 +254,17 @@ def main() -> None:
     prompts = []
     if train_args.get("sample_prompts"):
         prompts = [p for p in Path(train_args["sample_prompts"]).read_text().splitlines() if p.strip()]
+    image_dirs = [
+        str(Path(sub["image_dir"]).resolve())
+        for dataset in dataset_doc["datasets"]
+        for sub in dataset.get("subsets", [])
+        if not sub.get("is_reg", False)
+    ]
+    lora_meta = {
+        "double_image_dir": image_dirs[0] if image_dirs else "",
+        "double_epochs": str(epochs),
+        "double_best_epoch": os.environ.get("LIKENESS_DOUBLE_BEST_EPOCH", ""),
+    }
     started = time.monotonic()
     done = 0
     for epoch in range(epoch_to_start + 1, epochs + 1):
@@ -263,7 +277,7 @@ def main() -> None:
             sys.stdout.flush()
         if save_every and epoch % save_every == 0 and epoch < epochs:
             print(f"\nsaving checkpoint: {output_dir / f'{name}-{epoch:06d}.safetensors'}", flush=True)
-            write_safetensors(output_dir / f"{name}-{epoch:06d}.safetensors", epoch)
+            write_safetensors(output_dir / f"{name}-{epoch:06d}.safetensors", epoch, lora_meta)
             if train_args.get("save_state"):
                 write_state(output_dir / f"{name}-{epoch:06d}-state", epoch, epoch * steps_per_epoch, save_pause)
         if sample_every and epoch % sample_every == 0:
@@ -271,7 +285,7 @@ def main() -> None:
                 write_png(output_dir / "sample" / f"{name}_e{epoch:06d}_{i:02d}_20260101000000.png")
     if train_args.get("save_state") or train_args.get("save_state_on_train_end"):
         write_state(output_dir / f"{name}-state", epochs, total, save_pause)
-    write_safetensors(output_dir / f"{name}.safetensors", epochs)
+    write_safetensors(output_dir / f"{name}.safetensors", epochs, lora_meta)
     print("\nmodel saved.", flush=True)
 
 
