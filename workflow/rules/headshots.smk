@@ -17,7 +17,7 @@ rule headshots:
         "../../envs/likeness.yaml"
     resources:
         gpu=1,
-        runtime=TRAIN_DRY_RUN.runtime_minutes,
+        runtime=TRAIN_DRY_RUN.headshots_runtime_minutes,
     params:
         settings=config["train"],
         trigger=config["trigger"],
