@@ -176,3 +176,45 @@ def test_faces_of_another_person_are_excluded_and_the_right_ones_pass(tmp_path: 
     log = (workdir / "logs/select_faces.log").read_text()
     assert f"identity: {len(truth)} faces, {len(truth)} from cache, 0 computed" in log
     assert len(read_tsv_rows(workdir / "results/dataset/manifest.tsv")) == 5
+
+
+def _face(uid: str, score: float, year: int, yaw: float = 0.0, pitch: float = 0.0, vector=None) -> selection.Face:
+    face = selection.Face(uid, taken_at=dt.datetime(year, 6, 1), score=score)
+    face.record = {"measurements": {"phash": f"{int(uid[1:]) * 0x0F0F0F0F0F0F0F:016x}"[-16:]}}
+    vector = np.full(128, int(uid[1:]) * 0.1, np.float32) if vector is None else vector
+    face.identity = identity.Embedding(vector, (0, 0, 1, 1), True, yaw, pitch)
+    return face
+
+
+def test_diversity_spreads_top_n_over_years_and_poses() -> None:
+    faces = [_face(f"m{i}", 0.9 - i * 0.01, 2024) for i in range(6)]  # six frontal faces of one year, best
+    faces += [_face("m7", 0.5, 2024, yaw=30), _face("m8", 0.4, 2019), _face("m9", 0.3, 2019, pitch=25)]
+    settings = selection.SelectSettings.from_config({"top_n": 4, "duplicate_distance": 0})
+    chosen = [f.marker_uid for f in selection.choose(faces, settings)]
+    assert chosen == ["m0", "m7", "m8", "m9"]  # one of each stratum, in score order
+    assert [selection.pose_bin(f) for f in faces[6:]] == ["turned right, level", "frontal, level", "frontal, down"]
+    assert faces[1].reason.startswith("below top_n: rank 2; the 4 kept are spread over years and head poses")
+    for face in faces:
+        face.reason_key = face.reason = ""
+    plain = selection.SelectSettings.from_config({"top_n": 4, "duplicate_distance": 0, "diversity": False})
+    assert [f.marker_uid for f in selection.choose(faces, plain)] == ["m0", "m1", "m2", "m3"]
+
+
+def test_near_identical_embeddings_are_duplicates() -> None:
+    base = np.zeros(128, np.float32)
+    near = base.copy()
+    near[0] = 0.05
+    far = base.copy()
+    far[0] = 0.3
+    faces = [
+        _face("m1", 0.9, 2024, vector=base),
+        _face("m2", 0.8, 2024, vector=near),
+        _face("m3", 0.7, 2024, vector=far),
+    ]
+    settings = selection.SelectSettings.from_config({"duplicate_distance": 0})
+    assert [f.marker_uid for f in selection.choose(faces, settings)] == ["m1", "m3"]
+    assert faces[1].reason == "duplicate of m1 (identity embeddings 0.050 apart)"
+    for face in faces:
+        face.reason_key = face.reason = ""
+    off = selection.SelectSettings.from_config({"duplicate_distance": 0, "duplicate_identity_distance": 0})
+    assert len(selection.choose(faces, off)) == 3

@@ -22,6 +22,7 @@ KEEP_ALL = {
     "min_sharpness": 0,
     "max_other_face_share": 1.0,
     "duplicate_distance": 0,
+    "duplicate_identity_distance": 0,
     "brightness_min": 0,
     "brightness_max": 255,
     "max_clipped_share": 1.0,

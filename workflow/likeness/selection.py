@@ -22,9 +22,15 @@ Every face gets the first reason of this fixed order (a face both blurred and cr
 9. ``exposure``: face too dark, too bright or too clipped;
 10. ``not the same person``: the identity model (likeness.identity) puts the face farther than
     ``select.max_identity_distance`` from the person's reference (``select.identity_reference``);
-11. ``duplicate``: a better face of the same near-duplicate group (perceptual hash) was kept;
+11. ``duplicate``: a better face of the same near-duplicate group (perceptual hash within
+    ``select.duplicate_distance`` bits, or identity embeddings within ``select.duplicate_identity_distance``)
+    was kept;
 12. ``day cap``: ``select.max_per_day`` better faces of the same calendar day were kept;
-13. ``below top_n``: ranked after the first ``select.top_n``.
+13. ``below top_n``: not among the ``select.top_n`` kept. With ``select.diversity`` (on by default) the
+    ``top_n`` are spread over (year, head-pose bin) strata instead of being the top scores only: round
+    after round each stratum gives its best remaining face (``spread``). Head pose is yaw and pitch from
+    the identity model's landmarks, binned at 15 degrees (frontal/turned left/turned right x
+    level/up/down).
 
 The rank score (0-1, higher is better) is a weighted sum of terms that are each 0-1:
 
@@ -92,6 +98,9 @@ SHARPNESS_HALF = 150.0
 TRAINING_SIDE = 1024
 RECENCY_YEARS = 10.0
 
+# Head-pose bins for select.diversity: yaw and pitch beyond this many degrees are "turned" / "up/down".
+POSE_BIN_DEGREES = 15.0
+
 # A neighbouring marker overlapping the face by at least this IoU is the same face marked twice.
 SAME_FACE_IOU = 0.5
 
@@ -135,6 +144,8 @@ class SelectSettings:
     max_identity_distance: float | str | None = "model"
     identity_reference: str = "recent"
     identity_cache_dir: str = "cache/identity"
+    duplicate_identity_distance: float = 0.08
+    diversity: bool = True
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None) -> SelectSettings:
@@ -164,6 +175,10 @@ class SelectSettings:
             max_identity_distance=identity_distance,
             identity_reference=_text_setting(values, "identity_reference", cls.identity_reference),
             identity_cache_dir=_text_setting(values, "identity_cache_dir", cls.identity_cache_dir),
+            duplicate_identity_distance=_number_setting(
+                values, "duplicate_identity_distance", cls.duplicate_identity_distance, 0, 2
+            ),
+            diversity=_bool_setting(values, "diversity", cls.diversity),
         )
         if settings.brightness_min > settings.brightness_max:
             raise ConfigError("select.brightness_min", "must not exceed select.brightness_max")
@@ -633,8 +648,9 @@ def rank_key(face: Face) -> tuple[float, str]:
     return (-(face.score or 0.0), face.marker_uid)
 
 
-def group_duplicates(faces: Sequence[Face], max_distance: int) -> list[list[Face]]:
-    """Near-duplicate groups: faces linked by chains of pHash distances <= max_distance.
+def group_duplicates(faces: Sequence[Face], max_distance: int, identity_distance: float = 0.0) -> list[list[Face]]:
+    """Near-duplicate groups: faces linked by chains of pHash distances <= max_distance, or of identity
+    embeddings within ``identity_distance`` (the same picture re-saved, re-cropped or relit; 0 = off).
 
     ``faces`` must be in rank order; each group keeps that order, so its first face is its best.
     """
@@ -654,23 +670,67 @@ def group_duplicates(faces: Sequence[Face], max_distance: int) -> list[list[Face
             a, b = root(i), root(i + 1 + int(offset))
             if a != b:
                 parent[max(a, b)] = min(a, b)
+    embedded = [i for i, f in enumerate(faces) if f.identity is not None]
+    if identity_distance > 0 and len(embedded) > 1:
+        vectors = np.array([faces[i].identity.vector for i in embedded], dtype=np.float64)  # type: ignore[union-attr]
+        for k, i in enumerate(embedded[:-1]):
+            near = np.linalg.norm(vectors[k + 1 :] - vectors[k], axis=1) <= identity_distance
+            for offset in np.flatnonzero(near):
+                a, b = root(i), root(embedded[k + 1 + int(offset)])
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
     groups: dict[int, list[Face]] = {}
     for i, face in enumerate(faces):
         groups.setdefault(root(i), []).append(face)
     return list(groups.values())
 
 
+def pose_bin(face: Face) -> str:
+    """The head-pose bin of a face: yaw (frontal within 15 degrees, turned left/right) x pitch
+    (level within 15 degrees, up/down); "unknown" without the identity model's landmarks."""
+    if face.identity is None:
+        return "unknown"
+    yaw, pitch = face.identity.yaw, face.identity.pitch
+    turn = "frontal" if abs(yaw) < POSE_BIN_DEGREES else ("turned left" if yaw < 0 else "turned right")
+    tilt = "level" if abs(pitch) < POSE_BIN_DEGREES else ("up" if pitch < 0 else "down")
+    return f"{turn}, {tilt}"
+
+
+def spread(pool: Sequence[Face], top_n: int) -> list[Face]:
+    """``top_n`` faces spread over (year, pose bin) strata: round after round, each stratum gives its
+    best face not yet taken, strata in the order of their best face's rank. Returns rank order."""
+    strata: dict[tuple[str, str], list[Face]] = {}
+    for face in pool:  # rank order, so each stratum's list is best first
+        year = str(face.taken_at.year) if face.taken_at else "undated"
+        strata.setdefault((year, pose_bin(face)), []).append(face)
+    queues = list(strata.values())
+    taken: list[Face] = []
+    depth = 0
+    while len(taken) < top_n:
+        row = [queue[depth] for queue in queues if depth < len(queue)]
+        if not row:
+            break
+        taken.extend(row[: top_n - len(taken)])
+        depth += 1
+    return sorted(taken, key=rank_key)
+
+
 def choose(candidates: list[Face], settings: SelectSettings) -> list[Face]:
-    """Reasons 10-12 on faces that passed the filters; returns the selection in rank order."""
+    """Reasons 11-13 on faces that passed the filters; returns the selection in rank order."""
     ordered = sorted(candidates, key=rank_key)
-    for group in group_duplicates(ordered, settings.duplicate_distance):
+    for group in group_duplicates(ordered, settings.duplicate_distance, settings.duplicate_identity_distance):
         best = group[0]
         for other in group[1:]:
-            distance = hamming_distance(best.measurements["phash"], other.measurements["phash"])
-            other.exclude("duplicate", "", text=f"duplicate of {best.marker_uid} ({distance} bits apart)")
+            bits = hamming_distance(best.measurements["phash"], other.measurements["phash"])
+            if bits <= settings.duplicate_distance or best.identity is None or other.identity is None:
+                text = f"duplicate of {best.marker_uid} ({bits} bits apart)"
+            else:
+                apart = identity.distance(best.identity.vector, other.identity.vector)
+                text = f"duplicate of {best.marker_uid} (identity embeddings {apart:.3f} apart)"
+            other.exclude("duplicate", "", text=text)
             best.duplicates.append(other.marker_uid)
     per_day: dict[dt.date, int] = {}
-    selected: list[Face] = []
+    pool: list[Face] = []
     for face in ordered:
         if face.reason_key:
             continue
@@ -680,10 +740,17 @@ def choose(candidates: list[Face], settings: SelectSettings) -> list[Face]:
                 face.exclude("day cap", f"{settings.max_per_day} better faces kept from {day}")
                 continue
             per_day[day] = per_day.get(day, 0) + 1
-        if len(selected) >= settings.top_n:
-            face.exclude("below top_n", f"rank {len(selected) + 1} after the best {settings.top_n}")
-            continue
-        selected.append(face)
+        pool.append(face)
+    if settings.diversity and len(pool) > settings.top_n:
+        selected = spread(pool, settings.top_n)
+        how = f"the {settings.top_n} kept are spread over years and head poses (select.diversity)"
+    else:
+        selected = pool[: settings.top_n]
+        how = f"after the best {settings.top_n}"
+    chosen = {id(face) for face in selected}
+    for rank, face in enumerate(pool, start=1):
+        if id(face) not in chosen:
+            face.exclude("below top_n", f"rank {rank}; {how}")
     return selected
 
 
