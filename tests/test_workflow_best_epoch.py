@@ -71,4 +71,5 @@ def test_the_workflow_picks_the_epoch_the_double_made_best(tmp_path: Path, best:
     # Once trained, the next run adds the training's report figures, and renders no headshot again.
     snakemake(workdir, "--cores", "2", env=env)
     assert "Nothing to be done" in snakemake(workdir, "-n", env=env).stdout
+    assert (workdir / "results" / "report" / "headshots.png").stat().st_size > 0  # the grid, epochs x prompts
     assert len(read_jsonl(next((workdir / "results" / "headshots").glob("*/*/double_gen_invocations.jsonl")))) == 5
