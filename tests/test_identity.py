@@ -148,7 +148,7 @@ def test_missing_model_error_is_a_likeness_error() -> None:
 
 @pytest.mark.snakemake
 def test_faces_of_another_person_are_excluded_and_the_right_ones_pass(tmp_path: Path) -> None:
-    truth = build_two_person_library(tmp_path / "library")
+    truth = build_two_person_library(tmp_path / "library", photoprism_embeddings=True)
     workdir = copy_workflow(tmp_path / "wf")
     write_config(workdir, tmp_path / "library", person="Grace Hopper", select=WITH_IDENTITY)
     snakemake(workdir, "--cores", "2", "results/dataset/manifest.tsv")
@@ -167,8 +167,16 @@ def test_faces_of_another_person_are_excluded_and_the_right_ones_pass(tmp_path: 
         distance = float(excluded[uid]["identity_distance"])
         assert excluded[uid]["reason"] == f"not the same person: distance {distance:.2f} > 0.60 from the reference"
     assert all(float(row["identity_distance"]) <= 0.6 for row in manifest.values())
+    # PhotoPrism's own embeddings (stored as its clustering left them) say "same person" for all of them:
+    # recorded beside ours, and the faces where the two disagree are exactly the other person's.
+    assert {row["pp_face_dist"] for row in [*manifest.values(), *excluded.values()]} == {"0.3"}
+    assert {uid for uid, row in excluded.items() if row["identity_note"]} == others
+    assert not any(row["identity_note"] for row in manifest.values())
+    note = excluded[next(iter(others))]["identity_note"]
+    assert note.startswith("PhotoPrism's embeddings say the same person (") and "the identity model another" in note
     log = (workdir / "logs/select_faces.log").read_text()
     assert f"identity: {len(truth)} faces, 0 from cache, {len(truth)} computed" in log
+    assert f"identity: PhotoPrism's own embeddings disagree on {len(others)} faces" in log
 
     # A second selection (another top_n) embeds nothing: every crop's embedding is cached.
     write_config(workdir, tmp_path / "library", person="Grace Hopper", select={**WITH_IDENTITY, "top_n": 5})

@@ -23,6 +23,7 @@ within the threshold seeds a group, and the mean of the faces within the thresho
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import importlib.metadata
@@ -53,6 +54,9 @@ MIN_DETECTION_IOU = 0.3  # a detection must overlap the marker box this much to 
 RECENT_YEARS = 3.0  # "recent": faces taken within this many years of the newest face ...
 MIN_REFERENCE_FACES = 10  # ... but at least this many (the newest ones) when fewer are that recent
 REFERENCE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+# PhotoPrism's own similarity distance for faces of one cluster (its internal/ai/face thresholds,
+# ClusterDist): used to read its stored embeddings (markers.embeddings_json) the way it does.
+PHOTOPRISM_CLUSTER_DIST = 0.64
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the image's pixels
 
@@ -264,6 +268,17 @@ class EmbeddingCache:
         atomic_write_json(self.folder / f"{key}.json", value)
 
 
+def decode_photoprism_embedding(text: str) -> np.ndarray | None:
+    """markers.tsv's embedding column (base64 float32, likeness.sources) -> vector, or None."""
+    if not text:
+        return None
+    try:
+        vector = np.frombuffer(base64.b64decode(text, validate=True), dtype=np.float32)
+    except (ValueError, TypeError):
+        return None
+    return vector if vector.size >= 2 and np.all(np.isfinite(vector)) else None
+
+
 def decode(data: bytes) -> np.ndarray | None:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return image if image is not None and image.size else None
@@ -377,6 +392,7 @@ class Reference:
     faces: int  # faces it was chosen from
     members: int  # faces within the threshold of the centre
     description: str
+    members_uids: frozenset[str] | None = None  # which faces those are, when they are faces of the library
 
 
 def robust_centre(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
@@ -417,11 +433,17 @@ def recent_indices(taken: Sequence[dt.datetime | None]) -> list[int]:
 
 
 def reference_from_faces(
-    vectors: Sequence[np.ndarray], taken: Sequence[dt.datetime | None], mode: str, threshold: float
+    vectors: Sequence[np.ndarray],
+    taken: Sequence[dt.datetime | None],
+    mode: str,
+    threshold: float,
+    uids: Sequence[str] | None = None,
 ) -> Reference:
     indices = recent_indices(taken) if mode == "recent" else list(range(len(vectors)))
     chosen = np.array([vectors[i] for i in indices])
     centre, members = robust_centre(chosen, threshold)
+    near = np.linalg.norm(chosen - centre, axis=1) <= threshold
+    members_uids = frozenset(uids[indices[k]] for k in np.flatnonzero(near)) if uids is not None else None
     if mode == "recent":
         dates = [taken[i] for i in indices if taken[i] is not None]
         since = f" taken since {min(dates):%Y-%m-%d}" if dates else ""
@@ -429,7 +451,7 @@ def reference_from_faces(
     else:
         what = f"all {len(indices)} candidate faces"
     description = f"{what}, {members} of them within {threshold:.2f} form its centre"
-    return Reference(centre, mode, len(indices), members, description)
+    return Reference(centre, mode, len(indices), members, description, members_uids)
 
 
 def reference_from_folder(folder: str, model: IdentityModel, cache: EmbeddingCache, threshold: float) -> Reference:

@@ -315,7 +315,8 @@ def selected_tiles(rows: Iterable[dict[str, str]], root: PathLike | None = None)
     def date_and_distance(row: dict[str, str]) -> str:
         # The identity distance to the person's reference (likeness.identity), when it was measured.
         distance = row.get("identity_distance") or ""
-        return _date(row.get("taken_at", "")) + (f"  id {float(distance):.2f}" if distance else "")
+        text = _date(row.get("taken_at", "")) + (f"  id {float(distance):.2f}" if distance else "")
+        return text + ("  PhotoPrism differs" if row.get("identity_note") else "")
 
     return [
         Tile(
@@ -362,9 +363,12 @@ def excluded_tiles(rows: Iterable[dict[str, str]], root: PathLike | None = None)
         # The sheet's title names the reason key: under the tile, its detail is what tells faces apart.
         if key and reason.startswith(f"{key}: "):
             reason = reason[len(key) + 2 :]
+        # Where PhotoPrism's own embeddings disagree with the identity model, the tile says so.
+        note = row.get("identity_note") or ""
+        verdict = "same" if note.startswith("PhotoPrism's embeddings say the same") else "another"
+        second = f"PhotoPrism: {verdict} person" if note else _date(row.get("taken_at", ""))
         tiles.append(
-            Tile(_resolve(row.get("crop", ""), root), [reason, _date(row.get("taken_at", "")),
-                 row.get("marker_uid", "")], reason)
+            Tile(_resolve(row.get("crop", ""), root), [reason, second, row.get("marker_uid", "")], reason)
         )  # fmt: skip
     return tiles
 

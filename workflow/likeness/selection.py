@@ -114,12 +114,13 @@ MANIFEST_COLUMNS = (
     "rank", "marker_uid", "score", "image", "crop", "file_uid", "photo_uid", "subj_uid", "subj_src",
     "marker_src", "taken_at", "native_face_side", "native_crop_side", "output_side", "sharpness",
     "brightness", "contrast", "clipped_dark", "clipped_bright", "other_face_share", "phash", "pp_score",
-    "pp_q", "duplicates", "source", "identity_distance", "face_found", "yaw", "pitch",
+    "pp_q", "duplicates", "source", "identity_distance", "face_found", "yaw", "pitch", "pp_face_dist",
+    "pp_identity_distance", "identity_note",
 )  # fmt: skip
 EXCLUDED_COLUMNS = (
     "marker_uid", "reason_key", "reason", "score", "native_crop_side", "sharpness", "brightness",
     "clipped_dark", "clipped_bright", "other_face_share", "taken_at", "phash", "file_uid", "crop", "source",
-    "identity_distance", "face_found", "yaw", "pitch",
+    "identity_distance", "face_found", "yaw", "pitch", "pp_face_dist", "pp_identity_distance", "identity_note",
 )  # fmt: skip
 
 
@@ -272,6 +273,8 @@ class Face:
     duplicates: list[str] = field(default_factory=list)
     identity: identity.Embedding | None = None
     identity_distance: float | None = None
+    pp_identity_distance: float | None = None  # PhotoPrism's own embedding, to its own reference centre
+    identity_note: str = ""  # where PhotoPrism's embeddings and the identity model disagree
 
     @property
     def measurements(self) -> dict[str, Any]:
@@ -578,6 +581,7 @@ def check_identity(faces: Sequence[Face], settings: SelectSettings, log: Any, wo
             [f.taken_at for f in embedded],
             settings.identity_reference,
             threshold,
+            [f.marker_uid for f in embedded],
         )
     else:
         reference = identity.reference_from_folder(settings.identity_reference, model, cache, threshold)
@@ -592,11 +596,46 @@ def check_identity(faces: Sequence[Face], settings: SelectSettings, log: Any, wo
                 text=f"not the same person: distance {face.identity_distance:.2f} > {threshold:.2f} from the reference",
             )
     log(f"identity reference: {reference.description}; {far} faces farther than {threshold:.2f}")
+    disagree = compare_with_photoprism(embedded, reference, threshold)
+    if disagree:
+        log(f"identity: PhotoPrism's own embeddings disagree on {len(disagree)} faces ({', '.join(disagree)})")
+    summary["photoprism_disagrees"] = disagree
     summary.update(
         reference=reference.description,
         reference_centre=[round(float(v), 6) for v in reference.centre],
     )
     return summary
+
+
+def compare_with_photoprism(faces: Sequence[Face], reference: identity.Reference, threshold: float) -> list[str]:
+    """Where PhotoPrism stored its own embeddings (markers.embeddings_json), measure each face's distance
+    to their centre over the same reference faces, and note the faces on which PhotoPrism
+    (identity.PHOTOPRISM_CLUSTER_DIST) and the identity model come to different answers. Returns their UIDs.
+    """
+    vectors = {f.marker_uid: identity.decode_photoprism_embedding((f.marker or {}).get("embedding", "")) for f in faces}
+    usable = [f for f in faces if vectors[f.marker_uid] is not None]
+    sizes = {vectors[f.marker_uid].shape for f in usable}  # type: ignore[union-attr]
+    if len(usable) < 2 or len(sizes) != 1:
+        return []
+    members = [f for f in usable if reference.members_uids is None or f.marker_uid in reference.members_uids]
+    centre, _ = identity.robust_centre(
+        np.array([vectors[f.marker_uid] for f in (members or usable)]), identity.PHOTOPRISM_CLUSTER_DIST
+    )
+    disagree = []
+    for face in usable:
+        pp = round(identity.distance(vectors[face.marker_uid], centre), 4)  # type: ignore[arg-type]
+        face.pp_identity_distance = pp
+        pp_same = pp <= identity.PHOTOPRISM_CLUSTER_DIST
+        ours_same = (face.identity_distance or 0.0) <= threshold
+        if pp_same != ours_same:
+            face.identity_note = (
+                f"PhotoPrism's embeddings say {'the same' if pp_same else 'another'} person"
+                f" ({pp:.2f} {'<=' if pp_same else '>'} {identity.PHOTOPRISM_CLUSTER_DIST}),"
+                f" the identity model {'the same' if ours_same else 'another'}"
+                f" ({face.identity_distance:.2f} {'<=' if ours_same else '>'} {threshold:.2f})"
+            )
+            disagree.append(face.marker_uid)
+    return disagree
 
 
 def _selected_centre(selected: Sequence[Face], summary: Mapping[str, Any]) -> list[float] | None:
@@ -814,6 +853,9 @@ def _measure_cells(face: Face) -> dict[str, str]:
         "face_found": "" if face.identity is None else ("yes" if face.identity.detected else "no"),
         "yaw": "" if face.identity is None else _fmt(face.identity.yaw, 1),
         "pitch": "" if face.identity is None else _fmt(face.identity.pitch, 1),
+        "pp_face_dist": _fmt(marker.get("face_dist")),
+        "pp_identity_distance": _fmt(face.pp_identity_distance, 4),
+        "identity_note": face.identity_note,
     }
 
 
