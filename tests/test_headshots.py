@@ -155,3 +155,31 @@ def test_best_lora_waits_for_headshots(tmp_path: Path) -> None:
         shots, tmp_path / "none.json", {}, trigger="ohwx", class_word="", out_json=out, log_path=tmp_path / "log"
     )
     assert record["state"] == "waiting" and not out.with_suffix(".safetensors").exists()
+
+
+def test_headshots_alone_over_the_budget_are_refused(tmp_path: Path, capsys) -> None:
+    plan = _plan(tmp_path / "run", 2) if (tmp_path / "run").mkdir() is None else None
+    plan.train_sizes = [(1024, 1024)] * 10
+    plan.train_cfg = training.train_config({"max_train_epochs": 2, "gpu": "RTX 3060"})
+    (Path(plan.output_dir) / "me.safetensors").write_bytes(b"x")
+    (Path(plan.output_dir) / "me-000001.safetensors").write_bytes(b"x")
+    (tmp_path / "run" / "plan.json").write_text(json.dumps(plan.__dict__))
+    status = tmp_path / "status.json"
+    status.write_text(json.dumps({"state": "done", "run_dir": str(tmp_path / "run")}))
+    (tmp_path / "sdxl_gen_img.py").write_text("")
+    cfg = {
+        "sd_scripts": str(tmp_path),
+        "launcher": "",
+        "base_model": str(status),
+        "gpu": "RTX 3060",
+        "max_gpu_hours": 0.01,
+        "headshot_steps": 50,
+    }
+    out = tmp_path / "headshots.json"
+    code = headshots.headshots_stage(
+        cfg, status, trigger="ohwx", class_word="woman", status_path=out, log_path=tmp_path / "l",
+        env={"LIKENESS_ALLOW_NO_GPU": "1"},
+    )  # fmt: skip
+    assert code == 2 and json.loads(out.read_text())["state"] == "refused"
+    line = capsys.readouterr().out
+    assert "headshots refused: estimated" in line and "for 2 epochs' headshots exceeds train.max_gpu_hours 0.01" in line

@@ -226,3 +226,25 @@ def test_near_identical_embeddings_are_duplicates() -> None:
         face.reason_key = face.reason = ""
     off = selection.SelectSettings.from_config({"duplicate_distance": 0, "duplicate_identity_distance": 0})
     assert len(selection.choose(faces, off)) == 3
+
+
+def test_a_folder_of_reference_photos_makes_the_reference(model, tmp_path: Path) -> None:
+    folder = tmp_path / "me"
+    folder.mkdir()
+    image = portrait("grace_hopper")
+    for index, gain in enumerate((0.8, 1.0, 1.2)):
+        big = cv2.resize(cv2.convertScaleAbs(image, alpha=gain), (400, 400))
+        cv2.imwrite(str(folder / f"ref{index}.jpg"), big)
+    (folder / "notes.txt").write_text("not a photo")
+    cache = identity.EmbeddingCache(tmp_path / "cache", model)
+    reference = identity.reference_from_folder(str(folder), model, cache, 0.6)
+    assert reference.faces == 3 and reference.members == 3
+    grace, eileen = (model.detect(portrait(n))[0].vector for n in ("grace_hopper", "eileen_collins"))
+    assert identity.distance(grace, reference.centre) < 0.2 < 0.6 < identity.distance(eileen, reference.centre)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cv2.imwrite(str(empty / "wall.jpg"), np.full((200, 200, 3), 90, np.uint8))
+    with pytest.raises(ConfigError, match=r"select\.identity_reference.*no face found"):
+        identity.reference_from_folder(str(empty), model, cache, 0.6)
+    with pytest.raises(ConfigError, match=r"select\.identity_reference.*not recent, all or a folder"):
+        identity.reference_from_folder(str(tmp_path / "nope"), model, cache, 0.6)

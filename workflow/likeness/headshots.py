@@ -208,6 +208,11 @@ def headshots_stage(
             say(f"headshots are ready to render ({'; '.join(missing)}): fix that and run `{LAUNCH_COMMAND}`")
             _write(status_path, {"state": "ready", "run_id": plan.run_id, "missing": missing})
             return 0
+        refusal = budget_refusal(plan, cfg, len(todo), len(epochs), Path(status["run_dir"]).parent)
+        if todo and refusal:
+            say(f"headshots refused: {refusal}")
+            _write(status_path, {"state": "refused", "run_id": plan.run_id, "reason": refusal})
+            return 2
         folder.mkdir(parents=True, exist_ok=True)
         prompts_file = folder / "prompts.txt"
         atomic_write_bytes(prompts_file, ("\n".join(lines) + "\n").encode())
@@ -235,6 +240,24 @@ def headshots_stage(
         say(f"headshots: {len(epochs)} epochs x {len(lines)} prompts in {folder} ({len(todo)} epochs rendered now)")
         _write(status_path, record)
         return 0
+
+
+def budget_refusal(
+    plan: training.RunPlan, cfg: Mapping[str, Any], todo: int, saved: int, runs_root: Path
+) -> str | None:
+    """The budget guard for headshots rendered on their own (the training's estimate already counted
+    them): the share of the estimate's headshot time for the ``todo`` epochs against train.max_gpu_hours."""
+    budget = float(cfg.get("max_gpu_hours") or 0)
+    if not todo or budget <= 0:
+        return None
+    estimate = training.plan_estimate(plan, {**plan.train_cfg, **cfg}, runs_root / "calibration.tsv")
+    hours = estimate.overhead_seconds.get("headshots", 0.0) * todo / max(1, saved) / 3600
+    if hours <= budget:
+        return None
+    return (
+        f"estimated {hours:.2f} GPU hours for {todo} epochs' headshots exceeds train.max_gpu_hours {budget:g};"
+        " to fit: fewer train.headshot_prompts, fewer train.headshot_steps or a smaller train.headshot_size"
+    )
 
 
 def _complete(folder: Path, names: Sequence[str]) -> bool:
