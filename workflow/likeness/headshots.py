@@ -26,7 +26,6 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +149,8 @@ def sequential_names(count: int) -> list[str]:
 
 
 def _write(status_path: str | Path, record: dict[str, Any]) -> dict[str, Any]:
-    atomic_write_json(status_path, {**record, "updated": datetime.now(UTC).isoformat(timespec="seconds")})
+    # No timestamp: an unchanged state gives identical bytes (an interrupted run's results compare equal).
+    atomic_write_json(status_path, record)
     return record
 
 
