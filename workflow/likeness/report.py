@@ -353,7 +353,7 @@ def excluded_tiles(rows: Iterable[dict[str, str]], root: PathLike | None = None)
         # Where PhotoPrism's own embeddings disagree with the identity model, the tile says so.
         note = row.get("identity_note") or ""
         verdict = "same" if note.startswith("PhotoPrism's embeddings say the same") else "another"
-        second = f"PhotoPrism: {verdict} person" if note else _date(row.get("taken_at", ""))
+        second = f"PhotoPrism: {verdict}" if note else _date(row.get("taken_at", ""))
         tiles.append(
             Tile(_resolve(row.get("crop", ""), root), [reason, second, row.get("marker_uid", "")], reason)
         )  # fmt: skip
