@@ -160,11 +160,12 @@ def test_real_sd_scripts_trains_is_killed_and_the_workflow_resumes_with_only_epo
     headshot_log = (workdir / "logs" / "headshots.log").read_text(errors="replace")
     assert shots["state"] == "done", headshot_log[-3000:]
     assert [e["epoch"] for e in shots["epochs"]] == [1, 2]
-    for epoch in shots["epochs"]:
+    for epoch in shots["epochs"]:  # paths relative to the workflow's folder, as every record has them
         assert [Path(p).name for p in epoch["images"]] == ["im_000001.png"]
-        assert all(Path(p).stat().st_size > 0 for p in epoch["images"])
+        assert all((workdir / p).stat().st_size > 0 for p in epoch["images"])
     assert "sdxl_gen_img.py --ckpt" in headshot_log and "--network_weights" in headshot_log
     best = json.loads((workdir / "results" / "lora" / "ohwx.json").read_text())
     print(f"best_lora on random-weight headshots (meaningless): epoch {best['epoch']}: {best['why']}")
     assert best["state"] == "done" and best["epoch"] in (1, 2)
-    assert (workdir / "results" / "lora" / "ohwx.safetensors").read_bytes() == Path(best["source_lora"]).read_bytes()
+    chosen = workdir / best["source_lora"]
+    assert (workdir / "results" / "lora" / "ohwx.safetensors").read_bytes() == chosen.read_bytes()
