@@ -12,7 +12,7 @@ workflow up to selection through `snakemake --cores 2` (crops at 1024 px, the de
 
 Nothing here is a test: it prints numbers.
 
-    python benchmarks/bench_identity.py [--faces 40] [--rounds 3] [--keep]
+    python benchmarks/bench_identity.py [--faces 100] [--rounds 3] [--keep]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def identity_line(workdir: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--faces", type=int, default=40)
+    parser.add_argument("--faces", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()

@@ -318,7 +318,7 @@ def detect_faces(model: IdentityModel, cache: EmbeddingCache, data: bytes) -> li
     return faces
 
 
-PARALLEL_MIN_FACES = 16  # below this, starting worker processes (~1 s model load each) does not pay
+PARALLEL_MIN_FACES = 64  # below this, worker processes (~2 s to import and load the model) do not pay
 
 
 def embed_crops(
