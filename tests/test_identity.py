@@ -248,3 +248,22 @@ def test_a_folder_of_reference_photos_makes_the_reference(model, tmp_path: Path)
         identity.reference_from_folder(str(empty), model, cache, 0.6)
     with pytest.raises(ConfigError, match=r"select\.identity_reference.*not recent, all or a folder"):
         identity.reference_from_folder(str(tmp_path / "nope"), model, cache, 0.6)
+
+
+def test_worker_processes_embed_into_the_cache_like_the_job_itself(model, tmp_path: Path, monkeypatch) -> None:
+    crops = []
+    for index, name in enumerate(("grace_hopper", "eileen_collins", "grace_hopper")):
+        path = tmp_path / f"crop{index}.jpg"
+        cv2.imwrite(str(path), cv2.resize(portrait(name), (300 - 40 * index, 300 - 40 * index)))
+        crops.append((str(path), (0, 0, 300 - 40 * index, 300 - 40 * index)))
+    monkeypatch.setattr(identity, "PARALLEL_MIN_FACES", 2)
+    parallel = identity.EmbeddingCache(tmp_path / "a", model)
+    in_workers = identity.embed_crops(model, parallel, crops, workers=2)
+    serial = identity.EmbeddingCache(tmp_path / "b", model)
+    in_process = identity.embed_crops(model, serial, crops, workers=1)
+    assert (parallel.computed, parallel.hits, serial.computed) == (3, 0, 3)
+    for a, b in zip(in_workers, in_process, strict=True):
+        assert np.allclose(a.vector, b.vector, atol=1e-5) and a.detected == b.detected
+    again = identity.EmbeddingCache(tmp_path / "a", model)
+    identity.embed_crops(model, again, crops, workers=2)
+    assert (again.computed, again.hits) == (0, 3)
