@@ -267,3 +267,35 @@ def test_worker_processes_embed_into_the_cache_like_the_job_itself(model, tmp_pa
     again = identity.EmbeddingCache(tmp_path / "a", model)
     identity.embed_crops(model, again, crops, workers=2)
     assert (again.computed, again.hits) == (0, 3)
+
+
+@pytest.mark.snakemake
+def test_a_workflow_without_the_identity_model_says_so_in_one_line(tmp_path: Path) -> None:
+    build_two_person_library(tmp_path / "library", n_person=3, n_other=0)
+    workdir = copy_workflow(tmp_path / "wf")
+    # As for a user who removed dlib: every Python the run starts finds no dlib module.
+    blocker = tmp_path / "no_dlib"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['dlib'] = None\n")
+    env = {"PYTHONPATH": str(blocker)}
+    write_config(workdir, tmp_path / "library", person="Grace Hopper", select=WITH_IDENTITY)
+    failed = snakemake(workdir, "--cores", "2", "results/dataset/manifest.tsv", check=False, env=env)
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    lines = [line for line in output.splitlines() if "identity model is not installed" in line]
+    print("\n".join(lines))
+    # One message: the job's line, and the same line again where Snakemake shows the job's log.
+    assert lines[0].startswith("likeness: the identity model is not installed")
+    assert {line.split(": ", 1)[1] for line in lines} == {lines[0].split(": ", 1)[1]}
+    assert "select.max_identity_distance: null" in lines[0]
+    assert "Traceback" not in output and "in check_identity" not in output
+    assert (workdir / "logs/select_faces.log").read_text().startswith("error: the identity model is not installed")
+
+    write_config(
+        workdir, tmp_path / "library", person="Grace Hopper", select={**KEEP_ALL, "max_identity_distance": None}
+    )
+    passed = snakemake(workdir, "--cores", "2", "results/dataset/manifest.tsv", env=env)
+    assert "identity check off: select.max_identity_distance is null (and the identity model is not installed)" in (
+        passed.stdout + passed.stderr
+    )
+    assert len(read_tsv_rows(workdir / "results/dataset/manifest.tsv")) == 3

@@ -20,11 +20,16 @@ rule select_faces:
     params:
         settings=config["select"],
     run:
-        lk_selection.run_selection_job(
-            input.records,
-            input.markers,
-            input.neighbours,
-            params.settings,
-            log[0],
-            workers=threads,
-        )
+        try:
+            lk_selection.run_selection_job(
+                input.records,
+                input.markers,
+                input.neighbours,
+                params.settings,
+                log[0],
+                workers=threads,
+            )
+        except LikenessError as error:
+            # One line (the identity model missing, a bad reference folder), not a traceback.
+            Path(log[0]).write_text(f"error: {error}\n")
+            raise WorkflowError(f"likeness: {error}") from None
