@@ -299,3 +299,27 @@ def test_a_workflow_without_the_identity_model_says_so_in_one_line(tmp_path: Pat
         passed.stdout + passed.stderr
     )
     assert len(read_tsv_rows(workdir / "results/dataset/manifest.tsv")) == 3
+
+
+def test_photoprism_disagreement_is_noted_both_ways() -> None:
+    import base64
+
+    def pp(vector) -> str:
+        return base64.b64encode(np.asarray(vector, np.float32).tobytes()).decode()
+
+    unit = np.eye(4, dtype=np.float32)
+    faces = []
+    for uid, ours, theirs in (("m1", 0.1, unit[0]), ("m2", 0.2, unit[0]), ("m3", 0.3, unit[1]), ("m4", 0.8, unit[0])):
+        face = _face(uid, 0.5, 2024)
+        face.marker = {"embedding": pp(theirs)}
+        face.identity_distance = ours
+        faces.append(face)
+    reference = identity.Reference(np.zeros(128, np.float32), "recent", 4, 3, "", frozenset({"m1", "m2", "m3"}))
+    assert selection.compare_with_photoprism(faces, reference, 0.6) == ["m3", "m4"]
+    assert faces[2].identity_note.startswith("PhotoPrism's embeddings say another person (1.41 > 0.64)")
+    assert faces[3].identity_note.startswith("PhotoPrism's embeddings say the same person (0.00 <= 0.64)")
+    assert faces[0].identity_note == "" and faces[0].pp_identity_distance == 0.0
+    # Without PhotoPrism's embeddings there is nothing to compare.
+    for face in faces:
+        face.marker = {}
+    assert selection.compare_with_photoprism(faces, reference, 0.6) == []
