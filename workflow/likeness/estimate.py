@@ -261,12 +261,6 @@ class SpeedRow:
     conditions: str = ""
 
 
-def _read_speed_rows(text: str) -> list[dict[str, str]]:
-    """resources/gpu_speeds.tsv: the workflow's table format, plus '#' comment lines and blank lines."""
-    lines = [line for line in text.split("\n") if line.strip() and not line.startswith("#")]
-    return tables.parse_table("\n".join(lines) + "\n", str(GPU_SPEEDS_TSV))
-
-
 def _row_from(record: Mapping[str, str]) -> SpeedRow:
     return SpeedRow(
         gpu=record["gpu"],
@@ -281,7 +275,7 @@ def _row_from(record: Mapping[str, str]) -> SpeedRow:
 
 
 def load_speed_table(path: str | Path | None = None) -> list[SpeedRow]:
-    return [_row_from(r) for r in _read_speed_rows(Path(path or GPU_SPEEDS_TSV).read_text(encoding="utf-8"))]
+    return [_row_from(r) for r in tables.read_resource_table(path or GPU_SPEEDS_TSV)]
 
 
 CALIBRATION_FIELDS = (

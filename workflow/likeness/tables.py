@@ -97,6 +97,16 @@ def read_table(path: str | os.PathLike[str], required: Sequence[str] = ()) -> li
     return parse_table(text, str(path), required)
 
 
+def read_resource_table(path: str | os.PathLike[str], required: Sequence[str] = ()) -> list[dict[str, str]]:
+    """A table shipped in resources/: the same format, plus '#' note lines and blank lines, which are skipped."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            lines = [line for line in handle.read().split("\n") if line.strip() and not line.startswith("#")]
+    except (OSError, UnicodeDecodeError) as error:
+        raise LikenessError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    return parse_table("\n".join(lines) + "\n", str(path), required)
+
+
 def count_rows(path: str | os.PathLike[str]) -> int | None:
     """How many rows a table has below its header; None when it cannot be read."""
     try:
