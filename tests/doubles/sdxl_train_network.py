@@ -8,7 +8,8 @@ the real script does for square crops, prints tqdm-like progress lines, and writ
 per epoch ``<name>-<E:06d>.safetensors`` and (with save_state) ``<name>-<E:06d>-state/`` holding
 train_state.json, model.safetensors, optimizer.bin, scheduler.bin and random_states_0.pkl, written one
 after another and not atomically (as accelerate does), so a SIGKILL while saving leaves a half-written
-state; at the end ``<name>-state/`` and ``<name>.safetensors``; samples under ``<output_dir>/sample/``.
+state; at the end ``<name>-state/`` and ``<name>.safetensors``; samples under ``<output_dir>/sample/``
+(training images warped by epoch, as tests/doubles/sdxl_gen_img.py renders headshots).
 
 Knobs (environment): LIKENESS_DOUBLE_STEP_SECONDS (sleep per step), LIKENESS_DOUBLE_SAVE_SECONDS (sleep
 between the files of a state), LIKENESS_DOUBLE_BEST_EPOCH (the epoch whose LoRA the generation double
@@ -176,6 +177,26 @@ def write_png(path: Path) -> None:
     )
 
 
+def write_sample(path: Path, prompt: str, index: int, metadata: dict) -> None:
+    """A sample as the generation double renders a headshot: training image ``index`` at the prompt's
+    --w/--h, warped as much as this epoch's LoRA would be (tests/doubles/sdxl_gen_img.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import cv2
+    from sdxl_gen_img import IMAGE_SUFFIXES as SUFFIXES
+    from sdxl_gen_img import prompt_options, warp, warp_level
+
+    folder = Path(metadata.get("double_image_dir", ""))
+    sources = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES) if folder.is_dir() else []
+    if not sources:
+        write_png(path)
+        return
+    options = prompt_options(prompt, 256, 256, index)
+    image = cv2.imread(str(sources[index % len(sources)]), cv2.IMREAD_COLOR)
+    image = cv2.resize(image, (options["w"], options["h"]), interpolation=cv2.INTER_AREA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), warp(image, warp_level(metadata)))
+
+
 def progress_line(done: int, total: int, started: float) -> str:
     elapsed = max(time.monotonic() - started, 1e-6)
     per_step = elapsed / max(done, 1)
@@ -281,8 +302,9 @@ def main() -> None:
             if train_args.get("save_state"):
                 write_state(output_dir / f"{name}-{epoch:06d}-state", epoch, epoch * steps_per_epoch, save_pause)
         if sample_every and epoch % sample_every == 0:
-            for i, _prompt in enumerate(prompts):
-                write_png(output_dir / "sample" / f"{name}_e{epoch:06d}_{i:02d}_20260101000000.png")
+            for i, prompt in enumerate(prompts):
+                path = output_dir / "sample" / f"{name}_e{epoch:06d}_{i:02d}_20260101000000.png"
+                write_sample(path, prompt, i, {**lora_meta, "ss_epoch": str(epoch)})
     if train_args.get("save_state") or train_args.get("save_state_on_train_end"):
         write_state(output_dir / f"{name}-state", epochs, total, save_pause)
     write_safetensors(output_dir / f"{name}.safetensors", epochs, lora_meta)
