@@ -16,6 +16,7 @@ include: "workflow/rules/crop.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/caption.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/headshots.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -27,4 +28,5 @@ rule all:
         "results/dataset/manifest.tsv",
         "results/captions/captions.tsv",
         "results/train/status.json",
+        BEST_LORA_JSON,
         REPORT_FIGURES,

@@ -208,3 +208,20 @@ def test_sample_overhead_follows_each_prompts_own_step_count() -> None:
     slower = est.estimate(cfg(sample_every_n_epochs=1, sample_prompts=["{trigger} a", "{trigger} b --s 56"]), 40)
     # Generated lines get --s 28: the second line doubling its steps adds half again to the sampling time.
     assert slower.overhead_seconds["samples"] == pytest.approx(default.overhead_seconds["samples"] * 1.5)
+
+
+def test_headshots_of_every_saved_epoch_are_priced_and_count_against_the_budget() -> None:
+    base = cfg(num_repeats=10, batch_size=1, max_train_epochs=10, headshot_steps=30, max_gpu_hours=2.0)
+    result = est.estimate(base, 40)
+    # 10 saved LoRAs (9 per-epoch + the final one) x (model load + 6 prompts x 30 steps x 0.35 x 1.45 s)
+    expected = 10 * (est.MODEL_LOAD_SECONDS + 6 * 30 * est.SAMPLING_STEP_FRACTION * 1.45)
+    assert result.overhead_seconds["headshots"] == pytest.approx(expected)
+    assert any("headshots" in line for line in result.format_lines())
+    without = est.estimate({**base, "headshot_prompts": []}, 40)
+    assert "headshots" not in without.overhead_seconds
+    assert result.total_seconds == pytest.approx(without.total_seconds + expected)
+    # The headshots alone push this run over its budget: the guard says so.
+    assert without.budget_message() is None and result.budget_message() is not None
+    # Smaller headshots cost the pixel ratio.
+    half = est.estimate({**base, "headshot_size": 512}, 40)
+    assert half.overhead_seconds["headshots"] == pytest.approx(10 * (60 + 6 * 30 * 0.35 * 1.45 / 4))

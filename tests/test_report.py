@@ -535,3 +535,61 @@ def test_snakemake_report_includes_every_figure(tmp_path):
         assert name in page
     assert "The training set in rank order" in page  # a caption from workflow/report/
     shutil.rmtree(workdir / ".snakemake", ignore_errors=True)
+
+
+def test_selected_tiles_show_the_identity_distance_when_measured(tmp_path):
+    rows = [
+        {
+            "rank": "1",
+            "score": "0.9",
+            "taken_at": "2021-01-02T00:00:00Z",
+            "marker_uid": "m1",
+            "identity_distance": "0.2345",
+        }
+    ]
+    assert report.selected_tiles(rows, root=tmp_path)[0].lines == ["#1  0.9", "2021-01-02  id 0.23", "m1"]
+
+
+def test_pose_chart_counts_the_bins(tmp_path):
+    rows = [
+        {"yaw": "2", "pitch": "-3"},
+        {"yaw": "-30", "pitch": "0"},
+        {"yaw": "40", "pitch": "20"},
+        {"yaw": "1", "pitch": "1"},
+        {"yaw": "", "pitch": ""},
+    ]
+    assert report.pose_counts(rows) == [
+        ("frontal, level", 2),
+        ("turned left, level", 1),
+        ("turned right, down", 1),
+        ("unknown", 1),
+    ]
+    manifest = write_table(tmp_path / "manifest.tsv", ["marker_uid", "yaw", "pitch"], [
+        {"marker_uid": f"m{i}", **row} for i, row in enumerate(rows)
+    ])  # fmt: skip
+    report.pose_chart(manifest, tmp_path / "poses.svg")
+    svg = (tmp_path / "poses.svg").read_text()
+    assert 'data-label="turned left, level" data-count="1"' in svg and "Head poses of the training set (5 faces)" in svg
+
+
+def test_headshot_grid_marks_the_chosen_epoch_and_every_score(tmp_path):
+    image = tmp_path / "im.png"
+    cv2.imwrite(str(image), np.full((64, 64, 3), 128, np.uint8))
+    record = {
+        "epoch": 2,
+        "prompts": ["a", "b"],
+        "scores": {
+            "1": {"median": 0.4, "images": [{"path": str(image), "distance": 0.4, "note": ""},
+                                             {"path": str(image), "distance": None, "note": "no face found"}]},
+            "2": {"median": 0.1, "images": [{"path": str(image), "distance": 0.1, "note": ""},
+                                             {"path": str(image), "distance": 0.12, "note": ""}]},
+        },
+    }  # fmt: skip
+    tiles, columns = report.headshot_tiles(record)
+    assert columns == 2 and len(tiles) == 4
+    assert tiles[1].lines == ["epoch 1", "prompt 2: no face found", "median 0.400"]
+    assert tiles[2].lines == ["epoch 2 CHOSEN", "prompt 1: d 0.100", "median 0.100"]
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps(record))
+    assert report.headshots_sheet(best, tmp_path / "grid.png", tile=64) == 2
+    assert cv2.imread(str(tmp_path / "grid.png")) is not None

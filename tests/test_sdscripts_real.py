@@ -1,6 +1,8 @@
 """Opt-in: the workflow drives the real sd-scripts v0.10.1 ``sdxl_train_network.py`` on the CPU with the
 generated configs; the run is killed after epoch 1's state is saved, and running the workflow again resumes
-with only epoch 2.
+with only epoch 2. The same run then renders headshots of both epochs with the real ``sdxl_gen_img.py``
+(random weights, 256 px, 2 steps) and runs best_lora on them, so the whole path runs; those images show
+no face, and their scores mean nothing.
 
 Runs only when LIKENESS_SD_SCRIPTS points to a kohya-ss/sd-scripts checkout at tag v0.10.1 (CI has none).
 Then it also needs (see shared/tools/README.md for building them offline):
@@ -20,9 +22,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from library_helpers import build_small_library, write_sqlite
 from likeness import estimate as est
 from likeness import training
+from likeness.synthlib import build_two_person_library
 from train_helpers import kill_group, only_run_dir, wait_for
 from workflow_helpers import copy_workflow, snakemake, snakemake_env, write_config
 
@@ -66,8 +68,8 @@ def test_real_sd_scripts_trains_is_killed_and_the_workflow_resumes_with_only_epo
     tokenizers = required_env("LIKENESS_SD_TOKENIZERS")
     python = os.environ.get("LIKENESS_SD_PYTHON") or sys.executable
 
-    library = build_small_library(tmp_path / "library", n_photos=2)
-    write_sqlite(library)
+    # Two real faces (a demo portrait), so that the identity model scores the headshots too.
+    build_two_person_library(tmp_path / "library", n_person=2, n_other=0)
     workdir = copy_workflow(tmp_path / "wf")
     cfg = {
         "sd_scripts": SD_SCRIPTS,
@@ -89,8 +91,18 @@ def test_real_sd_scripts_trains_is_killed_and_the_workflow_resumes_with_only_epo
         "sample_every_n_epochs": 0,
         "output_name": "likeness",
         "extra": {"tokenizer_cache_dir": tokenizers},
+        # Headshots with the random-weight model, as small and short as they go.
+        "headshot_prompts": ["{trigger} {class_word}, professional headshot, studio grey backdrop"],
+        "headshot_steps": 2,
+        "headshot_size": 256,
     }
-    write_config(workdir, library.root, select={"top_n": 2}, train=cfg)
+    write_config(
+        workdir,
+        tmp_path / "library",
+        person="Grace Hopper",
+        select={"top_n": 2, "max_identity_distance": "model"},
+        train=cfg,
+    )
     env = {
         "LIKENESS_ALLOW_NO_GPU": "1",  # the CPU stands in for the GPU here
         "LIKENESS_PROGRESS_SECONDS": "0",
@@ -142,3 +154,18 @@ def test_real_sd_scripts_trains_is_killed_and_the_workflow_resumes_with_only_epo
     measured = est.load_calibration(runs / "calibration.tsv")  # s/step read from sd-scripts' own log
     assert [row.gpu for row in measured] == ["CPU"] and measured[0].source.startswith("measured")
     print(f"measured: {measured[0]}")
+
+    # Headshots: the real sdxl_gen_img.py rendered one image per saved epoch, with the epoch's LoRA.
+    shots = json.loads((workdir / "results" / "headshots" / "status.json").read_text())
+    headshot_log = (workdir / "logs" / "headshots.log").read_text(errors="replace")
+    assert shots["state"] == "done", headshot_log[-3000:]
+    assert [e["epoch"] for e in shots["epochs"]] == [1, 2]
+    for epoch in shots["epochs"]:  # paths relative to the workflow's folder, as every record has them
+        assert [Path(p).name for p in epoch["images"]] == ["im_000001.png"]
+        assert all((workdir / p).stat().st_size > 0 for p in epoch["images"])
+    assert "sdxl_gen_img.py --ckpt" in headshot_log and "--network_weights" in headshot_log
+    best = json.loads((workdir / "results" / "lora" / "ohwx.json").read_text())
+    print(f"best_lora on random-weight headshots (meaningless): epoch {best['epoch']}: {best['why']}")
+    assert best["state"] == "done" and best["epoch"] in (1, 2)
+    chosen = workdir / best["source_lora"]
+    assert (workdir / "results" / "lora" / "ohwx.safetensors").read_bytes() == chosen.read_bytes()

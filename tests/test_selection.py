@@ -18,6 +18,8 @@ from sel_library import Library, read_tsv_rows
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "select.schema.yaml"
 OUT = "results/dataset"
+# Drawn faces are not people: the identity check is tested on real portraits (test_identity.py).
+NO_ID = {"max_identity_distance": None}
 
 
 @pytest.fixture
@@ -29,7 +31,7 @@ def lib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Library:
 
 def run(library: Library, cfg: dict | None = None, out: str = OUT, **write_kwargs) -> str:
     paths, markers, neighbours = library.write(**write_kwargs)
-    return selection.run_selection(paths, markers, neighbours, cfg or {}, out)
+    return selection.run_selection(paths, markers, neighbours, {**NO_ID, **(cfg or {})}, out)
 
 
 def manifest(out: str = OUT) -> list[dict[str, str]]:
@@ -236,7 +238,7 @@ def test_unreadable_faces_are_listed_with_their_reason(lib: Library) -> None:
     paths, markers, neighbours = lib.write(skip_records=(no_record,))
     Path(f"results/crops/{broken}.json").write_text("{not json", encoding="utf-8")
     Path(f"results/crops/{vanished}.jpg").unlink()
-    line = selection.run_selection(paths, markers, neighbours, {}, OUT)
+    line = selection.run_selection(paths, markers, neighbours, NO_ID, OUT)
     reasons = excluded()
     assert kept_uids() == [good]
     assert reasons[crop_failed]["reason"] == "unreadable: cannot decode photo"
@@ -253,7 +255,7 @@ def test_crop_record_without_a_marker_is_stale(lib: Library) -> None:
     paths, markers_path, neighbours = lib.write()
     rows = Path(markers_path).read_text().splitlines()
     Path(markers_path).write_text("\n".join(r for r in rows if gone not in r) + "\n")
-    selection.run_selection(paths, markers_path, neighbours, {}, OUT)
+    selection.run_selection(paths, markers_path, neighbours, NO_ID, OUT)
     assert kept_uids() == [good]
     assert excluded()[gone]["reason_key"] == "stale"
 
@@ -262,11 +264,11 @@ def test_missing_input_table_is_one_readable_error(lib: Library) -> None:
     add_distinct(lib, 1)
     paths, _, neighbours = lib.write()
     with pytest.raises(LikenessError, match="cannot read") as caught:
-        selection.run_selection(paths, "results/export/nope.tsv", neighbours, {}, OUT)
+        selection.run_selection(paths, "results/export/nope.tsv", neighbours, NO_ID, OUT)
     assert "\n" not in str(caught.value)
     Path("bad.tsv").write_text("marker_uid\tscore\nm1\t3\n")
     with pytest.raises(LikenessError, match="lacks the column"):
-        selection.run_selection(paths, "bad.tsv", neighbours, {}, OUT)
+        selection.run_selection(paths, "bad.tsv", neighbours, NO_ID, OUT)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -376,19 +378,19 @@ def test_every_face_is_listed_once_and_reruns_are_byte_identical(lib: Library) -
     lib.add(blurred(image, sigma=5), box)
     lib.add(burst_shot(distinct_face(1)[0], 2), distinct_face(1)[1], native_crop_side=700)
     paths, markers, neighbours = lib.write()
-    first_line = selection.run_selection(paths, markers, neighbours, {"top_n": 3}, OUT)
+    first_line = selection.run_selection(paths, markers, neighbours, {**NO_ID, "top_n": 3}, OUT)
     listed = kept_uids() + list(excluded())
     assert sorted(listed) == sorted(f.marker_uid for f in lib.faces)
     first = {name: (Path(OUT) / name).read_bytes() for name in ("manifest.tsv", "excluded.tsv")}
     stamps = {name: (Path(OUT) / name).stat().st_mtime_ns for name in first}
 
-    second_line = selection.run_selection(list(reversed(paths)), markers, neighbours, {"top_n": 3}, OUT)
+    second_line = selection.run_selection(list(reversed(paths)), markers, neighbours, {**NO_ID, "top_n": 3}, OUT)
     assert second_line == first_line
     for name, data in first.items():
         assert (Path(OUT) / name).read_bytes() == data
         assert (Path(OUT) / name).stat().st_mtime_ns == stamps[name]  # unchanged content: not rewritten
 
-    selection.run_selection(list(reversed(paths)), markers, neighbours, {"top_n": 3}, "elsewhere")
+    selection.run_selection(list(reversed(paths)), markers, neighbours, {**NO_ID, "top_n": 3}, "elsewhere")
     for name, data in first.items():
         assert (Path("elsewhere") / name).read_bytes() == data
 
@@ -415,7 +417,7 @@ def test_changing_the_selection_touches_only_the_changed_files(lib: Library) -> 
     for seed in range(1, 6):
         add_distinct(lib, seed, native_crop_side=1024 - 10 * seed)
     paths, markers, neighbours = lib.write()
-    selection.run_selection(paths, markers, neighbours, {"top_n": 4}, OUT)
+    selection.run_selection(paths, markers, neighbours, {**NO_ID, "top_n": 4}, OUT)
     order = kept_uids()
     images_dir = Path(OUT) / "images"
     # What later stages leave next to the images: a caption and latent caches.
@@ -441,7 +443,7 @@ def test_changing_the_selection_touches_only_the_changed_files(lib: Library) -> 
     record["image_sha256"] = "changed"
     record_path.write_text(json.dumps(record))
 
-    selection.run_selection(paths, markers, neighbours, {"top_n": 3}, OUT)
+    selection.run_selection(paths, markers, neighbours, {**NO_ID, "top_n": 3}, OUT)
     after = _images()
     assert f"{order[3]}.jpg" not in after
     assert not dropped_cache.exists()
@@ -466,14 +468,14 @@ def test_copies_when_hard_links_fail_and_keeps_identical_copies(lib: Library, mo
         raise OSError(18, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "link", refuse)
-    selection.run_selection(paths, markers, neighbours, {}, OUT)
+    selection.run_selection(paths, markers, neighbours, NO_ID, OUT)
     before = _images()
     for uid in uids:
         copy = Path(OUT) / "images" / f"{uid}.jpg"
         crop = Path(f"results/crops/{uid}.jpg")
         assert not os.path.samefile(copy, crop)
         assert copy.read_bytes() == crop.read_bytes()
-    selection.run_selection(paths, markers, neighbours, {}, OUT)
+    selection.run_selection(paths, markers, neighbours, NO_ID, OUT)
     after = _images()
     assert {n: s.st_mtime_ns for n, s in after.items()} == {n: s.st_mtime_ns for n, s in before.items()}
 

@@ -61,6 +61,8 @@ def double_config(tmp: Path, **overrides: Any) -> dict[str, Any]:
         "sample_every_n_epochs": 1,
         "sample_prompts": ["{trigger} {class_word}, headshot"],
         "output_name": "face",
+        # No headshots unless a test asks for them: their rendering is priced into the estimate.
+        "headshot_prompts": [],
     }
     cfg.update(overrides)
     return cfg

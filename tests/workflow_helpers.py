@@ -22,11 +22,14 @@ KEEP_ALL = {
     "min_sharpness": 0,
     "max_other_face_share": 1.0,
     "duplicate_distance": 0,
+    "duplicate_identity_distance": 0,
     "brightness_min": 0,
     "brightness_max": 255,
     "max_clipped_share": 1.0,
     "max_per_day": 0,
     "top_n": 100000,
+    # Drawn faces are not people: the identity check (tested on real portraits) is off.
+    "max_identity_distance": None,
 }
 _IGNORE = shutil.ignore_patterns("__pycache__", "library", "*.pyc")
 

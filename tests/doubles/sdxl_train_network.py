@@ -8,11 +8,15 @@ the real script does for square crops, prints tqdm-like progress lines, and writ
 per epoch ``<name>-<E:06d>.safetensors`` and (with save_state) ``<name>-<E:06d>-state/`` holding
 train_state.json, model.safetensors, optimizer.bin, scheduler.bin and random_states_0.pkl, written one
 after another and not atomically (as accelerate does), so a SIGKILL while saving leaves a half-written
-state; at the end ``<name>-state/`` and ``<name>.safetensors``; samples under ``<output_dir>/sample/``.
+state; at the end ``<name>-state/`` and ``<name>.safetensors``; samples under ``<output_dir>/sample/``
+(training images warped by epoch, as tests/doubles/sdxl_gen_img.py renders headshots).
 
 Knobs (environment): LIKENESS_DOUBLE_STEP_SECONDS (sleep per step), LIKENESS_DOUBLE_SAVE_SECONDS (sleep
-between the files of a state). Records for the tests: every invocation's argv in
-``<output_dir>/double_invocations.jsonl`` and every step it ran in ``<output_dir>/double_steps.jsonl``.
+between the files of a state), LIKENESS_DOUBLE_BEST_EPOCH (the epoch whose LoRA the generation double
+renders most faithfully; recorded in each LoRA's metadata with the training images' folder, which is
+what tests/doubles/sdxl_gen_img.py builds its "generated" images from). Records for the tests: every
+invocation's argv in ``<output_dir>/double_invocations.jsonl`` and every step it ran in
+``<output_dir>/double_steps.jsonl``.
 """
 
 from __future__ import annotations
@@ -122,7 +126,7 @@ def count_steps_per_epoch(doc: dict, train_args: dict) -> int:
     return math.ceil(steps_per_epoch_batches / accumulation)
 
 
-def write_safetensors(path: Path, epoch: int) -> None:
+def write_safetensors(path: Path, epoch: int, metadata: dict | None = None) -> None:
     """A real (tiny) safetensors file: 8-byte header length, JSON header, data."""
     data = struct.pack("<16f", *([float(epoch)] * 16))
     header = {
@@ -131,7 +135,7 @@ def write_safetensors(path: Path, epoch: int) -> None:
             "shape": [4, 4],
             "data_offsets": [0, len(data)],
         },
-        "__metadata__": {"ss_epoch": str(epoch), "written_by": "test double"},
+        "__metadata__": {"ss_epoch": str(epoch), "written_by": "test double", **(metadata or {})},
     }
     header_bytes = json.dumps(header).encode()
     header_bytes += b" " * (-len(header_bytes) % 8)
@@ -171,6 +175,26 @@ def write_png(path: Path) -> None:
         + chunk(b"IDAT", raw)
         + chunk(b"IEND", b"")
     )
+
+
+def write_sample(path: Path, prompt: str, index: int, metadata: dict) -> None:
+    """A sample as the generation double renders a headshot: training image ``index`` at the prompt's
+    --w/--h, warped as much as this epoch's LoRA would be (tests/doubles/sdxl_gen_img.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import cv2
+    from sdxl_gen_img import IMAGE_SUFFIXES as SUFFIXES
+    from sdxl_gen_img import prompt_options, warp, warp_level
+
+    folder = Path(metadata.get("double_image_dir", ""))
+    sources = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES) if folder.is_dir() else []
+    if not sources:
+        write_png(path)
+        return
+    options = prompt_options(prompt, 256, 256, index)
+    image = cv2.imread(str(sources[index % len(sources)]), cv2.IMREAD_COLOR)
+    image = cv2.resize(image, (options["w"], options["h"]), interpolation=cv2.INTER_AREA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), warp(image, warp_level(metadata)))
 
 
 def progress_line(done: int, total: int, started: float) -> str:
@@ -251,6 +275,17 @@ def main() -> None:
     prompts = []
     if train_args.get("sample_prompts"):
         prompts = [p for p in Path(train_args["sample_prompts"]).read_text().splitlines() if p.strip()]
+    image_dirs = [
+        str(Path(sub["image_dir"]).resolve())
+        for dataset in dataset_doc["datasets"]
+        for sub in dataset.get("subsets", [])
+        if not sub.get("is_reg", False)
+    ]
+    lora_meta = {
+        "double_image_dir": image_dirs[0] if image_dirs else "",
+        "double_epochs": str(epochs),
+        "double_best_epoch": os.environ.get("LIKENESS_DOUBLE_BEST_EPOCH", ""),
+    }
     started = time.monotonic()
     done = 0
     for epoch in range(epoch_to_start + 1, epochs + 1):
@@ -263,15 +298,16 @@ def main() -> None:
             sys.stdout.flush()
         if save_every and epoch % save_every == 0 and epoch < epochs:
             print(f"\nsaving checkpoint: {output_dir / f'{name}-{epoch:06d}.safetensors'}", flush=True)
-            write_safetensors(output_dir / f"{name}-{epoch:06d}.safetensors", epoch)
+            write_safetensors(output_dir / f"{name}-{epoch:06d}.safetensors", epoch, lora_meta)
             if train_args.get("save_state"):
                 write_state(output_dir / f"{name}-{epoch:06d}-state", epoch, epoch * steps_per_epoch, save_pause)
         if sample_every and epoch % sample_every == 0:
-            for i, _prompt in enumerate(prompts):
-                write_png(output_dir / "sample" / f"{name}_e{epoch:06d}_{i:02d}_20260101000000.png")
+            for i, prompt in enumerate(prompts):
+                path = output_dir / "sample" / f"{name}_e{epoch:06d}_{i:02d}_20260101000000.png"
+                write_sample(path, prompt, i, {**lora_meta, "ss_epoch": str(epoch)})
     if train_args.get("save_state") or train_args.get("save_state_on_train_end"):
         write_state(output_dir / f"{name}-state", epochs, total, save_pause)
-    write_safetensors(output_dir / f"{name}.safetensors", epochs)
+    write_safetensors(output_dir / f"{name}.safetensors", epochs, lora_meta)
     print("\nmodel saved.", flush=True)
 
 

@@ -521,6 +521,15 @@ def _overheads(
     if sample_events and sample_steps:
         overheads["samples"] = sample_events * sum(sample_steps) * SAMPLING_STEP_FRACTION * seconds_per_step
     overheads["saving"] = saves * (SAVE_LORA_SECONDS + SAVE_STATE_SECONDS)
+    # The headshots rule renders every saved LoRA's headshots afterwards on the same GPU: one
+    # sdxl_gen_img.py run per saved epoch (it loads the base model each time), priced like samples.
+    prompts = [p for p in cfg.get("headshot_prompts") or [] if str(p).strip()]
+    if prompts:
+        resolution = int(cfg.get("resolution", 1024))
+        side = int(cfg.get("headshot_size") or 0) or resolution
+        area = (side / resolution) ** 2
+        per_image = int(cfg.get("headshot_steps", 30)) * SAMPLING_STEP_FRACTION * seconds_per_step * area
+        overheads["headshots"] = saves * (MODEL_LOAD_SECONDS + len(prompts) * per_image)
     return overheads
 
 

@@ -44,7 +44,7 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 # repeated here so that the report does not import the selection stage. Unknown keys sort after these.
 REASON_ORDER = (
     "unreadable", "stale", "awaiting review", "not named by hand", "date window", "too small", "crowded",
-    "blurred", "exposure", "duplicate", "day cap", "below top_n",
+    "blurred", "exposure", "not the same person", "duplicate", "day cap", "below top_n",
 )  # fmt: skip
 
 
@@ -299,11 +299,16 @@ def selected_tiles(rows: Iterable[dict[str, str]], root: PathLike | None = None)
         value = row.get("rank", "")
         return (int(value) if value.isdigit() else 1 << 30, row.get("marker_uid", ""))
 
+    def date_and_distance(row: dict[str, str]) -> str:
+        # The identity distance to the person's reference (likeness.identity), when it was measured.
+        distance = row.get("identity_distance") or ""
+        text = _date(row.get("taken_at", "")) + (f"  id {float(distance):.2f}" if distance else "")
+        return text + ("  PhotoPrism differs" if row.get("identity_note") else "")
+
     return [
         Tile(
             _resolve(row.get("crop", ""), root),
-            [f"#{row.get('rank', '?')}  {row.get('score', '')}", _date(row.get("taken_at", "")),
-             row.get("marker_uid", "")],
+            [f"#{row.get('rank', '?')}  {row.get('score', '')}", date_and_distance(row), row.get("marker_uid", "")],
             "crop missing",
         )
         for row in sorted(rows, key=rank)
@@ -345,9 +350,12 @@ def excluded_tiles(rows: Iterable[dict[str, str]], root: PathLike | None = None)
         # The sheet's title names the reason key: under the tile, its detail is what tells faces apart.
         if key and reason.startswith(f"{key}: "):
             reason = reason[len(key) + 2 :]
+        # Where PhotoPrism's own embeddings disagree with the identity model, the tile says so.
+        note = row.get("identity_note") or ""
+        verdict = "same" if note.startswith("PhotoPrism's embeddings say the same") else "another"
+        second = f"PhotoPrism: {verdict}" if note else _date(row.get("taken_at", ""))
         tiles.append(
-            Tile(_resolve(row.get("crop", ""), root), [reason, _date(row.get("taken_at", "")),
-                 row.get("marker_uid", "")], reason)
+            Tile(_resolve(row.get("crop", ""), root), [reason, second, row.get("marker_uid", "")], reason)
         )  # fmt: skip
     return tiles
 
@@ -771,6 +779,72 @@ def _estimate_of_status(record: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
+def pose_counts(rows: Iterable[dict[str, str]]) -> list[tuple[str, int]]:
+    """(head-pose bin, faces) of the selected faces, bins in a fixed order (likeness.selection.pose_bin)."""
+    from likeness.selection import POSE_BIN_DEGREES
+
+    counts: Counter[str] = Counter()
+    for row in rows:
+        try:
+            yaw, pitch = float(row.get("yaw") or "nan"), float(row.get("pitch") or "nan")
+        except ValueError:
+            yaw = pitch = math.nan
+        if math.isnan(yaw) or math.isnan(pitch):
+            counts["unknown"] += 1
+            continue
+        turn = "frontal" if abs(yaw) < POSE_BIN_DEGREES else ("turned left" if yaw < 0 else "turned right")
+        tilt = "level" if abs(pitch) < POSE_BIN_DEGREES else ("up" if pitch < 0 else "down")
+        counts[f"{turn}, {tilt}"] += 1
+    order = [f"{t}, {p}" for t in ("frontal", "turned left", "turned right") for p in ("level", "up", "down")]
+    return [(label, counts[label]) for label in [*order, "unknown"] if counts[label]]
+
+
+def pose_chart(manifest_tsv: PathLike, out_svg: PathLike) -> list[tuple[str, int]]:
+    """Bar chart of the training set's head poses (yaw x pitch bins from the identity model)."""
+    counts = pose_counts(read_tsv(manifest_tsv))
+    total = sum(count for _, count in counts)
+    svg = bar_chart_svg(counts, f"Head poses of the training set ({total} faces)", "no face selected")
+    write_if_changed(out_svg, svg.encode("utf-8"))
+    return counts
+
+
+def headshot_tiles(record: dict[str, Any]) -> tuple[list[Tile], int]:
+    """best_lora's record as a grid: one row per epoch, one column per prompt, each tile's identity
+    distance (or why it has none) under it; the chosen epoch's tiles say so. Returns (tiles, columns)."""
+    prompts = record.get("prompts") or []
+    columns = max(1, len(prompts))
+    tiles: list[Tile] = []
+    for epoch, score in sorted((record.get("scores") or {}).items(), key=lambda item: int(item[0])):
+        chosen = int(epoch) == record.get("epoch")
+        median = score.get("median")
+        head = f"epoch {epoch}" + (" CHOSEN" if chosen else "")
+        for index, image in enumerate(score.get("images") or []):
+            distance = image.get("distance")
+            value = f"d {distance:.3f}" if distance is not None else (image.get("note") or "no score")
+            summary = f"median {median:.3f}" if median is not None else "median -"
+            tiles.append(Tile(image.get("path"), [head, f"prompt {index + 1}: {value}", summary], "missing"))
+        tiles += [Tile(None, [])] * (-len(tiles) % columns)
+    return tiles, columns
+
+
+def headshots_sheet(best_json: PathLike, out_png: PathLike, tile: int = 200) -> int:
+    """The headshot grid of best_lora's record; returns the rows (epochs) drawn."""
+    try:
+        record = json.loads(Path(best_json).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    tiles, columns = headshot_tiles(record)
+    rows = len(record.get("scores") or {})
+    title = (
+        f"headshots: {rows} epochs x {columns} prompts, identity distance to the selected faces;"
+        f" chosen: epoch {record.get('epoch')}"
+        if rows
+        else f"no scored headshots ({record.get('why') or record.get('reason') or 'best_lora has not run'})"
+    )
+    contact_sheet(tiles, out_png, columns, tile, title)
+    return rows
+
+
 def selection_figures(
     manifest_tsv: PathLike,
     excluded_tsv: PathLike,
@@ -778,8 +852,11 @@ def selection_figures(
     excluded_dir: PathLike,
     reasons_svg: PathLike,
     log_path: PathLike,
+    poses_svg: PathLike | None = None,
 ) -> None:
     selected_sheet(manifest_tsv, selected_png)
+    if poses_svg is not None:
+        pose_chart(manifest_tsv, poses_svg)
     sheets = excluded_sheets(excluded_tsv, excluded_dir)
     counts = reasons_chart(excluded_tsv, reasons_svg)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,17 @@ Every face gets the first reason of this fixed order (a face both blurred and cr
 7. ``crowded``: other faces cover more than ``select.max_other_face_share`` of the crop;
 8. ``blurred``: sharpness below ``select.min_sharpness``;
 9. ``exposure``: face too dark, too bright or too clipped;
-10. ``duplicate``: a better face of the same near-duplicate group (perceptual hash) was kept;
-11. ``day cap``: ``select.max_per_day`` better faces of the same calendar day were kept;
-12. ``below top_n``: ranked after the first ``select.top_n``.
+10. ``not the same person``: the identity model (likeness.identity) puts the face farther than
+    ``select.max_identity_distance`` from the person's reference (``select.identity_reference``);
+11. ``duplicate``: a better face of the same near-duplicate group (perceptual hash within
+    ``select.duplicate_distance`` bits, or identity embeddings within ``select.duplicate_identity_distance``)
+    was kept;
+12. ``day cap``: ``select.max_per_day`` better faces of the same calendar day were kept;
+13. ``below top_n``: not among the ``select.top_n`` kept. With ``select.diversity`` (on by default) the
+    ``top_n`` are spread over (year, head-pose bin) strata instead of being the top scores only: round
+    after round each stratum gives its best remaining face (``spread``). Head pose is yaw and pitch from
+    the identity model's landmarks, binned at 15 degrees (frontal/turned left/turned right x
+    level/up/down).
 
 The rank score (0-1, higher is better) is a weighted sum of terms that are each 0-1:
 
@@ -40,10 +48,12 @@ from __future__ import annotations
 
 import datetime as dt
 import filecmp
+import importlib.util
 import itertools
 import json
 import math
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -51,9 +61,9 @@ from typing import Any
 
 import numpy as np
 
-from likeness import geometry, tables
+from likeness import geometry, identity, tables
 from likeness.atomic import atomic_write_bytes, write_if_changed
-from likeness.errors import ConfigError
+from likeness.errors import ConfigError, LikenessError
 from likeness.names import file_stem
 from likeness.quality import hamming_distance
 
@@ -68,6 +78,7 @@ REASON_ORDER = (
     "crowded",
     "blurred",
     "exposure",
+    "not the same person",
     "duplicate",
     "day cap",
     "below top_n",
@@ -86,6 +97,9 @@ SHARPNESS_HALF = 150.0
 TRAINING_SIDE = 1024
 RECENCY_YEARS = 10.0
 
+# Head-pose bins for select.diversity: yaw and pitch beyond this many degrees are "turned" / "up/down".
+POSE_BIN_DEGREES = 15.0
+
 # A neighbouring marker overlapping the face by at least this IoU is the same face marked twice.
 SAME_FACE_IOU = 0.5
 
@@ -99,11 +113,13 @@ MANIFEST_COLUMNS = (
     "rank", "marker_uid", "score", "image", "crop", "file_uid", "photo_uid", "subj_uid", "subj_src",
     "marker_src", "taken_at", "native_face_side", "native_crop_side", "output_side", "sharpness",
     "brightness", "contrast", "clipped_dark", "clipped_bright", "other_face_share", "phash", "pp_score",
-    "pp_q", "duplicates", "source",
+    "pp_q", "duplicates", "source", "identity_distance", "face_found", "yaw", "pitch", "pp_face_dist",
+    "pp_identity_distance", "identity_note",
 )  # fmt: skip
 EXCLUDED_COLUMNS = (
     "marker_uid", "reason_key", "reason", "score", "native_crop_side", "sharpness", "brightness",
     "clipped_dark", "clipped_bright", "other_face_share", "taken_at", "phash", "file_uid", "crop", "source",
+    "identity_distance", "face_found", "yaw", "pitch", "pp_face_dist", "pp_identity_distance", "identity_note",
 )  # fmt: skip
 
 
@@ -124,6 +140,12 @@ class SelectSettings:
     manual_only: bool = False
     duplicate_distance: int = 8
     max_per_day: int = 0
+    # "model": the identity model's own threshold; None: no identity check (said in the log)
+    max_identity_distance: float | str | None = "model"
+    identity_reference: str = "recent"
+    identity_cache_dir: str = "cache/identity"
+    duplicate_identity_distance: float = 0.08
+    diversity: bool = True
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None) -> SelectSettings:
@@ -135,6 +157,7 @@ class SelectSettings:
                 raise ConfigError(f"select.{key}", f"unknown key (known: {', '.join(sorted(known))})")
         # null means "the default" (for the dates: no bound)
         values = {key: value for key, value in section.items() if value is not None}
+        identity_distance = _identity_distance_setting(section)
         settings = cls(
             top_n=_int_setting(values, "top_n", cls.top_n, minimum=1),
             min_crop_side=_int_setting(values, "min_crop_side", cls.min_crop_side, minimum=1),
@@ -149,12 +172,38 @@ class SelectSettings:
             manual_only=_bool_setting(values, "manual_only", cls.manual_only),
             duplicate_distance=_int_setting(values, "duplicate_distance", cls.duplicate_distance, 0, 64),
             max_per_day=_int_setting(values, "max_per_day", cls.max_per_day, minimum=0),
+            max_identity_distance=identity_distance,
+            identity_reference=_text_setting(values, "identity_reference", cls.identity_reference),
+            identity_cache_dir=_text_setting(values, "identity_cache_dir", cls.identity_cache_dir),
+            duplicate_identity_distance=_number_setting(
+                values, "duplicate_identity_distance", cls.duplicate_identity_distance, 0, 2
+            ),
+            diversity=_bool_setting(values, "diversity", cls.diversity),
         )
         if settings.brightness_min > settings.brightness_max:
             raise ConfigError("select.brightness_min", "must not exceed select.brightness_max")
         if settings.taken_after and settings.taken_before and settings.taken_after >= settings.taken_before:
             raise ConfigError("select.taken_after", "must be earlier than select.taken_before")
         return settings
+
+
+def _identity_distance_setting(section: Mapping[str, Any]) -> float | str | None:
+    """Absent or "model": the model's threshold; null: the check is off; else a distance above 0."""
+    if "max_identity_distance" not in section:
+        return "model"
+    value = section["max_identity_distance"]
+    if value is None or value == "model":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ConfigError("select.max_identity_distance", f"must be a number above 0, 'model' or null, got {value!r}")
+    return float(value)
+
+
+def _text_setting(values: Mapping[str, Any], key: str, default: str) -> str:
+    value = values.get(key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"select.{key}", f"must be a non-empty text, got {value!r}")
+    return value.strip()
 
 
 def _int_setting(values: Mapping[str, Any], key: str, default: int, minimum: int, maximum: int | None = None) -> int:
@@ -221,6 +270,10 @@ class Face:
     reason_key: str = ""
     reason: str = ""
     duplicates: list[str] = field(default_factory=list)
+    identity: identity.Embedding | None = None
+    identity_distance: float | None = None
+    pp_identity_distance: float | None = None  # PhotoPrism's own embedding, to its own reference centre
+    identity_note: str = ""  # where PhotoPrism's embeddings and the identity model disagree
 
     @property
     def measurements(self) -> dict[str, Any]:
@@ -469,6 +522,122 @@ def _check_date_window(face: Face, settings: SelectSettings) -> None:
         face.exclude("date window", f"taken {day}, not before {settings.taken_before}")
 
 
+def crop_face_box(record: Mapping[str, Any]) -> identity.Box:
+    """The face box in the crop image's pixels (the record's boxes are in photo pixels)."""
+    left, top, side = (int(v) for v in record["crop_box"][:3])
+    scale = int(record.get("output_side") or side) / side
+    x0, y0, x1, y1 = (int(v) for v in record["face_box"])
+    return (
+        round((x0 - left) * scale),
+        round((y0 - top) * scale),
+        round((x1 - left) * scale),
+        round((y1 - top) * scale),
+    )
+
+
+def check_identity(faces: Sequence[Face], settings: SelectSettings, log: Any, workers: int = 1) -> dict[str, Any]:
+    """Reason 10: embed every candidate (cached), build the reference, exclude faces too far from it.
+
+    Returns what identity.json records: the model, threshold, reference and its centre.
+    """
+    if settings.max_identity_distance is None:
+        installed = importlib.util.find_spec("dlib") is not None
+        note = "" if installed else " (and the identity model is not installed)"
+        log(f"identity check off: select.max_identity_distance is null{note}; faces of other people are not caught")
+        return {"enabled": False}
+    try:
+        model = identity.load_model()
+    except identity.IdentityModelMissing as error:
+        hint = "to select without the identity check set select.max_identity_distance: null"
+        raise LikenessError(f"{error}; {hint}") from None
+    threshold = model.threshold if settings.max_identity_distance == "model" else float(settings.max_identity_distance)
+    cache = identity.EmbeddingCache(settings.identity_cache_dir, model)
+    candidates = [f for f in faces if not f.reason_key]
+    started = time.monotonic()
+    crops = [(f.crop_path, crop_face_box(f.record or {})) for f in candidates]
+    for face, embedding in zip(candidates, identity.embed_crops(model, cache, crops, workers), strict=True):
+        face.identity = embedding
+        if embedding is None:
+            face.exclude("unreadable", f"crop image {face.crop_path} cannot be read or decoded")
+    embedded = [f for f in candidates if f.identity is not None and not f.reason_key]
+    seconds = time.monotonic() - started
+    speed = f", {seconds / cache.computed:.3f} s/face, {workers} process(es)" if cache.computed else ""
+    log(f"identity: {len(embedded)} faces, {cache.hits} from cache, {cache.computed} computed ({model.name}{speed})")
+    summary: dict[str, Any] = {"enabled": True, "model": model.name, "model_key": model.key, "threshold": threshold}
+    if not embedded:
+        return summary
+    if settings.identity_reference in ("recent", "all"):
+        reference = identity.reference_from_faces(
+            [f.identity.vector for f in embedded],  # type: ignore[union-attr]
+            [f.taken_at for f in embedded],
+            settings.identity_reference,
+            threshold,
+            [f.marker_uid for f in embedded],
+        )
+    else:
+        reference = identity.reference_from_folder(settings.identity_reference, model, cache, threshold)
+    far = 0
+    for face in embedded:
+        face.identity_distance = round(identity.distance(face.identity.vector, reference.centre), 4)  # type: ignore[union-attr]
+        if face.identity_distance > threshold:
+            far += 1
+            face.exclude(
+                "not the same person",
+                "",
+                text=f"not the same person: distance {face.identity_distance:.2f} > {threshold:.2f} from the reference",
+            )
+    log(f"identity reference: {reference.description}; {far} faces farther than {threshold:.2f}")
+    disagree = compare_with_photoprism(embedded, reference, threshold)
+    if disagree:
+        log(f"identity: PhotoPrism's own embeddings disagree on {len(disagree)} faces ({', '.join(disagree)})")
+    summary["photoprism_disagrees"] = disagree
+    summary.update(
+        reference=reference.description,
+        reference_centre=[round(float(v), 6) for v in reference.centre],
+    )
+    return summary
+
+
+def compare_with_photoprism(faces: Sequence[Face], reference: identity.Reference, threshold: float) -> list[str]:
+    """Where PhotoPrism stored its own embeddings (markers.embeddings_json), measure each face's distance
+    to their centre over the same reference faces, and note the faces on which PhotoPrism
+    (identity.PHOTOPRISM_CLUSTER_DIST) and the identity model come to different answers. Returns their UIDs.
+    """
+    vectors = {f.marker_uid: identity.decode_photoprism_embedding((f.marker or {}).get("embedding", "")) for f in faces}
+    usable = [f for f in faces if vectors[f.marker_uid] is not None]
+    sizes = {vectors[f.marker_uid].shape for f in usable}  # type: ignore[union-attr]
+    if len(usable) < 2 or len(sizes) != 1:
+        return []
+    members = [f for f in usable if reference.members_uids is None or f.marker_uid in reference.members_uids]
+    centre, _ = identity.robust_centre(
+        np.array([vectors[f.marker_uid] for f in (members or usable)]), identity.PHOTOPRISM_CLUSTER_DIST
+    )
+    disagree = []
+    for face in usable:
+        pp = round(identity.distance(vectors[face.marker_uid], centre), 4)  # type: ignore[arg-type]
+        face.pp_identity_distance = pp
+        pp_same = pp <= identity.PHOTOPRISM_CLUSTER_DIST
+        ours_same = (face.identity_distance or 0.0) <= threshold
+        if pp_same != ours_same:
+            face.identity_note = (
+                f"PhotoPrism's embeddings say {'the same' if pp_same else 'another'} person"
+                f" ({pp:.2f} {'<=' if pp_same else '>'} {identity.PHOTOPRISM_CLUSTER_DIST}),"
+                f" the identity model {'the same' if ours_same else 'another'}"
+                f" ({face.identity_distance:.2f} {'<=' if ours_same else '>'} {threshold:.2f})"
+            )
+            disagree.append(face.marker_uid)
+    return disagree
+
+
+def _selected_centre(selected: Sequence[Face], summary: Mapping[str, Any]) -> list[float] | None:
+    """The robust centre of the selected faces: what a generated headshot is compared with."""
+    vectors = [f.identity.vector for f in selected if f.identity is not None]
+    if not vectors or not summary.get("enabled"):
+        return None
+    centre, _ = identity.robust_centre(np.array(vectors), float(summary["threshold"]))
+    return [round(float(v), 6) for v in centre]
+
+
 def rank_score(face: Face, newest: dt.datetime | None) -> float:
     """The documented 0-1 score (module docstring); needs a record with valid measurements."""
     m = face.measurements
@@ -509,8 +678,9 @@ def rank_key(face: Face) -> tuple[float, str]:
     return (-(face.score or 0.0), face.marker_uid)
 
 
-def group_duplicates(faces: Sequence[Face], max_distance: int) -> list[list[Face]]:
-    """Near-duplicate groups: faces linked by chains of pHash distances <= max_distance.
+def group_duplicates(faces: Sequence[Face], max_distance: int, identity_distance: float = 0.0) -> list[list[Face]]:
+    """Near-duplicate groups: faces linked by chains of pHash distances <= max_distance, or of identity
+    embeddings within ``identity_distance`` (the same picture re-saved, re-cropped or relit; 0 = off).
 
     ``faces`` must be in rank order; each group keeps that order, so its first face is its best.
     """
@@ -530,23 +700,67 @@ def group_duplicates(faces: Sequence[Face], max_distance: int) -> list[list[Face
             a, b = root(i), root(i + 1 + int(offset))
             if a != b:
                 parent[max(a, b)] = min(a, b)
+    embedded = [i for i, f in enumerate(faces) if f.identity is not None]
+    if identity_distance > 0 and len(embedded) > 1:
+        vectors = np.array([faces[i].identity.vector for i in embedded], dtype=np.float64)  # type: ignore[union-attr]
+        for k, i in enumerate(embedded[:-1]):
+            near = np.linalg.norm(vectors[k + 1 :] - vectors[k], axis=1) <= identity_distance
+            for offset in np.flatnonzero(near):
+                a, b = root(i), root(embedded[k + 1 + int(offset)])
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
     groups: dict[int, list[Face]] = {}
     for i, face in enumerate(faces):
         groups.setdefault(root(i), []).append(face)
     return list(groups.values())
 
 
+def pose_bin(face: Face) -> str:
+    """The head-pose bin of a face: yaw (frontal within 15 degrees, turned left/right) x pitch
+    (level within 15 degrees, up/down); "unknown" without the identity model's landmarks."""
+    if face.identity is None:
+        return "unknown"
+    yaw, pitch = face.identity.yaw, face.identity.pitch
+    turn = "frontal" if abs(yaw) < POSE_BIN_DEGREES else ("turned left" if yaw < 0 else "turned right")
+    tilt = "level" if abs(pitch) < POSE_BIN_DEGREES else ("up" if pitch < 0 else "down")
+    return f"{turn}, {tilt}"
+
+
+def spread(pool: Sequence[Face], top_n: int) -> list[Face]:
+    """``top_n`` faces spread over (year, pose bin) strata: round after round, each stratum gives its
+    best face not yet taken, strata in the order of their best face's rank. Returns rank order."""
+    strata: dict[tuple[str, str], list[Face]] = {}
+    for face in pool:  # rank order, so each stratum's list is best first
+        year = str(face.taken_at.year) if face.taken_at else "undated"
+        strata.setdefault((year, pose_bin(face)), []).append(face)
+    queues = list(strata.values())
+    taken: list[Face] = []
+    depth = 0
+    while len(taken) < top_n:
+        row = [queue[depth] for queue in queues if depth < len(queue)]
+        if not row:
+            break
+        taken.extend(row[: top_n - len(taken)])
+        depth += 1
+    return sorted(taken, key=rank_key)
+
+
 def choose(candidates: list[Face], settings: SelectSettings) -> list[Face]:
-    """Reasons 10-12 on faces that passed the filters; returns the selection in rank order."""
+    """Reasons 11-13 on faces that passed the filters; returns the selection in rank order."""
     ordered = sorted(candidates, key=rank_key)
-    for group in group_duplicates(ordered, settings.duplicate_distance):
+    for group in group_duplicates(ordered, settings.duplicate_distance, settings.duplicate_identity_distance):
         best = group[0]
         for other in group[1:]:
-            distance = hamming_distance(best.measurements["phash"], other.measurements["phash"])
-            other.exclude("duplicate", "", text=f"duplicate of {best.marker_uid} ({distance} bits apart)")
+            bits = hamming_distance(best.measurements["phash"], other.measurements["phash"])
+            if bits <= settings.duplicate_distance or best.identity is None or other.identity is None:
+                text = f"duplicate of {best.marker_uid} ({bits} bits apart)"
+            else:
+                apart = identity.distance(best.identity.vector, other.identity.vector)
+                text = f"duplicate of {best.marker_uid} (identity embeddings {apart:.3f} apart)"
+            other.exclude("duplicate", "", text=text)
             best.duplicates.append(other.marker_uid)
     per_day: dict[dt.date, int] = {}
-    selected: list[Face] = []
+    pool: list[Face] = []
     for face in ordered:
         if face.reason_key:
             continue
@@ -556,10 +770,17 @@ def choose(candidates: list[Face], settings: SelectSettings) -> list[Face]:
                 face.exclude("day cap", f"{settings.max_per_day} better faces kept from {day}")
                 continue
             per_day[day] = per_day.get(day, 0) + 1
-        if len(selected) >= settings.top_n:
-            face.exclude("below top_n", f"rank {len(selected) + 1} after the best {settings.top_n}")
-            continue
-        selected.append(face)
+        pool.append(face)
+    if settings.diversity and len(pool) > settings.top_n:
+        selected = spread(pool, settings.top_n)
+        how = f"the {settings.top_n} kept are spread over years and head poses (select.diversity)"
+    else:
+        selected = pool[: settings.top_n]
+        how = f"after the best {settings.top_n}"
+    chosen = {id(face) for face in selected}
+    for rank, face in enumerate(pool, start=1):
+        if id(face) not in chosen:
+            face.exclude("below top_n", f"rank {rank}; {how}")
     return selected
 
 
@@ -612,6 +833,13 @@ def _measure_cells(face: Face) -> dict[str, str]:
         "pp_q": _fmt(marker.get("q")),
         "crop": _fmt(face.crop_path),
         "source": _fmt(source.get("path")),
+        "identity_distance": _fmt(face.identity_distance, 4),
+        "face_found": "" if face.identity is None else ("yes" if face.identity.detected else "no"),
+        "yaw": "" if face.identity is None else _fmt(face.identity.yaw, 1),
+        "pitch": "" if face.identity is None else _fmt(face.identity.pitch, 1),
+        "pp_face_dist": _fmt(marker.get("face_dist")),
+        "pp_identity_distance": _fmt(face.pp_identity_distance, 4),
+        "identity_note": face.identity_note,
     }
 
 
@@ -760,12 +988,15 @@ def run_selection(
     neighbours_tsv: str | os.PathLike[str],
     cfg: Mapping[str, Any] | None,
     out_dir: str | os.PathLike[str] = "results/dataset",
+    log: Any = None,
+    workers: int = 1,
 ) -> str:
     """Select the training set and write manifest.tsv, excluded.tsv and images/ under ``out_dir``.
 
     ``cfg`` is the ``select`` config section. Relative crop image paths in the records are resolved
     against the working directory (the workflow's root). The TSVs are rewritten only when their
-    content changes; images/ is synced file by file. Returns the one-line summary,
+    content changes; images/ is synced file by file. ``log`` (a callable taking one line) gets the
+    identity check's line; ``workers`` processes embed new faces. Returns the one-line summary,
     e.g. "kept 60 of 214 faces: too small 80, blurred 30, duplicate 20".
     """
     settings = SelectSettings.from_config(cfg)
@@ -783,12 +1014,15 @@ def run_selection(
             # Scored before the filters so that excluded.tsv shows the score of filtered faces too.
             face.score = rank_score(face, newest)
         apply_filters(face, settings)
+    identity_summary = check_identity(faces, settings, log or (lambda line: None), workers)
     selected = choose([f for f in faces if not f.reason_key], settings)
+    identity_summary["selected_centre"] = _selected_centre(selected, identity_summary)
 
     out = Path(out_dir)
     sync_images({_image_name(f): f.crop_path for f in selected}, out / "images")
     write_if_changed(out / "manifest.tsv", manifest_bytes(selected))
     write_if_changed(out / "excluded.tsv", excluded_bytes([f for f in faces if f.reason_key]))
+    write_if_changed(out / "identity.json", (json.dumps(identity_summary, indent=1, sort_keys=True) + "\n").encode())
     return summary_line(len(selected), faces)
 
 
@@ -799,10 +1033,17 @@ def run_selection_job(
     cfg: Mapping[str, Any],
     log_path: str,
     out_dir: str = "results/dataset",
+    workers: int = 1,
 ) -> str:
     """The select rule's body: select, then print and log the one summary line of this run."""
-    line = run_selection(crop_json_paths, markers_tsv, neighbours_tsv, cfg, out_dir)
+    lines: list[str] = []
+
+    def log(text: str) -> None:
+        lines.append(text)
+        print(f"likeness: {text}", flush=True)
+
+    line = run_selection(crop_json_paths, markers_tsv, neighbours_tsv, cfg, out_dir, log, workers)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(log_path).write_text(line + "\n")
+    Path(log_path).write_text("".join(f"{text}\n" for text in [*lines, line]))
     print(f"likeness: {line}", flush=True)
     return line

@@ -8,8 +8,10 @@ listed with the reason it is or is not used.
 
 from __future__ import annotations
 
+import base64
 import difflib
 import hashlib
+import json
 import math
 import os
 import re
@@ -23,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
 from . import tables
@@ -327,6 +330,10 @@ class MarkerRow:
     # photo's path cannot be read (its crop job records the same reason)
     status: str = "ok"
     reason: str = ""
+    # PhotoPrism's own face recognition, recorded beside likeness's identity check (likeness.identity):
+    # the marker's distance to its face cluster (-1: none) and its first embedding, base64 float32.
+    face_dist: float = -1.0
+    embedding: str = ""
 
     @property
     def usable(self) -> bool:
@@ -356,7 +363,7 @@ class Neighbour:
 
 _MARKERS_SQL = sa.text(
     "SELECT m.marker_uid, m.file_uid, m.marker_src, m.marker_review, m.marker_invalid, m.subj_uid, m.subj_src,"
-    " m.x, m.y, m.w, m.h, m.q, m.size, m.score,"
+    " m.x, m.y, m.w, m.h, m.q, m.size, m.score, m.face_dist, m.embeddings_json,"
     " f.file_uid AS f_file_uid, f.file_name, f.file_root, f.file_hash, f.file_width, f.file_height,"
     " f.file_orientation, f.file_missing, f.deleted_at AS file_deleted_at, f.photo_uid,"
     " p.taken_at, p.deleted_at AS photo_deleted_at"
@@ -390,6 +397,27 @@ def exclusion_reason(row: Mapping[str, Any]) -> str:
     if as_text(row["photo_uid"]) == "":
         return "file belongs to no photo"
     return ""
+
+
+def _face_dist(value: Any) -> float:
+    try:
+        number = as_float(value)
+    except (TypeError, ValueError):
+        return -1.0
+    return number if math.isfinite(number) else -1.0
+
+
+def photoprism_embedding(value: Any) -> str:
+    """PhotoPrism's embeddings_json (a JSON list of embeddings) -> its first embedding as base64 float32,
+    '' when there is none or it cannot be read (the identity check then has nothing to compare)."""
+    try:
+        data = json.loads(as_text(value) or "null")
+        vector = np.asarray(data[0] if data and isinstance(data[0], list) else data, dtype=np.float32)
+    except (TypeError, ValueError, IndexError, KeyError):
+        return ""
+    if vector.ndim != 1 or vector.size < 2 or not np.all(np.isfinite(vector)):
+        return ""
+    return base64.b64encode(vector.tobytes()).decode("ascii")
 
 
 _INT_COLUMNS = ("marker_review", "score", "q", "size", "file_width", "file_height", "file_orientation")
@@ -433,6 +461,8 @@ def _marker_from_row(row: Mapping[str, Any]) -> MarkerRow:
         reason=reason,
         **ints,
         **box,
+        face_dist=_face_dist(row.get("face_dist")),
+        embedding=photoprism_embedding(row.get("embeddings_json")),
     )
 
 

@@ -10,6 +10,7 @@ Deterministic: the same calls give byte-identical files.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import struct
@@ -70,6 +71,8 @@ class Face:
     score: int = 60
     size: int = 160
     uid: str = ""
+    face_dist: float = -1.0  # PhotoPrism's distance to the face cluster (-1: not matched)
+    embedding: list[float] | None = None  # PhotoPrism's embedding, stored as embeddings_json [[...]]
 
 
 @dataclass
@@ -233,10 +236,10 @@ class LibraryBuilder:
             conn.execute(
                 sa.text(
                     "INSERT INTO markers (marker_uid, file_uid, marker_type, marker_src, marker_name, marker_review,"
-                    " marker_invalid, subj_uid, subj_src, face_id, face_dist, x, y, w, h, q, size, score, thumb,"
-                    " matched_at, created_at, updated_at)"
-                    " VALUES (:uid, :fuid, 'face', :msrc, '', :review, :invalid, :subj, :ssrc, '', -1,"
-                    " :x, :y, :w, :h, :q, :size, :score, :thumb, NULL, :now, :now)"
+                    " marker_invalid, subj_uid, subj_src, face_id, face_dist, embeddings_json, x, y, w, h, q, size,"
+                    " score, thumb, matched_at, created_at, updated_at)"
+                    " VALUES (:uid, :fuid, 'face', :msrc, '', :review, :invalid, :subj, :ssrc, '', :face_dist,"
+                    " :embeddings, :x, :y, :w, :h, :q, :size, :score, :thumb, NULL, :now, :now)"
                 ),
                 {
                     "uid": face.uid,
@@ -255,6 +258,10 @@ class LibraryBuilder:
                     "score": face.score,
                     "thumb": thumb,
                     "now": now,
+                    "face_dist": face.face_dist,
+                    "embeddings": None
+                    if face.embedding is None
+                    else json.dumps([[round(float(v), 6) for v in face.embedding]]).encode(),
                 },
             )
 
@@ -334,3 +341,72 @@ def background(width: int, height: int, seed: int) -> np.ndarray:
     image = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
     noise = rng.integers(-6, 7, image.shape, dtype=np.int16)
     return np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+# -- a library whose named person has faces of two real people ------------------------------------------
+PORTRAITS = RESOURCES / "demo" / "portraits"
+
+
+def relit(image: np.ndarray, gain: float, offset: float, tint: tuple[float, float, float]) -> np.ndarray:
+    """The image under other lighting: brighter or darker, more or less contrast, a colour cast."""
+    scaled = image.astype(np.float32) * gain * np.array(tint, np.float32) + offset
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def build_two_person_library(
+    root: Path,
+    n_person: int = 12,
+    n_other: int = 5,
+    seed: int = 5,
+    width: int = 1600,
+    height: int = 1200,
+    photoprism_embeddings: bool = False,
+) -> dict[str, str]:
+    """A PhotoPrism library (SQLite + originals) whose subject "Grace Hopper" has faces of two real people.
+
+    ``n_person`` photos show Grace Hopper and ``n_other`` show Eileen Collins, all named Grace Hopper (as
+    PhotoPrism's clustering sometimes names a look-alike), each portrait pasted at a different size,
+    angle, lighting and place, with EXIF orientations. Returns marker_uid -> the portrait truly shown.
+
+    With ``photoprism_embeddings`` each marker also gets a 512-d embeddings_json and a face_dist as
+    PhotoPrism's clustering would leave them when it mistook Eileen Collins for Grace Hopper: every
+    embedding, hers too, close to one cluster centre (made-up vectors, not FaceNet's).
+    """
+    portraits = {name: cv2.imread(str(PORTRAITS / f"{name}.jpg")) for name in ("grace_hopper", "eileen_collins")}
+    lib = LibraryBuilder(seed=seed)
+    subject = lib.add_subject("Grace Hopper")
+    lib.add_subject("Eileen Collins")
+    rng = np.random.default_rng(seed)
+    truth: dict[str, str] = {}
+    people = ["grace_hopper"] * n_person + ["eileen_collins"] * n_other
+    order = rng.permutation(len(people))
+    for index, pick in enumerate(order):
+        person = people[int(pick)]
+        side = int(rng.integers(height // 6, height // 3))
+        cx = int(rng.integers(side, width - side))
+        cy = int(rng.integers(side, height - side))
+        canvas = background(width, height, seed=seed * 100 + index)
+        tint = tuple(float(v) for v in rng.uniform(0.85, 1.15, 3))
+        portrait = relit(portraits[person], float(rng.uniform(0.7, 1.25)), float(rng.uniform(-25, 25)), tint)  # type: ignore[arg-type]
+        paste_portrait(canvas, portrait, cx, cy, side, angle=float(rng.uniform(-12, 12)))
+        photo = Photo(
+            file_name=f"{2022 + index % 3}/IMG_{index:04d}.jpg",
+            width=width,
+            height=height,
+            orientation=index % 8 + 1,
+            taken_at=datetime(2022 + index % 3, 1 + index % 12, 1 + index % 28, 12, tzinfo=UTC),
+        )
+        face = Face((cx - side / 2) / width, (cy - side / 2) / height, side / width, side / height, subject=subject)
+        face.score = int(rng.integers(60, 100))
+        if photoprism_embeddings:
+            centre = np.random.default_rng(seed + 1000).normal(0, 1, 512)
+            vector = centre / np.linalg.norm(centre) + rng.normal(0, 0.25 / np.sqrt(512), 512)
+            face.embedding = [float(v) for v in vector / np.linalg.norm(vector)]
+            face.face_dist = 0.3
+        photo.faces.append(face)
+        lib.add_photo(photo)
+        photo.file_hash = lib.write_photo(root / "originals" / photo.file_name, canvas, photo.orientation)
+        truth[face.uid] = person
+    lib.write_database(sqlite_engine(root / "storage" / "index.db"))
+    (root / "storage" / "sidecar").mkdir(parents=True, exist_ok=True)
+    return truth

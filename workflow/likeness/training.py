@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import shlex
@@ -707,6 +708,7 @@ class DryRun:
 
     lines: list[str]
     runtime_minutes: int  # Snakemake's ``runtime`` resource
+    headshots_runtime_minutes: int = est.RUNTIME_EXTRA_MINUTES  # the headshots job's (likeness.headshots)
 
     @property
     def message(self) -> str:
@@ -727,7 +729,9 @@ def dry_run(
     estimate, note = est.estimate_for_folders(
         cfg, dataset_dir, assumed_images=assumed_images, calibration_path=Path(runs_root) / "calibration.tsv"
     )
-    return DryRun([*estimate.format_lines(), f"  ({note})"], estimate.runtime_minutes)
+    headshots = estimate.overhead_seconds.get("headshots", 0.0)
+    headshot_minutes = math.ceil(headshots * est.RUNTIME_MARGIN / 60) + est.RUNTIME_EXTRA_MINUTES
+    return DryRun([*estimate.format_lines(), f"  ({note})"], estimate.runtime_minutes, headshot_minutes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,6 +32,12 @@ rule report_selection:
             category="2. Excluded faces",
             labels={"reason": "all reasons (chart)"},
         ),
+        poses=report(
+            "results/report/head_poses.svg",
+            caption="../report/poses.rst",
+            category="1. Training set",
+            labels={"figure": "head poses (chart)"},
+        ),
     log:
         "logs/report/selection.log",
     run:
@@ -42,6 +48,7 @@ rule report_selection:
             output.excluded,
             output.reasons,
             log[0],
+            output.poses,
         )
 
 
@@ -103,13 +110,35 @@ rule report_training:
         )
 
 
+rule report_headshots:
+    input:
+        record=BEST_LORA_JSON,
+    output:
+        grid=report(
+            "results/report/headshots.png",
+            caption="../report/headshots.rst",
+            category="5. Best epoch",
+            labels={"figure": "headshots by epoch"},
+        ),
+    log:
+        "logs/report/headshots.log",
+    run:
+        rows = lk_report.headshots_sheet(input.record, output.grid)
+        Path(log[0]).write_text(f"{rows} epochs drawn\n")
+
+
 # What `rule all` lists: the loss curve and samples once a training has finished.
 REPORT_FIGURES = [
     "results/report/selected.png",
     "results/report/excluded",
     "results/report/exclusion_reasons.svg",
+    "results/report/head_poses.svg",
     "results/report/caption_tags.svg",
     "results/report/estimate.html",
 ]
 if lk_report.training_done("results/train/status.json"):
-    REPORT_FIGURES += ["results/report/loss.svg", "results/report/samples.png"]
+    REPORT_FIGURES += [
+        "results/report/loss.svg",
+        "results/report/samples.png",
+        "results/report/headshots.png",
+    ]

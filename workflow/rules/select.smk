@@ -12,11 +12,24 @@ rule select_faces:
     output:
         manifest=update("results/dataset/manifest.tsv"),
         excluded=update("results/dataset/excluded.tsv"),
+        identity=update("results/dataset/identity.json"),
     log:
         "logs/select_faces.log",
+    # New faces are embedded by the identity model in one process per thread.
+    threads: workflow.cores
     params:
         settings=config["select"],
     run:
-        lk_selection.run_selection_job(
-            input.records, input.markers, input.neighbours, params.settings, log[0]
-        )
+        try:
+            lk_selection.run_selection_job(
+                input.records,
+                input.markers,
+                input.neighbours,
+                params.settings,
+                log[0],
+                workers=threads,
+            )
+        except LikenessError as error:
+            # One line (the identity model missing, a bad reference folder), not a traceback.
+            Path(log[0]).write_text(f"error: {error}\n")
+            raise WorkflowError(f"likeness: {error}") from None

@@ -1,0 +1,185 @@
+"""likeness.headshots: prompt lines, sd-scripts' generation command, epochs, the best-epoch rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from likeness import headshots, training
+from likeness.headshots import Scored
+
+GEN_OPTIONS = Path(__file__).resolve().parents[1] / "resources" / "kohya" / "sdxl_gen_img_v0.10.1_options.txt"
+
+
+def known_options() -> set[str]:
+    return {line.strip() for line in GEN_OPTIONS.read_text().splitlines() if line.startswith("--")}
+
+
+def test_the_option_list_is_the_releases_parser() -> None:
+    options = known_options()
+    assert len(options) == 78
+    assert {"--ckpt", "--from_file", "--network_weights", "--sequential_file_name", "--W", "--H"} <= options
+
+
+def test_prompt_lines_fill_the_trigger_and_fix_seeds_and_negative() -> None:
+    cfg = training.train_config(
+        {
+            "headshot_prompts": ["{trigger} {class_word}, studio", "portrait --w 64 in grey", "  "],
+            "headshot_seed": 10,
+            "headshot_negative_prompt": "blurry",
+        }
+    )
+    lines = headshots.prompt_lines(cfg, "ohwx", "woman")
+    assert lines == [
+        "ohwx woman, studio --d 10 --n blurry",
+        "ohwx, portrait -w 64 in grey --d 11 --n blurry",  # " --" would start an option: defused
+    ]
+
+
+def test_default_prompts_are_six_headshots_with_the_trigger() -> None:
+    lines = headshots.prompt_lines(training.train_config({}), "ohwx", "man")
+    assert len(lines) == 6
+    assert all(line.startswith("ohwx man, ") and "head and shoulders" in line and " --n " in line for line in lines)
+
+
+def test_generation_command_uses_only_real_options(tmp_path: Path) -> None:
+    cfg = training.train_config(
+        {"sd_scripts": str(tmp_path), "launcher": "", "python": "/usr/bin/python3", "mixed_precision": "bf16"}
+        | {"extra": {"tokenizer_cache_dir": "/tok"}, "headshot_size": 512}
+    )
+    command = headshots.gen_command(
+        cfg,
+        base_model="owner/model",
+        lora=tmp_path / "a.safetensors",
+        outdir=tmp_path / "out",
+        prompts_file=tmp_path / "p.txt",
+    )
+    assert command[:2] == ["/usr/bin/python3", str(tmp_path.resolve() / "sdxl_gen_img.py")]
+    assert {arg for arg in command if arg.startswith("--")} <= known_options()
+    assert command[command.index("--W") + 1] == "512" and "--bf16" in command
+    assert command[command.index("--tokenizer_cache_dir") + 1] == "/tok"
+    assert command[command.index("--ckpt") + 1] == "owner/model"  # a repo id stays as it is
+
+
+def _plan(tmp_path: Path, epochs: int) -> training.RunPlan:
+    output = tmp_path / "output"
+    output.mkdir()
+    return training.RunPlan(
+        run_id="r1", run_dir=str(tmp_path), output_dir=str(output), dataset_toml="", train_toml="",
+        sample_prompts="", estimate_json="", output_name="me", trigger="ohwx", class_word="woman",
+        train_sizes=[], reg_sizes=[], sample_steps=[], excluded=[], train_cfg={"max_train_epochs": epochs},
+    )  # fmt: skip
+
+
+def test_saved_epochs_are_the_per_epoch_files_and_the_final_one(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, 4)
+    for name in ("me-000001.safetensors", "me-000003.safetensors", "me.safetensors", "me-x.safetensors"):
+        (Path(plan.output_dir) / name).write_bytes(b"x")
+    assert [e for e, _ in headshots.saved_epochs(plan)] == [1, 3, 4]
+    assert headshots.saved_epochs(plan)[-1][1].name == "me.safetensors"
+
+
+def test_best_epoch_is_the_lowest_median_and_unscored_images_do_not_count() -> None:
+    scores = {
+        1: [Scored("a", 0.5, ""), Scored("b", 0.4, ""), Scored("c", None, "no face found")],
+        2: [Scored("a", 0.2, ""), Scored("b", 0.9, ""), Scored("c", 0.25, "")],
+        3: [Scored("a", None, "2 faces found")],
+    }
+    best, medians = headshots.choose_epoch(scores)
+    assert best == 2 and medians == {1: 0.45, 2: 0.25, 3: None}
+    assert headshots.choose_epoch({1: [Scored("a", 0.3, "")], 2: [Scored("a", 0.3, "")]})[0] == 2  # tie: later
+    assert headshots.choose_epoch({1: [Scored("a", None, "no face found")]})[0] is None
+
+
+def test_lora_file_names_are_safe() -> None:
+    assert headshots.lora_stem("ohwx") == "ohwx"
+    assert headshots.lora_stem("sks person/../x") == "sks_person_.._x"
+
+
+def test_headshots_wait_for_the_training_and_say_what_is_missing(tmp_path: Path, capsys) -> None:
+    status = tmp_path / "status.json"
+    status.write_text(json.dumps({"state": "ready"}))
+    out = tmp_path / "headshots.json"
+    code = headshots.headshots_stage(
+        {}, status, trigger="ohwx", class_word="woman", status_path=out, log_path=tmp_path / "l"
+    )
+    assert code == 0 and json.loads(out.read_text())["state"] == "waiting"
+    assert "headshots wait for the training (its state: ready)" in capsys.readouterr().out
+
+    plan = _plan(tmp_path / "run", 2) if (tmp_path / "run").mkdir() is None else None
+    (Path(plan.output_dir) / "me.safetensors").write_bytes(b"x")
+    (tmp_path / "run" / "plan.json").write_text(json.dumps(plan.__dict__))
+    status.write_text(json.dumps({"state": "done", "run_dir": str(tmp_path / "run")}))
+    cfg = {"sd_scripts": str(tmp_path), "launcher": "", "base_model": str(status)}
+    code = headshots.headshots_stage(
+        cfg, status, trigger="ohwx", class_word="woman", status_path=out, log_path=tmp_path / "l", env={}
+    )
+    record = json.loads(out.read_text())
+    assert code == 0 and record["state"] == "ready"
+    assert "no GPU found (nvidia-smi -L)" in record["missing"]
+    assert any("has no sdxl_gen_img.py" in m for m in record["missing"])
+    assert "snakemake --cores 2 best_lora" in capsys.readouterr().out
+
+
+def test_best_lora_without_the_identity_check_takes_the_last_epoch(tmp_path: Path) -> None:
+    loras = {e: tmp_path / f"e{e}.safetensors" for e in (1, 2)}
+    for epoch, path in loras.items():
+        path.write_bytes(f"lora {epoch}".encode())
+    shots = tmp_path / "headshots.json"
+    shots.write_text(
+        json.dumps(
+            {
+                "state": "done",
+                "run_id": "r1",
+                "prompts": ["p"],
+                "epochs": [{"epoch": e, "lora": str(p), "images": []} for e, p in loras.items()],
+            }
+        )
+    )
+    identity_json = tmp_path / "identity.json"
+    identity_json.write_text(json.dumps({"enabled": False}))
+    out = tmp_path / "lora" / "ohwx.json"
+    record = headshots.best_lora_stage(
+        shots, identity_json, {}, trigger="ohwx", class_word="woman", out_json=out, log_path=tmp_path / "log"
+    )
+    assert record["epoch"] == 2 and "identity check is off" in record["why"]
+    assert (tmp_path / "lora" / "ohwx.safetensors").read_bytes() == b"lora 2"
+    assert json.loads(out.read_text())["epoch"] == 2
+
+
+def test_best_lora_waits_for_headshots(tmp_path: Path) -> None:
+    shots = tmp_path / "headshots.json"
+    shots.write_text(json.dumps({"state": "waiting"}))
+    out = tmp_path / "ohwx.json"
+    record = headshots.best_lora_stage(
+        shots, tmp_path / "none.json", {}, trigger="ohwx", class_word="", out_json=out, log_path=tmp_path / "log"
+    )
+    assert record["state"] == "waiting" and not out.with_suffix(".safetensors").exists()
+
+
+def test_headshots_alone_over_the_budget_are_refused(tmp_path: Path, capsys) -> None:
+    plan = _plan(tmp_path / "run", 2) if (tmp_path / "run").mkdir() is None else None
+    plan.train_sizes = [(1024, 1024)] * 10
+    plan.train_cfg = training.train_config({"max_train_epochs": 2, "gpu": "RTX 3060"})
+    (Path(plan.output_dir) / "me.safetensors").write_bytes(b"x")
+    (Path(plan.output_dir) / "me-000001.safetensors").write_bytes(b"x")
+    (tmp_path / "run" / "plan.json").write_text(json.dumps(plan.__dict__))
+    status = tmp_path / "status.json"
+    status.write_text(json.dumps({"state": "done", "run_dir": str(tmp_path / "run")}))
+    (tmp_path / "sdxl_gen_img.py").write_text("")
+    cfg = {
+        "sd_scripts": str(tmp_path),
+        "launcher": "",
+        "base_model": str(status),
+        "gpu": "RTX 3060",
+        "max_gpu_hours": 0.01,
+        "headshot_steps": 50,
+    }
+    out = tmp_path / "headshots.json"
+    code = headshots.headshots_stage(
+        cfg, status, trigger="ohwx", class_word="woman", status_path=out, log_path=tmp_path / "l",
+        env={"LIKENESS_ALLOW_NO_GPU": "1"},
+    )  # fmt: skip
+    assert code == 2 and json.loads(out.read_text())["state"] == "refused"
+    line = capsys.readouterr().out
+    assert "headshots refused: estimated" in line and "for 2 epochs' headshots exceeds train.max_gpu_hours 0.01" in line

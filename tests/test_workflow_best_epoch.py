@@ -1,0 +1,75 @@
+"""Headshots and the best epoch through the snakemake CLI, with the sd-scripts test doubles.
+
+The training double records the training images and the epoch to favour in its LoRAs; the generation
+double (tests/doubles/sdxl_gen_img.py) renders each epoch's "headshots" from those images, warped less
+at later epochs, except that one middle epoch is not warped at all. The workflow's identity model must
+pick exactly that epoch, and copy its LoRA to results/lora/<trigger>.safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from likeness.synthlib import build_two_person_library
+from train_helpers import double_config, double_env, read_jsonl
+from workflow_helpers import KEEP_ALL, copy_workflow, snakemake, write_config
+
+pytestmark = pytest.mark.snakemake
+
+GEN_OPTIONS = Path(__file__).resolve().parents[1] / "resources" / "kohya" / "sdxl_gen_img_v0.10.1_options.txt"
+PROMPTS = [
+    "{trigger} {class_word}, professional headshot, studio grey backdrop",
+    "{trigger} {class_word}, corporate portrait, navy blazer",
+    "{trigger} {class_word}, business portrait, soft key light",
+]
+
+
+@pytest.mark.parametrize("best", [3, 2])
+def test_the_workflow_picks_the_epoch_the_double_made_best(tmp_path: Path, best: int) -> None:
+    build_two_person_library(tmp_path / "library", n_person=6, n_other=0)
+    workdir = copy_workflow(tmp_path / "wf")
+    train = double_config(workdir, max_train_epochs=5, headshot_prompts=PROMPTS, headshot_steps=2, headshot_size=256)
+    write_config(
+        workdir,
+        tmp_path / "library",
+        person="Grace Hopper",
+        select={**KEEP_ALL, "max_identity_distance": "model"},
+        caption={"class_word": "woman"},
+        train=train,
+    )
+    env = {**double_env(), "LIKENESS_DOUBLE_BEST_EPOCH": str(best)}
+    snakemake(workdir, "--cores", "2", env=env)
+
+    record = json.loads((workdir / "results" / "lora" / "ohwx.json").read_text())
+    print(f"\nchosen epoch {record['epoch']}: {record['why']}")
+    for epoch, score in record["scores"].items():
+        print(f"  epoch {epoch}: median {score['median']}  {[i['distance'] for i in score['images']]}")
+    assert record["epoch"] == best
+    assert set(record["scores"]) == {"1", "2", "3", "4", "5"}
+    assert all(len(s["images"]) == 3 for s in record["scores"].values())
+    # A headshot counts only with exactly one face; the strongest warps may lose it, and say so.
+    notes = {i["note"] for s in record["scores"].values() for i in s["images"] if i["distance"] is None}
+    assert notes <= {"no face found"}
+    assert all(i["distance"] is not None for i in record["scores"][str(best)]["images"])
+    medians = {int(e): s["median"] for e, s in record["scores"].items()}
+    assert min(medians, key=medians.get) == best
+    output = next((workdir / "results" / "train").glob("*/output"))
+    chosen = output / (f"face-{best:06d}.safetensors" if best < 5 else "face.safetensors")
+    assert (workdir / "results" / "lora" / "ohwx.safetensors").read_bytes() == chosen.read_bytes()
+    assert record["source_lora"] == str(chosen)
+
+    # sdxl_gen_img.py was called once per saved epoch, with real option names only.
+    known = {line.strip() for line in GEN_OPTIONS.read_text().splitlines() if line.startswith("--")}
+    calls = read_jsonl(next((workdir / "results" / "headshots").glob("*/*/double_gen_invocations.jsonl")))
+    assert len(calls) == 5
+    for call in calls:
+        assert {arg for arg in call["argv"] if arg.startswith("--")} <= known
+        assert call["argv"][call["argv"].index("--ckpt") + 1] == train["base_model"]
+
+    # Once trained, the next run adds the training's report figures, and renders no headshot again.
+    snakemake(workdir, "--cores", "2", env=env)
+    assert "Nothing to be done" in snakemake(workdir, "-n", env=env).stdout
+    assert (workdir / "results" / "report" / "headshots.png").stat().st_size > 0  # the grid, epochs x prompts
+    assert len(read_jsonl(next((workdir / "results" / "headshots").glob("*/*/double_gen_invocations.jsonl")))) == 5

@@ -1,0 +1,54 @@
+# After training: headshots from every saved epoch's LoRA (sd-scripts' own sdxl_gen_img.py, on the GPU),
+# then the epoch whose headshots look most like the selected faces becomes results/lora/<trigger>.
+# Before a training has finished both jobs record that they are waiting and succeed.
+from likeness import headshots as lk_headshots
+
+BEST_LORA_JSON = f"results/lora/{lk_headshots.lora_stem(config['trigger'])}.json"
+
+
+rule headshots:
+    input:
+        status="results/train/status.json",
+    output:
+        status="results/headshots/status.json",
+    log:
+        "logs/headshots.log",
+    conda:
+        "../../envs/likeness.yaml"
+    resources:
+        gpu=1,
+        runtime=TRAIN_DRY_RUN.headshots_runtime_minutes,
+    params:
+        settings=config["train"],
+        trigger=config["trigger"],
+        class_word=TRAIN_CLASS_WORD,
+        ready=lk_training.launch_readiness(config["train"]),
+    script:
+        "../scripts/headshots.py"
+
+
+rule best_lora:
+    input:
+        headshots="results/headshots/status.json",
+        identity="results/dataset/identity.json",
+    output:
+        record=BEST_LORA_JSON,
+    log:
+        "logs/best_lora.log",
+    params:
+        select=config["select"],
+        trigger=config["trigger"],
+        class_word=TRAIN_CLASS_WORD,
+    run:
+        try:
+            lk_headshots.best_lora_stage(
+                input.headshots,
+                input.identity,
+                params.select,
+                trigger=params.trigger,
+                class_word=params.class_word,
+                out_json=output.record,
+                log_path=log[0],
+            )
+        except LikenessError as error:
+            raise WorkflowError(f"likeness: {error}") from None

@@ -1,0 +1,27 @@
+"""The headshots rule's script: render every saved epoch's headshots with sd-scripts' sdxl_gen_img.py.
+
+A separate process (not a `run:` job) so that Ctrl-C and SIGTERM reach the generation script through it.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
+
+from likeness.errors import LikenessError
+from likeness.headshots import headshots_stage
+
+smk = snakemake  # noqa: F821
+try:
+    code = headshots_stage(
+        smk.params.settings,
+        smk.input.status,
+        trigger=smk.params.trigger,
+        class_word=smk.params.class_word,
+        status_path=smk.output.status,
+        log_path=smk.log[0],
+    )
+except LikenessError as error:
+    print(f"likeness: {error}", file=sys.stderr)
+    code = 1
+sys.exit(code)
