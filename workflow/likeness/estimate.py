@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from likeness import step_budget
 from likeness.atomic import atomic_write_text
 from likeness.errors import ConfigError
 
@@ -425,6 +426,7 @@ class Estimate:
     max_gpu_hours: float
     warnings: list[str] = field(default_factory=list)
     under_budget_hints: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. what the auto step budget chose
 
     @property
     def steps_per_epoch(self) -> int:
@@ -496,6 +498,7 @@ class Estimate:
             f" = {self.total_hours:.2f} h",
             f"  cost: {self.total_hours:.2f} h x {self.hourly_cost:g}/h = {self.cost:.2f}",
         ]
+        lines += [f"  {note}" for note in self.notes]
         lines += [f"  WARNING: {w}" for w in self.warnings]
         message = self.budget_message()
         if message:
@@ -572,6 +575,8 @@ def estimate(
     resolution = int(cfg.get("resolution", 1024))
     train_sizes = _as_sizes(images, resolution)
     reg_sizes = _as_sizes(reg_images, resolution)
+    budget = step_budget.step_budget(cfg, len(train_sizes))  # "auto" repeats/epochs follow the image count
+    cfg = {**cfg, "num_repeats": budget.num_repeats, "max_train_epochs": budget.max_train_epochs}
     plan = plan_steps(
         train_sizes,
         num_repeats=int(cfg.get("num_repeats", 10)),
@@ -602,6 +607,9 @@ def estimate(
         hourly_cost=float(cfg.get("gpu_hourly_cost", 0.0) or 0.0),
         max_gpu_hours=float(cfg.get("max_gpu_hours", 0.0) or 0.0),
     )
+    note = budget.note(len(train_sizes))
+    if note:
+        result.notes.append(note)
     vram = max((r.vram_gb for r in table if r.gpu == gpu), default=row.vram_gb)
     needed = estimated_vram_gb(cfg)
     if vram > 0 and needed > vram:

@@ -37,7 +37,7 @@ from typing import Any, TextIO
 import yaml
 
 from likeness import estimate as est
-from likeness import kohya
+from likeness import kohya, step_budget
 from likeness.atomic import atomic_write_json, write_if_changed
 from likeness.errors import ConfigError, LikenessError
 
@@ -209,6 +209,9 @@ def prepare_run(
             raise ConfigError("train.class_word", "regularisation images need a class word")
         reg_images, reg_excluded = _collect_images(reg_dir, need_caption=False)
         excluded += [f"regularisation {reason}" for reason in reg_excluded]
+    # "auto" repeats and epochs become numbers for this dataset: the configs, the run id and the plan
+    # (and so every later estimate of this run) all see the same values.
+    cfg = step_budget.resolve(cfg, len(images))
     prompts = kohya.sample_prompts_text(
         cfg["sample_prompts"], trigger=trigger, class_word=class_word, resolution=cfg["resolution"]
     )
