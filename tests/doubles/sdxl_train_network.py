@@ -11,7 +11,8 @@ after another and not atomically (as accelerate does), so a SIGKILL while saving
 state; at the end ``<name>-state/`` and ``<name>.safetensors``; samples under ``<output_dir>/sample/``.
 
 Knobs (environment): LIKENESS_DOUBLE_STEP_SECONDS (sleep per step), LIKENESS_DOUBLE_SAVE_SECONDS (sleep
-between the files of a state). Records for the tests: every invocation's argv in
+between the files of a state), LIKENESS_DOUBLE_OPTIONS_TSV (the option list, for a copy outside tests/).
+Records for the tests: every invocation's argv in
 ``<output_dir>/double_invocations.jsonl`` and every step it ran in ``<output_dir>/double_steps.jsonl``.
 """
 
@@ -30,7 +31,11 @@ import zipfile
 import zlib
 from pathlib import Path
 
-OPTIONS_TSV = Path(__file__).resolve().parents[2] / "resources" / "kohya" / "sdxl_train_network_v0.10.1_options.tsv"
+# A copy of the double installed elsewhere (the trainer-install tests clone it) is told where the list is.
+OPTIONS_TSV = Path(
+    os.environ.get("LIKENESS_DOUBLE_OPTIONS_TSV")
+    or Path(__file__).resolve().parents[2] / "resources" / "kohya" / "sdxl_train_network_v0.10.1_options.tsv"
+)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 STATE_FILES = (
     "train_state.json",
