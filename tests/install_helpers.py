@@ -75,9 +75,10 @@ def make_wheels(root: Path, packages: dict[str, str] | None = None) -> Path:
     return out
 
 
-def pip_env(wheels: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment in which every pip call looks only in ``wheels`` (pip reads PIP_* like its options)."""
-    env = dict(os.environ)
+def pip_env(wheels: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this environment) in which every pip call looks only in ``wheels`` (pip reads
+    PIP_* variables like its options)."""
+    env = dict(os.environ if base is None else base)
     for key in ("PIP_CONSTRAINT", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL"):
         env.pop(key, None)
     env.update(
@@ -89,7 +90,6 @@ def pip_env(wheels: Path, extra: dict[str, str] | None = None) -> dict[str, str]
             "LIKENESS_DOUBLE_OPTIONS_TSV": str(OPTIONS_TSV),
         }
     )
-    env.update(extra or {})
     return env
 
 

@@ -119,7 +119,7 @@ def test_install_clones_checks_the_commit_builds_the_environment_and_records_ver
     pointer = json.loads((tmp_path / "cache" / "train" / ti.POINTER).read_text())
     assert pointer["root"] == str(install.root)
     log_text = (tmp_path / "logs" / "install.log").read_text()
-    assert "git clone" in log_text and "-r requirements.txt" in log_text
+    assert "clone --quiet --branch v0.10.1" in log_text and "-r requirements.txt" in log_text
     assert any("cloning sd-scripts v0.10.1" in line for line in lines)
 
     # a second call finds the finished install and changes nothing
@@ -181,7 +181,7 @@ trainer_install.ensure_installed(cfg, {log!r}, log=lambda line: print(line, flus
 def test_an_install_killed_midway_is_redone_cleanly(tmp_path, wheels) -> None:
     remote, commit = make_remote(tmp_path / "remote")
     cfg = install_config(tmp_path, remote, commit)
-    env = pip_env(wheels, {"PYTHONPATH": str(REPO_ROOT / "workflow")})
+    env = {**pip_env(wheels), "PYTHONPATH": str(REPO_ROOT / "workflow")}
     script = INSTALL_SCRIPT.format(cfg=cfg, log=str(tmp_path / "install.log"))
     process = subprocess.Popen(
         [sys.executable, "-c", script], env=env, start_new_session=True,

@@ -84,7 +84,9 @@ def _offline() -> bool:
 
 
 def _not_available(repo: str, cfg: Mapping[str, Any], why: str) -> ConfigError:
-    where = cfg.get("hub_cache") or "the Hugging Face cache (HF_HUB_CACHE)"
+    from huggingface_hub import constants
+
+    where = cfg.get("hub_cache") or f"the Hugging Face cache {constants.HF_HUB_CACHE}"
     return ConfigError(
         "train.base_model",
         f"{cfg.get('base_model_file')} of {repo} at {str(cfg.get('base_model_revision'))[:12]} is not in {where} "

@@ -173,8 +173,9 @@ class Install:
 
 def install_root(cfg: Mapping[str, Any], choice: TorchChoice) -> Path:
     py = f"py{sys.version_info.major}.{sys.version_info.minor}"
+    # absolute: pip runs requirements.txt from inside the checkout, and the launch from another folder
     return (
-        Path(str(cfg["cache_dir"])).expanduser()
+        Path(str(cfg["cache_dir"])).expanduser().absolute()
         / f"sd-scripts-{str(cfg['sd_scripts_commit'])[:12]}-{choice.build}-{py}"
     )
 
