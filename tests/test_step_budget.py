@@ -89,3 +89,13 @@ def test_prepared_run_writes_the_resolved_numbers(tmp_path: Path) -> None:
     # the run's estimate (recomputed at launch from the plan) counts the same steps
     estimate = training.plan_estimate(plan, {**plan.train_cfg, "gpu": "CPU"}, None)
     assert estimate.total_steps == 5 * 40 * 10
+
+
+def test_over_budget_hints_under_auto_say_which_repeats_they_assume() -> None:
+    cfg = {**training.train_config({}), "max_gpu_hours": 0.5}
+    message = est.estimate(cfg, 100).budget_message()
+    assert message and "train.max_train_epochs" in message
+    # fewer images alone would not help under "auto" (repeats would rise): the hint pins today's repeats
+    assert "training images (now 100) with train.num_repeats 2" in message
+    explicit = est.estimate({**cfg, "num_repeats": 2, "max_train_epochs": 10}, 100).budget_message()
+    assert explicit and "training images (now 100)" in explicit and "with train.num_repeats" not in explicit

@@ -622,7 +622,7 @@ def estimate(
         result.warnings.append("no training images")
     if with_hints and result.exceeds_budget:
         result.under_budget_hints = _under_budget_hints(
-            cfg, train_sizes, reg_sizes, calibration_path, table, sample_steps
+            cfg, train_sizes, reg_sizes, calibration_path, table, sample_steps, budget.auto_keys
         )
     return result
 
@@ -647,6 +647,7 @@ def _under_budget_hints(
     calibration_path: str | Path | None,
     table: Sequence[SpeedRow],
     sample_steps: Sequence[int],
+    auto_keys: Sequence[str] = (),
 ) -> list[str]:
     budget = float(cfg.get("max_gpu_hours", 0.0))
 
@@ -672,7 +673,9 @@ def _under_budget_hints(
         hints.append(f"train.num_repeats {fit} (now {repeats})")
     fit = _largest_fitting(len(train_sizes), lambda n: with_changes(images=train_sizes[:n]), budget)
     if fit:
-        hints.append(f"at most {fit} training images (now {len(train_sizes)})")
+        # with num_repeats "auto" fewer images would get more repeats: the hint holds for fixed repeats
+        pinned = f" with train.num_repeats {repeats}" if "num_repeats" in auto_keys else ""
+        hints.append(f"at most {fit} training images (now {len(train_sizes)}){pinned}")
     return hints
 
 
