@@ -76,6 +76,10 @@ def test_install_by_name_then_the_training_launches_with_the_install_and_the_hub
     ]
     argv = invocations[0]["argv"]
     assert argv[argv.index("--pretrained_model_name_or_path") + 1] == str(snapshot)
+    # the run folder says which install and model trained it
+    trainer = json.loads((output / "trainer.json").read_text())
+    assert trainer["base_model"] == str(snapshot) and trainer["installed"] == versions
+    assert trainer["sd_scripts"].endswith(f"{root.name}/sd-scripts")
 
 
 def test_offline_without_the_base_model_in_the_cache_is_one_line(setup, tmp_path):

@@ -615,17 +615,20 @@ def run_training(
         if not locked:
             out.write(f"training refused: another training is running in {plan.run_dir}/\n")
             return 3
-        cfg, model_file = _launch_inputs(cfg, log_path, run_env, out)
+        cfg, model_file, trainer = _launch_inputs(cfg, log_path, run_env, out)
+        # which sd-scripts, torch and base model trained this run (a resume may use a newer install)
+        record = {"sd_scripts": cfg["sd_scripts"], "base_model": model_file or cfg["base_model"], **trainer}
+        atomic_write_json(Path(plan.run_dir) / "trainer.json", record)
         return _launch(plan, cfg, log_path, status_path, calibration_path, run_env, out, model_file)
 
 
 def _launch_inputs(
     cfg: Mapping[str, Any], log_path: str | Path, env: dict[str, str], out: TextIO
-) -> tuple[dict[str, Any], str | None]:
+) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
     """Install sd-scripts ("auto") and fetch the base model (a repo id): only now, right before the launch.
 
-    Returns the config pointing at the install and the downloaded model file (None for a local file, which
-    train.toml already names).
+    Returns the config pointing at the install, the downloaded model file (None for a local file, which
+    train.toml already names) and the install's versions record (empty for a given checkout).
     """
 
     def say(line: str) -> None:
@@ -636,12 +639,12 @@ def _launch_inputs(
     if bm.is_repo_id(str(cfg.get("base_model") or "")):  # first: offline without it fails at once
         model_file = str(bm.resolve(cfg, log=say).absolute())
         say(f"base model: {model_file}")
-    settings = dict(cfg)
+    settings, versions = dict(cfg), {}
     if str(cfg.get("sd_scripts")) == "auto":
         install = ti.ensure_installed(cfg, log_path, env=env, log=say)
         say(f"trainer: {ti.describe(install)} in {install.root}/")
-        settings = ti.launch_settings(cfg, install)
-    return settings, model_file
+        settings, versions = ti.launch_settings(cfg, install), {"installed": install.versions}
+    return settings, model_file, versions
 
 
 def launch_command_preview(cfg: Mapping[str, Any], plan: RunPlan) -> list[str]:
