@@ -91,3 +91,23 @@ def test_offline_without_the_base_model_in_the_cache_is_one_line(setup, tmp_path
     lines = [line for line in text.splitlines() if "config key 'train.base_model'" in line]
     assert lines and FILENAME in lines[0] and "offline" in lines[0], text
     assert not (workdir / "cache" / "train").exists() or not list((workdir / "cache" / "train").glob("sd-scripts-*"))
+
+
+def test_without_a_gpu_the_defaults_list_every_job_and_download_nothing(tmp_path):
+    library = build_small_library(tmp_path / "library", n_photos=3)
+    write_sqlite(library)
+    workdir = copy_workflow(tmp_path / "wf")
+    write_config(workdir, library.root)  # every train default: sd_scripts auto, SDXL from the hub, auto steps
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    env = {"HF_HUB_CACHE": str(hub), "CUDA_VISIBLE_DEVICES": ""}
+    dry = snakemake(workdir, "-n", env=env).stdout
+    for rule in ("export_markers", "crop_face", "select_faces", "caption_faces", "train"):
+        assert rule in dry
+    assert "training estimate (RTX 4090, 1024 px, batch 1)" in dry
+    assert "auto step budget for 5 images: train.num_repeats 40, train.max_train_epochs 10" in dry
+    assert "install_trainer" not in dry  # only when asked by name
+
+    result = snakemake(workdir, "--cores", "2", env=env)
+    assert "training is ready in results/train/" in result.stdout + result.stderr
+    assert not (workdir / "cache" / "train").exists() and not list(hub.iterdir())
