@@ -232,15 +232,13 @@ def head_commit(checkout: Path) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def _check_commit(checkout: Path, cfg: Mapping[str, Any]) -> None:
+def _check_commit(checkout: Path, cfg: Mapping[str, Any], *, cached: bool = False) -> None:
     expected = str(cfg["sd_scripts_commit"])
-    actual = head_commit(checkout)
+    actual = head_commit(checkout) or "unknown"
     if actual != expected:
-        raise ConfigError(
-            "train.sd_scripts_commit",
-            f"{cfg['sd_scripts_repo']} tag {RELEASE_TAG} is commit {actual or 'unknown'}, not {expected}: "
-            "refusing to install it",
-        )
+        what = f"the install in {checkout} is at" if cached else f"{cfg['sd_scripts_repo']} tag {RELEASE_TAG} is"
+        action = "refusing to use it (delete that folder to reinstall)" if cached else "refusing to install it"
+        raise ConfigError("train.sd_scripts_commit", f"{what} commit {actual}, not {expected}: {action}")
 
 
 def _clone(cfg: Mapping[str, Any], target: Path, log_file: Any, env: Mapping[str, str]) -> None:
@@ -296,7 +294,7 @@ def ensure_installed(
     with _install_lock(cache_dir):
         done = installed(root)
         if done:
-            _check_commit(done.checkout, cfg)  # an edited cache is refused like a wrong clone
+            _check_commit(done.checkout, cfg, cached=True)  # an edited cache is refused like a wrong clone
             _write_pointer(cache_dir, done)
             return done
         if root.exists():
