@@ -48,7 +48,7 @@ def setup(tmp_path):
 
 
 def test_install_by_name_then_the_training_launches_with_the_install_and_the_hub_file(setup):
-    workdir, _library, _train, env, snapshot, commit = setup
+    workdir, library, train, env, snapshot, commit = setup
     # the default target on this GPU-less machine installs nothing heavy...
     # (here LIKENESS_ALLOW_NO_GPU=1 stands in for a GPU, so the plain run would launch: ask by name first)
     result = snakemake(workdir, "--cores", "1", "install_trainer", env=env)
@@ -81,6 +81,10 @@ def test_install_by_name_then_the_training_launches_with_the_install_and_the_hub
     assert trainer["base_model"] == str(snapshot) and trainer["installed"] == versions
     assert trainer["sd_scripts"].endswith(f"{root.name}/sd-scripts")
 
+    # the install depends on its own keys only: a new GPU price does not ask for it again
+    write_config(workdir, library.root, train={**train, "gpu_hourly_cost": 9.0})
+    assert "Nothing to be done" in snakemake(workdir, "-n", "install_trainer", env=env).stdout
+
 
 def test_offline_without_the_base_model_in_the_cache_is_one_line(setup, tmp_path):
     workdir, _library, _train, env, _snapshot, _commit = setup
@@ -111,3 +115,6 @@ def test_without_a_gpu_the_defaults_list_every_job_and_download_nothing(tmp_path
     result = snakemake(workdir, "--cores", "2", env=env)
     assert "training is ready in results/train/" in result.stdout + result.stderr
     assert not (workdir / "cache" / "train").exists() and not list(hub.iterdir())
+    status = json.loads((workdir / "results" / "train" / "status.json").read_text())
+    ready = (workdir / status["run_dir"] / "READY").read_text()
+    assert "cache/train/sd-scripts-ae72efb92bab-<torch build>/sd-scripts/sdxl_train_network.py" in ready
