@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from likeness import kohya, training
+from likeness import kohya, step_budget, training
 from likeness.errors import ConfigError
 from train_helpers import CLASS_WORD, TRIGGER, double_config, make_images
 
@@ -172,7 +172,8 @@ def test_unknown_train_key_is_a_one_line_config_error(tmp_path: Path) -> None:
 
 
 def test_defaults_fit_a_24gb_card() -> None:
-    cfg = training.train_config({"base_model": "stabilityai/stable-diffusion-xl-base-1.0"})
+    # "auto" repeats and epochs are resolved for the dataset before any config is written
+    cfg = step_budget.resolve(training.train_config({}), 20)
     options = kohya.build_train_options(cfg, output_dir="/o", sample_prompts_path="/p.txt")
     flat = {key: value for table in options.values() for key, value in table.items()}
     assert flat["mixed_precision"] == "bf16" and flat["sdpa"] is True
@@ -180,5 +181,5 @@ def test_defaults_fit_a_24gb_card() -> None:
     assert flat["cache_text_encoder_outputs"] is True and flat["network_train_unet_only"] is True
     assert flat["optimizer_type"] in ("AdamW8bit", "Adafactor")
     assert 8 <= flat["network_dim"] <= 64 and type(flat["learning_rate"]) is float
-    assert flat["max_train_epochs"] >= 1 and "max_train_steps" not in flat
+    assert flat["max_train_epochs"] == 10 and "max_train_steps" not in flat
     assert kohya.check_train_options(options) == []

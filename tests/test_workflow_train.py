@@ -58,6 +58,9 @@ def test_without_gpu_or_sd_scripts_the_run_prepares_training_and_exits_0(workflo
     run_dir = workdir / status["run_dir"]
     assert {"dataset.toml", "train.toml", "sample_prompts.txt", "estimate.json"} <= {p.name for p in run_dir.iterdir()}
     assert "Nothing to be done" in snakemake(workdir, "-n").stdout
+    # train.sd_scripts "auto" and the hub base model (the defaults) are fetched only for a launch
+    assert status["missing"] == ["no GPU found (nvidia-smi -L)"]
+    assert not (workdir / "cache" / "train").exists()
 
 
 def test_budget_guard_refuses_and_the_dry_run_warns(workflow):

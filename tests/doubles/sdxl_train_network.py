@@ -14,9 +14,9 @@ state; at the end ``<name>-state/`` and ``<name>.safetensors``; samples under ``
 Knobs (environment): LIKENESS_DOUBLE_STEP_SECONDS (sleep per step), LIKENESS_DOUBLE_SAVE_SECONDS (sleep
 between the files of a state), LIKENESS_DOUBLE_BEST_EPOCH (the epoch whose LoRA the generation double
 renders most faithfully; recorded in each LoRA's metadata with the training images' folder, which is
-what tests/doubles/sdxl_gen_img.py builds its "generated" images from). Records for the tests: every
-invocation's argv in ``<output_dir>/double_invocations.jsonl`` and every step it ran in
-``<output_dir>/double_steps.jsonl``.
+what tests/doubles/sdxl_gen_img.py builds its "generated" images from), LIKENESS_DOUBLE_OPTIONS_TSV (the
+option list, for a copy outside tests/). Records for the tests: every invocation's argv in
+``<output_dir>/double_invocations.jsonl`` and every step it ran in ``<output_dir>/double_steps.jsonl``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,11 @@ import zipfile
 import zlib
 from pathlib import Path
 
-OPTIONS_TSV = Path(__file__).resolve().parents[2] / "resources" / "kohya" / "sdxl_train_network_v0.10.1_options.tsv"
+# A copy of the double installed elsewhere (the trainer-install tests clone it) is told where the list is.
+OPTIONS_TSV = Path(
+    os.environ.get("LIKENESS_DOUBLE_OPTIONS_TSV")
+    or Path(__file__).resolve().parents[2] / "resources" / "kohya" / "sdxl_train_network_v0.10.1_options.tsv"
+)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 STATE_FILES = (
     "train_state.json",
@@ -78,9 +82,34 @@ def check_dataset_keys(doc: dict, scopes: dict[str, set[str]]) -> None:
                     fail(f"dataset config: extra keys not allowed @ data['datasets'][0]['subsets'][0]['{key}']")
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    import cv2
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG IHDR or a JPEG SOF marker, for an environment without OpenCV."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    pos = 2
+    while data.startswith(b"\xff\xd8") and pos + 9 < len(data):
+        if data[pos] != 0xFF:
+            pos += 1
+            continue
+        marker = data[pos + 1]
+        if marker in (0xD8, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:
+            pos += 1 if marker == 0xFF else 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return width, height
+        pos += 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+    return None
 
+
+def image_size(path: Path) -> tuple[int, int]:
+    try:
+        import cv2
+    except ImportError:  # a freshly installed environment (the trainer-install tests) has no OpenCV
+        size = _header_size(path.read_bytes()[: 256 * 1024])
+        if size is None:
+            fail(f"cannot read image {path}")
+        return size
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         fail(f"cannot read image {path}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from likeness import tables
+from likeness import step_budget, tables
 from likeness.atomic import atomic_write_bytes
 from likeness.errors import ConfigError, LikenessError
 
@@ -416,6 +416,7 @@ class Estimate:
     max_gpu_hours: float
     warnings: list[str] = field(default_factory=list)
     under_budget_hints: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. what the auto step budget chose
 
     @property
     def steps_per_epoch(self) -> int:
@@ -487,6 +488,7 @@ class Estimate:
             f" = {self.total_hours:.2f} h",
             f"  cost: {self.total_hours:.2f} h x {self.hourly_cost:g}/h = {self.cost:.2f}",
         ]
+        lines += [f"  {note}" for note in self.notes]
         lines += [f"  WARNING: {w}" for w in self.warnings]
         message = self.budget_message()
         if message:
@@ -572,6 +574,8 @@ def estimate(
     resolution = int(cfg.get("resolution", 1024))
     train_sizes = _as_sizes(images, resolution)
     reg_sizes = _as_sizes(reg_images, resolution)
+    budget = step_budget.step_budget(cfg, len(train_sizes))  # "auto" repeats/epochs follow the image count
+    cfg = {**cfg, "num_repeats": budget.num_repeats, "max_train_epochs": budget.max_train_epochs}
     plan = plan_steps(
         train_sizes,
         num_repeats=int(cfg.get("num_repeats", 10)),
@@ -602,6 +606,9 @@ def estimate(
         hourly_cost=float(cfg.get("gpu_hourly_cost", 0.0) or 0.0),
         max_gpu_hours=float(cfg.get("max_gpu_hours", 0.0) or 0.0),
     )
+    note = budget.note(len(train_sizes))
+    if note:
+        result.notes.append(note)
     vram = max((r.vram_gb for r in table if r.gpu == gpu), default=row.vram_gb)
     needed = estimated_vram_gb(cfg)
     if vram > 0 and needed > vram:
@@ -614,7 +621,7 @@ def estimate(
         result.warnings.append("no training images")
     if with_hints and result.exceeds_budget:
         result.under_budget_hints = _under_budget_hints(
-            cfg, train_sizes, reg_sizes, calibration_path, table, sample_steps
+            cfg, train_sizes, reg_sizes, calibration_path, table, sample_steps, budget.auto_keys
         )
     return result
 
@@ -639,6 +646,7 @@ def _under_budget_hints(
     calibration_path: str | Path | None,
     table: Sequence[SpeedRow],
     sample_steps: Sequence[int],
+    auto_keys: Sequence[str] = (),
 ) -> list[str]:
     budget = float(cfg.get("max_gpu_hours", 0.0))
 
@@ -664,7 +672,9 @@ def _under_budget_hints(
         hints.append(f"train.num_repeats {fit} (now {repeats})")
     fit = _largest_fitting(len(train_sizes), lambda n: with_changes(images=train_sizes[:n]), budget)
     if fit:
-        hints.append(f"at most {fit} training images (now {len(train_sizes)})")
+        # with num_repeats "auto" fewer images would get more repeats: the hint holds for fixed repeats
+        pinned = f" with train.num_repeats {repeats}" if "num_repeats" in auto_keys else ""
+        hints.append(f"at most {fit} training images (now {len(train_sizes)}){pinned}")
     return hints
 
 

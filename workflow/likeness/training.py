@@ -37,8 +37,10 @@ from typing import Any, TextIO
 
 import yaml
 
+from likeness import base_model as bm
 from likeness import estimate as est
-from likeness import kohya
+from likeness import kohya, step_budget
+from likeness import trainer_install as ti
 from likeness.atomic import atomic_write_json, write_if_changed
 from likeness.errors import ConfigError, LikenessError
 
@@ -58,9 +60,11 @@ STATE_FILES = (
 TORCH_ZIP_FILES = ("optimizer.bin", "scheduler.bin", "random_states_0.pkl")  # torch.save's zip container
 HASH_LENGTH = 12
 FINAL_STATES = ("ready", "done")
+# Where and how sd-scripts is installed and the base model cached: the machine's business, not the LoRA's.
+INSTALL_KEYS = ("sd_scripts_repo", "sd_scripts_commit", "cache_dir", "torch", "torch_index_url", "hub_cache")
 # Keys that do not shape the trained LoRA: taken from the current config when a planned run is launched;
 # every other key comes from the plan, so the estimate always describes the configs in the run folder.
-RUNTIME_KEYS = ("sd_scripts", "launcher", "python", "gpu", "gpu_hourly_cost", "max_gpu_hours")
+RUNTIME_KEYS = ("sd_scripts", "launcher", "python", "gpu", "gpu_hourly_cost", "max_gpu_hours", *INSTALL_KEYS)
 
 
 # --- config -------------------------------------------------------------------------------------------------
@@ -168,15 +172,11 @@ def _give_run_copy(source: Path, target: Path, *, link: bool = False) -> None:
 
 
 def base_model_problem(base_model: str) -> str | None:
-    """Why the base model cannot be used (None when it is a local file/folder or looks like a repo id)."""
+    """Why the base model cannot be used (None when it is a local file/folder or a repo id, fetched at launch)."""
     if not base_model:
         return "train.base_model is not set"
-    path = Path(base_model).expanduser()
-    if path.exists():
+    if bm.is_repo_id(base_model) or Path(base_model).expanduser().exists():
         return None
-    looks_like_path = base_model.startswith((".", "/", "~")) or path.suffix in (".safetensors", ".ckpt")
-    if not looks_like_path and re.fullmatch(r"[\w.-]+/[\w.-]+", base_model):
-        return None  # a Hugging Face repo id: sd-scripts downloads it
     return f"train.base_model {base_model!r} does not exist"
 
 
@@ -210,6 +210,9 @@ def prepare_run(
             raise ConfigError("train.class_word", "regularisation images need a class word")
         reg_images, reg_excluded = _collect_images(reg_dir, need_caption=False)
         excluded += [f"regularisation {reason}" for reason in reg_excluded]
+    # "auto" repeats and epochs become numbers for this dataset: the configs, the run id and the plan
+    # (and so every later estimate of this run) all see the same values.
+    cfg = step_budget.resolve(cfg, len(images))
     prompts = kohya.sample_prompts_text(
         cfg["sample_prompts"], trigger=trigger, class_word=class_word, resolution=cfg["resolution"]
     )
@@ -227,7 +230,7 @@ def prepare_run(
         "dataset_toml": kohya.dumps_toml(placeholder_dataset),
         "train_toml": kohya.dumps_toml(placeholder_train),
         "sample_prompts": prompts,
-        "base_model": cfg["base_model"],
+        "base_model": bm.identity(cfg),  # a local path, or repo@revision/file
     }
     run_id = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:HASH_LENGTH]
     run_dir = Path(runs_root) / run_id
@@ -392,13 +395,14 @@ def missing_for_launch(cfg: Mapping[str, Any], env: Mapping[str, str] | None = N
     sd_scripts = str(cfg.get("sd_scripts") or "")
     if not sd_scripts:
         missing.append("train.sd_scripts is not set")
-    elif not (Path(sd_scripts).expanduser() / "sdxl_train_network.py").is_file():
+    elif sd_scripts != "auto" and not (Path(sd_scripts).expanduser() / "sdxl_train_network.py").is_file():
         missing.append(f"train.sd_scripts {sd_scripts!r} has no sdxl_train_network.py")
     problem = base_model_problem(str(cfg.get("base_model") or ""))
     if problem:
         missing.append(problem)
     program = launcher_argv(cfg)[0]
-    if not (shutil.which(program) or Path(program).is_file()):
+    # with "auto" the launcher (accelerate, python) comes from the environment the install builds
+    if sd_scripts != "auto" and not (shutil.which(program) or Path(program).is_file()):
         missing.append(f"launcher {program!r} not found (train.launcher / train.python)")
     return missing
 
@@ -410,10 +414,16 @@ def launch_readiness(cfg: Mapping[str, Any]) -> str:
     return "ready to launch" if not missing else "missing: " + "; ".join(missing)
 
 
-def launch_command(cfg: Mapping[str, Any], plan: RunPlan, resume: tuple[Path, int] | None) -> list[str]:
+def launch_command(
+    cfg: Mapping[str, Any], plan: RunPlan, resume: tuple[Path, int] | None, model_file: str | None = None
+) -> list[str]:
+    """The training command. ``model_file``: the downloaded base model, which replaces the repo id that
+    train.toml names (sd-scripts' command line wins over its config file)."""
     script = Path(str(cfg["sd_scripts"])).expanduser().resolve() / "sdxl_train_network.py"
     command = [*launcher_argv(cfg), str(script), "--config_file", plan.train_toml]
     command += ["--dataset_config", plan.dataset_toml]
+    if model_file:
+        command += ["--pretrained_model_name_or_path", model_file]
     if resume:
         state_dir, epoch = resume
         command += ["--resume", str(state_dir.resolve()), "--initial_epoch", str(epoch + 1)]
@@ -606,11 +616,42 @@ def run_training(
         if not locked:
             out.write(f"training refused: another training is running in {plan.run_dir}/\n")
             return 3
-        return _launch(plan, cfg, log_path, status_path, calibration_path, run_env, out)
+        cfg, model_file, trainer = _launch_inputs(cfg, log_path, run_env, out)
+        # which sd-scripts, torch and base model trained this run (a resume may use a newer install)
+        record = {"sd_scripts": cfg["sd_scripts"], "base_model": model_file or cfg["base_model"], **trainer}
+        atomic_write_json(Path(plan.run_dir) / "trainer.json", record)
+        return _launch(plan, cfg, log_path, status_path, calibration_path, run_env, out, model_file)
+
+
+def _launch_inputs(
+    cfg: Mapping[str, Any], log_path: str | Path, env: dict[str, str], out: TextIO
+) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
+    """Install sd-scripts ("auto") and fetch the base model (a repo id): only now, right before the launch.
+
+    Returns the config pointing at the install, the downloaded model file (None for a local file, which
+    train.toml already names) and the install's versions record (empty for a given checkout).
+    """
+
+    def say(line: str) -> None:
+        out.write(f"{line}\n")
+        out.flush()
+
+    model_file = None
+    if bm.is_repo_id(str(cfg.get("base_model") or "")):  # first: offline without it fails at once
+        model_file = str(bm.resolve(cfg, log=say).absolute())
+        say(f"base model: {model_file}")
+    settings, versions = dict(cfg), {}
+    if str(cfg.get("sd_scripts")) == "auto":
+        install = ti.ensure_installed(cfg, log_path, env=env, log=say)
+        say(f"trainer: {ti.describe(install)} in {install.root}/")
+        settings, versions = ti.launch_settings(cfg, install), {"installed": install.versions}
+    return settings, model_file, versions
 
 
 def launch_command_preview(cfg: Mapping[str, Any], plan: RunPlan) -> list[str]:
     sd_scripts = str(cfg.get("sd_scripts") or "<train.sd_scripts>")
+    if sd_scripts == "auto":  # where install_trainer puts it (the torch build follows the machine's driver)
+        sd_scripts = f"{cfg['cache_dir']}/sd-scripts-{str(cfg['sd_scripts_commit'])[:12]}-<torch build>/sd-scripts"
     return launch_command({**cfg, "sd_scripts": sd_scripts}, plan, find_resume_state(plan.output_dir, plan.output_name))
 
 
@@ -622,11 +663,12 @@ def _launch(
     calibration_path: str | Path,
     env: dict[str, str],
     out: TextIO,
+    model_file: str | None = None,
 ) -> int:
     with contextlib.suppress(FileNotFoundError):
         (Path(plan.run_dir) / "READY").unlink()
     resume = find_resume_state(plan.output_dir, plan.output_name)
-    command = launch_command(cfg, plan, resume)
+    command = launch_command(cfg, plan, resume, model_file)
     start_note = f"resuming from {resume[0].name} (epoch {resume[1] + 1})" if resume else "starting from epoch 1"
     out.write(f"training {plan.run_id}: {start_note}; log: {log_path}\n")
     out.flush()

@@ -2,6 +2,7 @@
 # count, time and cost in `snakemake -n`; the job itself checks for a usable GPU, the budget, the
 # sd-scripts checkout and the base model. Without them it prepares a ready-to-launch run and exits 0.
 # Every dataset or config trains into its own run folder (results/train/<hash>/); nothing is deleted.
+from likeness import trainer_install as lk_trainer_install
 
 
 rule train:
@@ -28,3 +29,23 @@ rule train:
         TRAIN_DRY_RUN.message
     script:
         "../scripts/train.py"
+
+
+rule install_trainer:
+    """Install kohya sd-scripts v0.10.1 and its Python environment (torch for this machine's driver) under
+    train.cache_dir. Runs only when asked by name; the train job installs it by itself right before a
+    launch, so a run without a GPU never downloads anything heavy."""
+    output:
+        f"{config['train']['cache_dir']}/{lk_trainer_install.POINTER}",
+    log:
+        "logs/install_trainer.log",
+    conda:
+        "../../envs/likeness.yaml"
+    params:
+        # only what shapes the install, so that e.g. a new GPU price does not reinstall
+        settings={
+            key: config["train"][key]
+            for key in ("sd_scripts", *lk_training.INSTALL_KEYS)
+        },
+    script:
+        "../scripts/install_trainer.py"

@@ -13,6 +13,8 @@ missing=()
 pkg-config --exists libmariadb 2>/dev/null || missing+=(libmariadb-dev)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v gcc >/dev/null || missing+=(gcc)
+# git fetches kohya sd-scripts when a training first launches (train.sd_scripts: auto), and the tests clone.
+command -v git >/dev/null || missing+=(git)
 # libjpeg-turbo's TurboJPEG library: the crop stage decodes only the region around a face with it.
 ldconfig -p 2>/dev/null | grep -q 'libturbojpeg\.so\.0' || missing+=(libturbojpeg0)
 # libjpeg-turbo's headers: the crop stage's C helper decodes only the rows a face crop needs.
