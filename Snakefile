@@ -16,6 +16,7 @@ include: "workflow/rules/crop.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/caption.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/bundle.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -28,3 +29,9 @@ rule all:
         "results/captions/captions.tsv",
         "results/train/status.json",
         REPORT_FIGURES,
+
+
+# On a cluster (profiles/slurm) only the training is submitted (and the captioning, with
+# train.submit_caption): every other job is quick, per face, or reads the originals, and runs where
+# Snakemake runs.
+workflow.localrules(*lk_cluster_local_rules(workflow, config))

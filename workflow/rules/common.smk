@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from likeness import atomic as lk_atomic
+from likeness import bundle as lk_bundle
 from likeness import captions as lk_captions
 from likeness import crop as lk_crop
 from likeness import selection as lk_selection
@@ -41,19 +42,28 @@ def run_logged(log_path, job, *args):
             raise WorkflowError(f"likeness: {error}") from None
 
 
+EXPORT_DIR = "results/export"
+# A job running on another machine (a Slurm node: Snakemake parses this file again there) or a training
+# bundle unpacked on a rented GPU machine has neither the database nor the originals: it reads the
+# export the main process wrote instead of asking the database again.
+FROM_EXPORT = workflow.remote_exec or lk_bundle.is_bundle(".")
+
 try:
     validate_config(config)
-    # The job list comes from one quick read-only query while the Snakefile is parsed, so that
-    # `snakemake -n` shows every job (a checkpoint would hide everything behind it).
-    EXPORT = lk_sources.read_export(
-        lk_sources.make_engine(
+    if FROM_EXPORT:
+        EXPORT = lk_sources.read_tables(EXPORT_DIR, config["person"])
+    else:
+        # The job list comes from one quick read-only query while the Snakefile is parsed, so that
+        # `snakemake -n` shows every job (a checkpoint would hide everything behind it).
+        EXPORT = lk_sources.read_export(
+            lk_sources.make_engine(
+                config["source"]["url"],
+                config["source"]["password_env"],
+                config["source"]["option_file"],
+            ),
+            config["person"],
             config["source"]["url"],
-            config["source"]["password_env"],
-            config["source"]["option_file"],
-        ),
-        config["person"],
-        config["source"]["url"],
-    )
+        )
 except LikenessError as error:
     fail(error)
 
@@ -110,5 +120,16 @@ try:
     TRAIN_DRY_RUN = lk_training.dry_run(
         config["train"], TRAIN_DATASET, assumed_images=expected_training_images()
     )
+    TRAIN_READINESS = lk_training.readiness_param(
+        config["train"], "results/train/status.json"
+    )
 except LikenessError as error:
     fail(error)
+
+
+def lk_cluster_local_rules(workflow, config):
+    """Every rule except those a cluster profile submits (train; caption_faces with train.submit_caption)."""
+    submitted = {"train"} | (
+        {"caption_faces"} if config["train"]["submit_caption"] else set()
+    )
+    return [rule.name for rule in workflow.rules if rule.name not in submitted]
