@@ -38,7 +38,7 @@ import yaml
 
 from likeness import estimate as est
 from likeness import kohya
-from likeness.atomic import atomic_write_json, write_if_changed
+from likeness.atomic import atomic_write_bytes, atomic_write_json, write_if_changed
 from likeness.errors import ConfigError, LikenessError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "train.schema.yaml"
@@ -75,6 +75,7 @@ RUNTIME_KEYS = (
 # working directory), so a run folder trains wherever it is unpacked.
 RUN_DATASET, RUN_REG, RUN_OUTPUT, RUN_PROMPTS = "dataset", "reg", "output", "sample_prompts.txt"
 MEASURED_NAME = "likeness_measured_speed.json"
+RUN_LOG_NAME = "likeness_train.log"
 # The train rule's readiness param (see readiness_param).
 LAUNCHABLE = "ready to launch"
 FINISHED_ELSEWHERE = "finished: its LoRA is in the run folder"
@@ -467,6 +468,24 @@ def _read_status(status_path: str | Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def finished_elsewhere(cfg: Mapping[str, Any], status_path: str | Path, inputs: Sequence[str | Path] = ()) -> bool:
+    """The run status.json left at 'ready' has its LoRA now (trained on another machine, output/ copied back),
+    and neither the config nor the ``inputs`` (the dataset's tables) changed since it was planned: the next
+    train job only records it as done."""
+    status = _read_status(status_path)
+    if not status or status.get("state") != "ready":
+        return False
+    try:
+        plan = RunPlan.load(Path(str(status.get("run_dir", ""))))
+        planned = (Path(plan.run_dir) / "plan.json").stat().st_mtime
+        if any(Path(p).stat().st_mtime > planned for p in inputs):
+            return False
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    current = {k: v for k, v in train_config(cfg).items() if k not in RUNTIME_KEYS}
+    return current == plan.train_cfg and training_finished(plan)
+
+
 def readiness_param(cfg: Mapping[str, Any], status_path: str | Path, env: Mapping[str, str] | None = None) -> str:
     """The train rule's ``ready`` param: it changes only when a run that stopped at 'ready' can now go on.
 
@@ -672,6 +691,7 @@ def run_training(
 
     details = {} if readiness is None else {"readiness": readiness}
     if training_finished(plan):
+        _restore_training_log(plan, log_path)
         imported = import_measured_speed(plan, calibration_path)
         if imported:
             out.write(f"measured {imported:.3f} s/step (recorded with the run); stored in {calibration_path}\n")
@@ -697,6 +717,16 @@ def run_training(
             out.write(f"training refused: another training is running in {plan.run_dir}/\n")
             return 3
         return _launch(plan, cfg, log_path, status_path, calibration_path, run_env, out, details)
+
+
+def _restore_training_log(plan: RunPlan, log_path: str | Path) -> None:
+    """The rule's log for a run that finished elsewhere: the copy of sd-scripts' log kept in output/."""
+    run_log, log_path = Path(plan.output_dir) / RUN_LOG_NAME, Path(log_path)
+    if run_log.is_file():
+        if not log_path.is_file() or log_path.read_bytes() != run_log.read_bytes():
+            atomic_write_bytes(log_path, run_log.read_bytes())
+    elif not log_path.is_file():
+        atomic_write_bytes(log_path, f"training {plan.run_id} finished elsewhere; its log was not kept\n".encode())
 
 
 def import_measured_speed(plan: RunPlan, calibration_path: str | Path) -> float | None:
@@ -807,6 +837,8 @@ def _launch(
         atomic_write_json(plan.measured_json, asdict(row))
         est.record_calibration(calibration_path, row)
         out.write(f"measured {measured:.3f} s/step on {cfg['gpu']}; stored in {calibration_path}\n")
+    # The training's log beside its LoRA files too (the loss curve comes from it), for the same reason.
+    atomic_write_bytes(Path(plan.output_dir) / RUN_LOG_NAME, log_file.read_bytes())
     _write_status(plan, status_path, "done", seconds=round(elapsed, 1), measured_seconds_per_step=measured, **details)
     out.write(f"training finished: {plan.final_lora}\n")
     return 0
@@ -834,11 +866,12 @@ class DryRun:
 
     lines: list[str]
     runtime_minutes: int  # Snakemake's ``runtime`` resource
+    gpus: int = 1  # Snakemake's ``gpu`` resource (0 when the job only records a run finished elsewhere)
 
     @property
     def message(self) -> str:
         """The lines as a rule ``message:`` (braces escaped for format), with the job's resources."""
-        text = "\n".join([*self.lines, f"  resources: gpu=1, runtime={self.runtime_minutes} min"])
+        text = "\n".join([*self.lines, f"  resources: gpu={self.gpus}, runtime={self.runtime_minutes} min"])
         return text.replace("{", "{{").replace("}", "}}")
 
 
@@ -848,8 +881,15 @@ def dry_run(
     *,
     assumed_images: int,
     runs_root: str | Path = "results/train",
+    finished: bool = False,
 ) -> DryRun:
-    """The estimate for ``snakemake -n``: counts the dataset when it exists, else ``assumed_images``."""
+    """The estimate for ``snakemake -n``: counts the dataset when it exists, else ``assumed_images``.
+
+    ``finished``: the LoRA was copied back into the 'ready' run folder (``finished_elsewhere``); the job
+    trains nothing, it records the run as done, so the dry run says so and the job asks for no GPU."""
+    if finished:
+        line = "training already finished (its LoRA is in the run folder): the job records it as done and imports "
+        return DryRun([line + "the measured speed; nothing is trained"], runtime_minutes=1, gpus=0)
     cfg = train_config(cfg)
     estimate, note = est.estimate_for_folders(
         cfg, dataset_dir, assumed_images=assumed_images, calibration_path=Path(runs_root) / "calibration.tsv"

@@ -52,6 +52,10 @@ try:
     validate_config(config)
     if FROM_EXPORT:
         EXPORT = lk_sources.read_tables(EXPORT_DIR, config["person"])
+        print(
+            f"likeness: no database here: the job list comes from {EXPORT_DIR}/",
+            file=sys.stderr,
+        )
     else:
         # The job list comes from one quick read-only query while the Snakefile is parsed, so that
         # `snakemake -n` shows every job (a checkpoint would hide everything behind it).
@@ -117,11 +121,18 @@ def expected_training_images():
 
 
 try:
-    TRAIN_DRY_RUN = lk_training.dry_run(
-        config["train"], TRAIN_DATASET, assumed_images=expected_training_images()
-    )
     TRAIN_READINESS = lk_training.readiness_param(
         config["train"], "results/train/status.json"
+    )
+    TRAIN_DRY_RUN = lk_training.dry_run(
+        config["train"],
+        TRAIN_DATASET,
+        assumed_images=expected_training_images(),
+        finished=lk_training.finished_elsewhere(
+            config["train"],
+            "results/train/status.json",
+            ["results/dataset/manifest.tsv", "results/captions/captions.tsv"],
+        ),
     )
 except LikenessError as error:
     fail(error)

@@ -19,7 +19,7 @@ rule train:
     conda:
         "../../envs/likeness.yaml"
     resources:
-        gpu=1,
+        gpu=TRAIN_DRY_RUN.gpus,
         runtime=TRAIN_DRY_RUN.runtime_minutes,
         mem_mb=config["train"]["mem_mb"],
         cpus_per_gpu=config["train"]["cpus_per_gpu"],

@@ -16,8 +16,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # One pod.sh at a time in this folder: so the Snakemake lock a killed run left can be removed safely.
+# Its processes inherit the lock; the wait lets those of a run killed a moment ago finish dying.
 exec 9>>.pod.lock
-if ! flock -n 9; then
+if ! flock -w 60 9; then
   echo "pod.sh: another pod.sh is running in $(pwd)" >&2
   exit 1
 fi
