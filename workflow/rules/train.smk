@@ -6,6 +6,7 @@
 
 
 rule train:
+    """Train (or resume) the SDXL LoRA in its versioned run folder, or prepare it and say what is missing."""
     input:
         **lk_training.declared_inputs(
             config["train"],
