@@ -1,7 +1,8 @@
 """A rented GPU machine, end to end with the sd-scripts test double: `snakemake bundle`, unpack the tarball in
-another folder, run its pod.sh (no database, no originals), SIGKILL it mid-epoch and run it again (it
-resumes), copy output/ back home; the home workflow then records the training as done, imports the measured
-speed and draws the training figures, and a dry run plans no training."""
+another folder, run its pod.sh (it sets up its own environment with setup.sh; no database, no originals),
+SIGKILL it mid-epoch and run it again (it resumes), copy output/ back home; the home workflow then records
+the training as done, imports the measured speed and draws the training figures, and a dry run plans no
+training."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import yaml
 from library_helpers import build_small_library, write_sqlite
 from likeness import estimate as est
 from train_helpers import DOUBLES, double_config, double_env, read_jsonl, wait_for
-from workflow_helpers import copy_workflow, snakemake, snakemake_env, write_config
+from workflow_helpers import copy_workflow, snakemake, write_config
 
 pytestmark = pytest.mark.snakemake
 
@@ -28,11 +28,14 @@ NO_GPU = {"CUDA_VISIBLE_DEVICES": "", "LIKENESS_ALLOW_NO_GPU": "0"}
 
 
 def _pod(folder: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    """`bash pod.sh` in its own process group, with this test's environment (LIKENESS_VENV: no set-up)."""
+    """`bash pod.sh` in its own process group, as a user runs it: it sets up its own environment (setup.sh,
+    packages from the registry) in the unpacked folder, then trains."""
+    env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "LIKENESS_VENV")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
     return subprocess.Popen(
         ["bash", str(folder / "pod.sh")],
         cwd=folder.parent,  # pod.sh changes into its own folder itself
-        env=snakemake_env({**env, "LIKENESS_VENV": str(Path(sys.executable).parent.parent)}),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -84,7 +87,8 @@ def test_bundle_trains_on_a_pod_resumes_after_a_kill_and_comes_home_done(tmp_pat
     running = _pod(pod, env)
     output = pod / run_dir / "output"
     try:
-        wait_for(lambda: (output / "face-000001-state" / "random_states_0.pkl").is_file(), 300, "epoch 1's state")
+        # the set-up (a fresh virtual environment) comes first
+        wait_for(lambda: (output / "face-000001-state" / "random_states_0.pkl").is_file(), 900, "epoch 1's state")
         wait_for(lambda: any(s["epoch"] == 2 for s in read_jsonl(output / "double_steps.jsonl")), 60, "epoch 2")
     finally:
         os.killpg(running.pid, signal.SIGKILL)  # the machine restarts mid-epoch
@@ -92,7 +96,7 @@ def test_bundle_trains_on_a_pod_resumes_after_a_kill_and_comes_home_done(tmp_pat
     assert not (output / "face.safetensors").exists()
 
     again = _pod(pod, env)
-    log, _ = again.communicate(timeout=600)
+    log, _ = again.communicate(timeout=900)
     assert again.returncode == 0, log
     assert "no database here: the job list comes from results/export/" in log
     assert f"pod.sh: training done; LoRA files and samples in {run_dir}/output/" in log
@@ -103,6 +107,8 @@ def test_bundle_trains_on_a_pod_resumes_after_a_kill_and_comes_home_done(tmp_pat
     assert argv[argv.index("--initial_epoch") + 1] == "2"
     assert (output / "face.safetensors").is_file() and list((output / "sample").glob("*.png"))
     measured = json.loads((output / "likeness_measured_speed.json").read_text())
+    assert (pod / ".venv" / "bin" / "snakemake").is_file()  # pod.sh set the workflow up
+    shutil.rmtree(pod / ".venv")  # 800 MB
 
     # Home again: copy output/ into the same run folder; the workflow records the run as done.
     library_root = tmp_path / "library-away"
