@@ -148,3 +148,26 @@ def test_training_is_submitted_to_slurm_cancelled_and_resumed(tmp_path):
     )  # fmt: skip
     assert "Job stats:" in dry.stdout  # the loss curve and samples are still to draw
     assert not re.search(r"^train\s+\d+$", dry.stdout, re.MULTILINE), dry.stdout
+
+
+def test_the_caption_job_is_submitted_on_request(tmp_path):
+    """train.submit_caption: the caption job goes to the cluster too; the per-face jobs still run here."""
+    library = build_small_library(tmp_path / "library", n_photos=2)
+    write_sqlite(library)
+    workdir = copy_workflow(tmp_path / "wf").resolve()
+    # No trainer here: the training job stops at 'ready' on the node, quickly.
+    train = {"mem_mb": 600, "cpus_per_gpu": 1, "submit_caption": True, "sd_scripts": ""}
+    write_config(workdir, library.root, train=train)
+    run = _profile_run(workdir, {"CUDA_VISIBLE_DEVICES": ""})
+    log, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, log
+    submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", log)
+    assert len(submitted) == 2
+    for job_id in submitted:
+        _sacct(job_id, "COMPLETED")
+    slurm_logs = workdir / ".snakemake" / "slurm_logs"
+    assert sorted(p.name for p in slurm_logs.iterdir()) == ["rule_caption_faces", "rule_train"]
+    assert "training is ready in results/train/" in log + "".join(
+        p.read_text() for p in (slurm_logs / "rule_train").iterdir()
+    )
+    assert (workdir / "results" / "captions" / "captions.tsv").is_file()
