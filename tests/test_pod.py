@@ -115,17 +115,19 @@ def test_bundle_trains_on_a_pod_resumes_after_a_kill_and_comes_home_done(tmp_pat
     library_root.rename(library.root)
     shutil.copytree(output, home / run_dir / "output", dirs_exist_ok=True)
     dry = _planned(home, NO_GPU)
-    assert "training already finished (its LoRA is in the run folder)" in dry and "nothing is trained" in dry
-    assert "resources: gpu=0" in dry
-    snakemake(home, "--cores", "2", env=NO_GPU)
+    # no training job: the loss curve and samples come next
+    assert not re.search(r"^Job \d+: training estimate", dry, re.MULTILINE)
+    assert re.search(r"^report_training\s+1$", dry, re.MULTILINE), dry
+    home_run = snakemake(home, "--cores", "2", env=NO_GPU)
+    assert f"likeness: training {run_id} finished elsewhere" in home_run.stdout + home_run.stderr
     status = json.loads((home / "results" / "train" / "status.json").read_text())
     assert status["state"] == "done" and status["run_id"] == run_id
     calibration = est.load_calibration(home / "results" / "train" / "calibration.tsv")
     assert [(r.gpu, r.seconds_per_step, r.source) for r in calibration] == [
         ("CPU", measured["seconds_per_step"], measured["source"])
     ]
-    # later stages go on: the loss curve (from the pod's log, which came back in output/) and the samples
-    snakemake(home, "--cores", "2", env=NO_GPU)
+    # later stages went on: the loss curve (from the pod's log, which came back in output/) and the samples
+    snakemake(home, "--cores", "2", env=NO_GPU)  # the estimate page, after the status it shows changed
     assert (home / "results" / "report" / "loss.svg").is_file()
     assert (home / "results" / "report" / "samples.png").is_file()
     assert "avr_loss" in (home / "logs" / "train.log").read_text()

@@ -385,34 +385,39 @@ def test_readiness_param_plans_a_ready_run_again_when_it_can_go_on(tmp_path: Pat
     assert training.readiness_param(cfg, status, {"LIKENESS_ALLOW_NO_GPU": "1"}) == training.LAUNCHABLE
     # submitted to a cluster: this machine's GPU does not count, the node's does
     assert training.readiness_param({**cfg, "submit": True}, status, no_gpu) == training.LAUNCHABLE
-    # the LoRA appeared in the run folder (trained on a rented GPU, output/ copied back)
+    # the LoRA appeared in the run folder (trained on a rented GPU, output/ copied back): no job, the next
+    # run's start records it (record_finished_elsewhere), even where a GPU is
     load_double().write_safetensors(plan.final_lora, 3)
-    assert training.readiness_param(cfg, status, no_gpu) == training.FINISHED_ELSEWHERE
+    assert training.readiness_param(cfg, status, no_gpu) == recorded
+    assert training.readiness_param(cfg, status, {"LIKENESS_ALLOW_NO_GPU": "1"}) == recorded
+    assert training.finished_elsewhere(cfg, status)
+    assert not training.finished_elsewhere({**cfg, "network_dim": 8}, status)  # another config: another run
 
 
 def test_a_run_finished_elsewhere_is_recorded_done_with_its_measured_speed(tmp_path: Path) -> None:
     make_images(tmp_path / "dataset", 2)
     cfg = double_config(tmp_path, max_train_epochs=1)
-    elsewhere = prepare(tmp_path, cfg)
-    assert training.run_training(elsewhere, cfg, tmp_path / "train.log", env=double_env(), out=io.StringIO()) == 0
-    measured = json.loads(elsewhere.measured_json.read_text())
-    assert measured["gpu"] == "CPU" and measured["seconds_per_step"] > 0
-    # at home: the same run folder without the calibration the other machine wrote, output/ copied in
-    home_calibration = tmp_path / "home_calibration.tsv"
+    plan = prepare(tmp_path, cfg)
     status = tmp_path / "status.json"
+    _status(status, plan, "ready", "missing: no GPU found (nvidia-smi -L)")  # at home: no GPU
+    home_log, home_calibration = tmp_path / "home.log", tmp_path / "home_calibration.tsv"
+    assert not training.record_finished_elsewhere(status, home_log, home_calibration, out=io.StringIO())
+    # elsewhere (the same run folder, its own calibration table), then output/ is back
+    assert training.run_training(plan, cfg, tmp_path / "pod.log", env=double_env(), out=io.StringIO()) == 0
+    measured = json.loads(plan.measured_json.read_text())
+    assert measured["gpu"] == "CPU" and measured["seconds_per_step"] > 0
+    assert training.finished_elsewhere(cfg, status, [tmp_path / "dataset"])
     out = io.StringIO()
-    code = training.run_training(
-        elsewhere, cfg, tmp_path / "home.log", status_path=status, calibration_path=home_calibration,
-        env={"CUDA_VISIBLE_DEVICES": "", "PATH": ""}, out=out, readiness=training.FINISHED_ELSEWHERE,
-    )  # fmt: skip
-    assert code == 0
+    assert training.record_finished_elsewhere(status, home_log, home_calibration, out=out)
     record = json.loads(status.read_text())
-    assert record["state"] == "done" and record["readiness"] == training.FINISHED_ELSEWHERE
+    assert record["state"] == "done" and record["run_id"] == plan.run_id
+    assert record["readiness"] == "missing: no GPU found (nvidia-smi -L)"  # what the rule's metadata holds
     rows = est.load_calibration(home_calibration)
     assert [(r.gpu, r.seconds_per_step) for r in rows] == [("CPU", measured["seconds_per_step"])]
-    assert "recorded with the run" in out.getvalue()
+    assert "avr_loss" in home_log.read_text()  # the training's own log, for the loss curve
+    assert "recorded as done; measured" in out.getvalue()
     # once only
-    training.run_training(elsewhere, cfg, tmp_path / "home.log", calibration_path=home_calibration, out=io.StringIO())
+    assert not training.record_finished_elsewhere(status, home_log, home_calibration, out=io.StringIO())
     assert len(est.load_calibration(home_calibration)) == 1
 
 

@@ -78,7 +78,6 @@ MEASURED_NAME = "likeness_measured_speed.json"
 RUN_LOG_NAME = "likeness_train.log"
 # The train rule's readiness param (see readiness_param).
 LAUNCHABLE = "ready to launch"
-FINISHED_ELSEWHERE = "finished: its LoRA is in the run folder"
 
 
 # --- config -------------------------------------------------------------------------------------------------
@@ -486,6 +485,35 @@ def finished_elsewhere(cfg: Mapping[str, Any], status_path: str | Path, inputs: 
     return current == plan.train_cfg and training_finished(plan)
 
 
+def record_finished_elsewhere(
+    status_path: str | Path, log_path: str | Path, calibration_path: str | Path, out: TextIO | None = None
+) -> bool:
+    """Mark the 'ready' run whose LoRA was copied back as done, as the train job would have: the rule's
+    status (keeping the readiness value its job ran with, so Snakemake plans nothing), the training's
+    log (from output/likeness_train.log) and its measured speed in this machine's calibration table.
+
+    Called when a run starts (the Snakefile's onstart, holding the working directory's lock) only when
+    ``finished_elsewhere`` said so while the Snakefile was read; returns whether it recorded anything.
+    """
+    out = out or sys.stdout
+    status = _read_status(status_path)
+    if not status or status.get("state") != "ready":
+        return False
+    try:
+        plan = RunPlan.load(Path(str(status["run_dir"])))
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    if not training_finished(plan):
+        return False
+    _restore_training_log(plan, log_path)
+    imported = import_measured_speed(plan, calibration_path)
+    details = {"readiness": status["readiness"]} if isinstance(status.get("readiness"), str) else {}
+    _write_status(plan, status_path, "done", finished_elsewhere=True, **details)
+    measured = f"; measured {imported:.3f} s/step, stored in {calibration_path}" if imported else ""
+    out.write(f"likeness: training {plan.run_id} finished elsewhere: {plan.final_lora} recorded as done{measured}\n")
+    return True
+
+
 def readiness_param(cfg: Mapping[str, Any], status_path: str | Path, env: Mapping[str, str] | None = None) -> str:
     """The train rule's ``ready`` param: it changes only when a run that stopped at 'ready' can now go on.
 
@@ -493,8 +521,8 @@ def readiness_param(cfg: Mapping[str, Any], status_path: str | Path, env: Mappin
     must come out the same before and after the job. The job writes the value it ran with into
     status.json ("readiness"); reading it back keeps a finished training finished whatever this machine
     lacks later (no GPU, a deleted base model). A 'ready' run is planned again when the launch has become
-    possible here, or when its LoRA appeared in the run folder (trained on a rented machine and copied
-    back): the job then records it as done and imports the measured speed.
+    possible here, unless its LoRA is already in the run folder (trained on a rented machine and copied
+    back: ``record_finished_elsewhere`` marks it done when the next run starts, no job needed).
     """
     status = _read_status(status_path)
     recorded = status.get("readiness") if status else None
@@ -504,7 +532,7 @@ def readiness_param(cfg: Mapping[str, Any], status_path: str | Path, env: Mappin
         run_dir = Path(str(status.get("run_dir", "")))
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             if training_finished(RunPlan.load(run_dir)):
-                return FINISHED_ELSEWHERE
+                return recorded
         now = launch_readiness(cfg, env)
         if now == LAUNCHABLE:
             return now
@@ -866,12 +894,11 @@ class DryRun:
 
     lines: list[str]
     runtime_minutes: int  # Snakemake's ``runtime`` resource
-    gpus: int = 1  # Snakemake's ``gpu`` resource (0 when the job only records a run finished elsewhere)
 
     @property
     def message(self) -> str:
         """The lines as a rule ``message:`` (braces escaped for format), with the job's resources."""
-        text = "\n".join([*self.lines, f"  resources: gpu={self.gpus}, runtime={self.runtime_minutes} min"])
+        text = "\n".join([*self.lines, f"  resources: gpu=1, runtime={self.runtime_minutes} min"])
         return text.replace("{", "{{").replace("}", "}}")
 
 
@@ -881,15 +908,8 @@ def dry_run(
     *,
     assumed_images: int,
     runs_root: str | Path = "results/train",
-    finished: bool = False,
 ) -> DryRun:
-    """The estimate for ``snakemake -n``: counts the dataset when it exists, else ``assumed_images``.
-
-    ``finished``: the LoRA was copied back into the 'ready' run folder (``finished_elsewhere``); the job
-    trains nothing, it records the run as done, so the dry run says so and the job asks for no GPU."""
-    if finished:
-        line = "training already finished (its LoRA is in the run folder): the job records it as done and imports "
-        return DryRun([line + "the measured speed; nothing is trained"], runtime_minutes=1, gpus=0)
+    """The estimate for ``snakemake -n``: counts the dataset when it exists, else ``assumed_images``."""
     cfg = train_config(cfg)
     estimate, note = est.estimate_for_folders(
         cfg, dataset_dir, assumed_images=assumed_images, calibration_path=Path(runs_root) / "calibration.tsv"

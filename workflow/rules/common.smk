@@ -103,6 +103,12 @@ onstart:
     # beside its outputs. onstart runs while this run holds the working directory's lock, so no
     # other writer can own a temporary file under results/ now.
     lk_atomic.remove_stale_temporaries("results")
+    if TRAIN_FINISHED_ELSEWHERE:
+        lk_training.record_finished_elsewhere(
+            "results/train/status.json",
+            "logs/train.log",
+            "results/train/calibration.tsv",
+        )
 
 
 # -- training --------------------------------------------------------------------------------------
@@ -125,14 +131,14 @@ try:
         config["train"], "results/train/status.json"
     )
     TRAIN_DRY_RUN = lk_training.dry_run(
+        config["train"], TRAIN_DATASET, assumed_images=expected_training_images()
+    )
+    # A run that stopped at 'ready' whose LoRA was copied back (trained on a rented GPU machine): the
+    # next run records it as done when it starts (onstart), and the report stages go on.
+    TRAIN_FINISHED_ELSEWHERE = lk_training.finished_elsewhere(
         config["train"],
-        TRAIN_DATASET,
-        assumed_images=expected_training_images(),
-        finished=lk_training.finished_elsewhere(
-            config["train"],
-            "results/train/status.json",
-            ["results/dataset/manifest.tsv", "results/captions/captions.tsv"],
-        ),
+        "results/train/status.json",
+        ["results/dataset/manifest.tsv", "results/captions/captions.tsv"],
     )
 except LikenessError as error:
     fail(error)

@@ -20,7 +20,7 @@ rule train:
     conda:
         "../../envs/likeness.yaml"
     resources:
-        gpu=TRAIN_DRY_RUN.gpus,
+        gpu=1,
         runtime=TRAIN_DRY_RUN.runtime_minutes,
         mem_mb=config["train"]["mem_mb"],
         cpus_per_gpu=config["train"]["cpus_per_gpu"],
@@ -30,7 +30,7 @@ rule train:
         trigger=config["trigger"],
         class_word=TRAIN_CLASS_WORD,
         # Changes only when a run that stopped at 'ready' can go on (a GPU, the checkout or the base
-        # model appeared, or its LoRA was copied back); a finished training stays finished.
+        # model appeared); a finished training stays finished.
         ready=TRAIN_READINESS,
     message:
         TRAIN_DRY_RUN.message
