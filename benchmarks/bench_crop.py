@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Crop-stage benchmark: likeness through Snakemake against ImageMagick and a bare full-size decode.
 
-    python benchmarks/bench_crop.py [N] [--rounds 3] [--noop-faces 1000] [--workdir DIR] [--keep]
+    python benchmarks/bench_crop.py [N] [--rounds 3] [--noop-faces 1000] [--noop-baseline REV] [--workdir DIR] [--keep]
 
 Builds a PhotoPrism library (likeness.synthlib) of N faces of one person on 24-megapixel JPEGs (6000x4000,
 EXIF orientations 1-8 in turn, 1-3 faces a photo, face boxes of 200-900 px), then measures on the same
@@ -15,7 +15,9 @@ faces, one after the other in this run:
   processes: what any crop that decodes the whole photo pays at least.
 
 Then, unless ``--noop-faces 0``, it builds a second library of ``--noop-faces`` faces on small photos,
-runs the workflow once and times the no-op re-run (Snakemake must print "Nothing to be done").
+runs the workflow once and times the no-op re-run (Snakemake must print "Nothing to be done"); with
+``--noop-baseline REV`` the workflow as committed at REV runs on the same library too and the two no-op
+re-runs alternate, so that the ratio shows what a change costs.
 
 Each of the three runs ``--rounds`` times, interleaved, and the best round counts (a shared machine's
 neighbours only ever make a round slower). Nothing is asserted about time: the figures are printed
@@ -28,6 +30,7 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,7 +47,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
-from likeness import geometry  # noqa: E402
+from likeness import geometry, tables  # noqa: E402
 from likeness.imageheader import read_header  # noqa: E402
 from likeness.synthlib import Face, LibraryBuilder, Photo, background, draw_face, sqlite_engine  # noqa: E402
 
@@ -153,17 +156,17 @@ def build_library(root: Path, plans: Sequence[PhotoPlan]) -> list[str]:
 
 
 # -- the three ways to crop ----------------------------------------------------------------------------
-def prepare_workflow(workdir: Path, library: Path) -> Path:
-    """A fresh copy of the workflow whose config.yaml points at ``library``."""
+def prepare_workflow(workdir: Path, library: Path, repo: Path = REPO) -> Path:
+    """A fresh copy of the workflow in ``repo`` (this checkout by default) whose config points at ``library``."""
     workdir.mkdir(parents=True)
     for name in WORKFLOW_FILES:
-        source = REPO / name
+        source = repo / name
         if source.is_dir():
             shutil.copytree(source, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, workdir / name)
-    shutil.copytree(REPO / "resources", workdir / "resources", ignore=shutil.ignore_patterns("library", "__pycache__"))
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    shutil.copytree(repo / "resources", workdir / "resources", ignore=shutil.ignore_patterns("library", "__pycache__"))
+    config = yaml.safe_load((repo / "config.yaml").read_text())
     config["person"] = PERSON
     config["source"] = {
         "url": f"sqlite:///{library / 'storage' / 'index.db'}",
@@ -191,8 +194,8 @@ def run_snakemake(workdir: Path, *targets: str) -> tuple[float, str]:
 
 
 def summary_line(workdir: Path) -> str:
-    table = (workdir / "results" / "crops" / "summary.tsv").read_text().splitlines()[1:]
-    ok = sum(1 for row in table if row.split("\t")[1] == "ok")
+    table = tables.read_table(workdir / "results" / "crops" / "summary.tsv")
+    ok = sum(1 for row in table if row["status"] == "ok")
     return f"{ok} of {len(table)} faces cropped"
 
 
@@ -327,19 +330,46 @@ def timing_run(faces: int, base: Path, rounds: int) -> None:
     print(f"same crops, ImageMagick vs likeness: {largest_diff}")
 
 
-def noop_run(faces: int, base: Path) -> None:
-    """The whole workflow (every stage, training prepared) once, then the no-op re-run a user would do."""
+def baseline_checkout(revision: str, base: Path) -> Path:
+    """The workflow as committed at ``revision`` (git archive), with this checkout's built C helper."""
+    tree = base / f"baseline-{revision}"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    for helper in (REPO / "workflow" / "likeness").glob("_jpegskip*.so"):
+        shutil.copy2(helper, tree / "workflow" / "likeness" / helper.name)
+    return tree
+
+
+def noop_run(faces: int, base: Path, rounds: int, baseline: str = "") -> None:
+    """The whole workflow (every stage, training prepared) once, then the no-op re-run a user would do.
+
+    With ``baseline`` (a git revision) the workflow of that revision runs on the same library too, and
+    the no-op re-runs of both alternate ``rounds`` times: the ratio of their medians is printed.
+    """
     print(f"\nbuilding {faces} faces on small photos (640x480) for the no-op re-run ...", flush=True)
     plans = plan_photos(faces, (640, 480), (40, 120), seed=faces + 1)
     library = base / "library_small"
     timed("library", lambda: build_library(library, plans))
-    workdir = prepare_workflow(base / "workflow_small", library)
-    first_s, _ = run_snakemake(workdir)
-    print(f"  first run: {first_s:.1f} s ({first_s / faces:.4f} s/face), {summary_line(workdir)}")
-    noop_s, output = run_snakemake(workdir)
-    nothing = "Nothing to be done" in output
-    print(f"no-op re-run over {faces} faces: {noop_s:.2f} s   (target: under 3 s)"
-          f"{'' if nothing else '   WARNING: Snakemake did not say Nothing to be done'}")  # fmt: skip
+    workdirs = {"current": prepare_workflow(base / "workflow_small", library)}
+    if baseline:
+        workdirs[baseline] = prepare_workflow(base / "workflow_baseline", library, baseline_checkout(baseline, base))
+    noop: dict[str, list[float]] = {label: [] for label in workdirs}
+    for label, workdir in workdirs.items():
+        first_s, _ = run_snakemake(workdir)
+        print(f"  first run ({label}): {first_s:.1f} s ({first_s / faces:.4f} s/face), {summary_line(workdir)}")
+    for _round in range(rounds):
+        for label, workdir in workdirs.items():
+            seconds, output = run_snakemake(workdir)
+            if "Nothing to be done" not in output:
+                print(f"  WARNING: Snakemake did not say Nothing to be done ({label})")
+            noop[label].append(seconds)
+    medians = {label: statistics.median(values) for label, values in noop.items()}
+    print(f"no-op re-run over {faces} faces: {medians['current']:.2f} s median of {rounds}   (target: under 3 s)")
+    if baseline:
+        ratio = medians["current"] / medians[baseline]
+        print(f"no-op re-run at {baseline}: {medians[baseline]:.2f} s median of {rounds}; "
+              f"current / {baseline}: {ratio:.3f}   (target: at most 1.10)")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -349,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timing rounds, the best counts (default 3)")
     parser.add_argument("--workdir", type=Path, help="where to build (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the libraries and results")
+    parser.add_argument("--noop-baseline", default="", help="git revision whose no-op re-run to compare with")
     args = parser.parse_args(argv)
     if not Path(CONVERT).exists():
         sys.exit(f"bench_crop: ImageMagick's {CONVERT} is missing (apt-get install imagemagick)")
@@ -360,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.faces > 0:
             timing_run(args.faces, base, max(1, args.rounds))
         if args.noop_faces > 0:
-            noop_run(args.noop_faces, base)
+            noop_run(args.noop_faces, base, max(1, args.rounds), args.noop_baseline)
     finally:
         if args.keep:
             print(f"kept {base}")

@@ -238,3 +238,30 @@ def write_cmyk_jpeg(path: Path, bgr: np.ndarray) -> None:
         )
     finally:
         rgb_path.unlink()
+
+
+XMP_PAYLOAD = b"http://ns.adobe.com/xap/1.0/\x00" + b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
+
+
+def _app_segment(marker: int, payload: bytes) -> bytes:
+    return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
+
+
+def exif_orientation_payload(orientation: int, long_type: bool = False) -> bytes:
+    """An Exif APP1 payload holding only the Orientation tag, as a SHORT (the standard) or a LONG."""
+    typ, value = (4, struct.pack(">I", orientation)) if long_type else (3, struct.pack(">HH", orientation, 0))
+    tiff = b"MM\x00\x2a\x00\x00\x00\x08" + struct.pack(">H", 1) + struct.pack(">HHI", 0x0112, typ, 1) + value
+    return b"Exif\x00\x00" + tiff + b"\x00\x00\x00\x00"
+
+
+def encode_jpeg_xmp_first(displayed: np.ndarray, orientation: int, long_type: bool = False) -> bytes:
+    """A JPEG showing ``displayed`` under ``orientation``, its XMP APP1 segment before the Exif APP1 (as
+    some editors write it: OpenCV's reduced-size decode then does not see the orientation)."""
+    from likeness.geometry import stored_from_displayed
+
+    stored = np.ascontiguousarray(stored_from_displayed(displayed, orientation))
+    ok, encoded = cv2.imencode(".jpg", stored, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    data = encoded.tobytes()
+    segments = _app_segment(0xE1, XMP_PAYLOAD) + _app_segment(0xE1, exif_orientation_payload(orientation, long_type))
+    return data[:2] + segments + data[2:]

@@ -17,6 +17,7 @@ were not stored yet.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import signal
@@ -28,7 +29,6 @@ from library_helpers import write_sqlite
 from likeness.atomic import remove_stale_temporaries
 from rel_helpers import (
     KEEP_ALL,
-    BackgroundRun,
     FileState,
     assert_same_results,
     build_many_faces_library,
@@ -79,8 +79,8 @@ def _crop_records(workdir: Path) -> list[Path]:
 
 def _moment(stage: str, workdir: Path, rng: random.Random) -> Callable[[], bool]:
     """When to send the signal: a point inside ``stage``, drawn from ``rng``."""
-    if stage == "export":  # the export table is written (Snakemake runs that job after the crops)
-        return (workdir / "results" / "export" / "markers.tsv").exists
+    if stage == "export":  # the export job has started (Snakemake marks its outputs incomplete first)
+        return lambda: EXPORT_TABLE in incomplete_outputs(workdir)
     if stage == "crop":  # some, not all, faces cropped
         wanted = rng.randint(N_FACES // 10, N_FACES * 3 // 5)
         return lambda: (workdir / "results" / "crops").is_dir() and len(_crop_records(workdir)) >= wanted
@@ -92,9 +92,23 @@ def _moment(stage: str, workdir: Path, rng: random.Random) -> Callable[[], bool]
     raise ValueError(stage)
 
 
+EXPORT_TABLE = "results/export/markers.tsv"
+
+
+def _stage_unfinished(stage: str, workdir: Path) -> bool:
+    """Whether ``stage``'s job is still running: checked while the run is frozen, just before SIGKILL."""
+    if stage == "export":
+        return EXPORT_TABLE in incomplete_outputs(workdir)
+    if stage == "crop":
+        return len(_crop_records(workdir)) < N_FACES
+    if stage == "caption":
+        return _stored_probabilities(workdir) < N_FACES
+    raise ValueError(stage)
+
+
 # -- what the resumed run did ---------------------------------------------------------------------------
 _JOB_HEADER = re.compile(r"^(?:local)?rule (\w+):$", re.MULTILINE)
-_UID = re.compile(r"^\s+wildcards: uid=(\w+)$", re.MULTILINE)
+_UID = re.compile(r"^\s+wildcards: stem=([-\w]+)$", re.MULTILINE)
 
 
 def _cropped_uids(output: str) -> set[str]:
@@ -136,11 +150,24 @@ def _relative_states(workdir: Path) -> dict[str, FileState]:
     }
 
 
-def _interrupt(workdir: Path, stage: str, signum: int) -> BackgroundRun:
-    run = start_snakemake(workdir, *README_COMMAND, name=f"{stage}-{signum}")
+def _interrupt(workdir: Path, stage: str, signum: int, attempt: int = 0) -> bool:
+    """Run the README command and interrupt it inside ``stage``; False when a SIGKILL came too late.
+
+    The signal goes to Snakemake's own process group (the run is ``python -m snakemake`` started in a new
+    session, no wrapper shell). Before a SIGKILL the group is frozen with SIGSTOP and the stage is checked
+    to be unfinished, so the kill provably lands inside the job; SIGKILL ends stopped processes at once.
+    """
+    run = start_snakemake(workdir, *README_COMMAND, name=f"{stage}-{signum}-{attempt}")
+    landed = True
     try:
-        moment = _moment(stage, workdir, random.Random(f"{stage}/{signum}"))
+        assert os.getpgid(run.process.pid) == run.process.pid, "the run leads its own process group"
+        command = Path(f"/proc/{run.process.pid}/cmdline").read_bytes().split(b"\0")
+        assert command[1:3] == [b"-m", b"snakemake"], command
+        moment = _moment(stage, workdir, random.Random(f"{stage}/{signum}/{attempt}"))
         assert wait_for(moment, run, timeout=180), f"the run ended before the {stage} moment:\n{run.output}"
+        if signum == signal.SIGKILL:
+            run.signal_group(signal.SIGSTOP)
+            landed = _stage_unfinished(stage, workdir)
         run.signal_group(signum)
         returncode = run.wait(timeout=180)
     finally:
@@ -150,7 +177,19 @@ def _interrupt(workdir: Path, stage: str, signum: int) -> BackgroundRun:
     else:
         assert returncode == 1, run.output
         assert "Terminating processes on user request" in run.output
-    return run
+    return landed
+
+
+def _interrupt_inside(tmp_path: Path, library, stage: str, signum: int, attempts: int = 5) -> Path:
+    """A fresh copy whose run was interrupted inside ``stage``; a short job (the export's tables take a
+    few milliseconds) can end between the moment and the freeze: then a fresh copy tries again."""
+    for attempt in range(attempts):
+        workdir = copy_workflow(tmp_path / f"wf{attempt}")
+        _configure(workdir, library.root)
+        if _interrupt(workdir, stage, signum, attempt):
+            print(f"{stage}: {signal.Signals(signum).name} landed inside the job on attempt {attempt + 1}")
+            return workdir
+    raise AssertionError(f"the {stage} job finished before SIGKILL in all {attempts} attempts")
 
 
 CASES = [
@@ -165,9 +204,7 @@ CASES = [
 
 @pytest.mark.parametrize(("stage", "signum"), CASES, ids=[f"{s}-{signal.Signals(n).name}" for s, n in CASES])
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, library, reference, stage, signum):
-    workdir = copy_workflow(tmp_path / "wf")
-    _configure(workdir, library.root)
-    _interrupt(workdir, stage, signum)
+    workdir = _interrupt_inside(tmp_path, library, stage, signum)
 
     # The run really was cut short: the default target is unfinished.
     incomplete = incomplete_outputs(workdir)

@@ -111,4 +111,4 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, list[str]]:
 
 
 def uids_of(jobs: dict[str, list[str]], rule: str) -> set[str]:
-    return {w.removeprefix("uid=") for w in jobs.get(rule, [])}
+    return {w.removeprefix("stem=") for w in jobs.get(rule, [])}

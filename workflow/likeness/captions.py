@@ -10,7 +10,6 @@ colour, facial hair, ...) so that the trigger word learns them instead.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -24,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from . import tagger
-from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, write_if_changed
+from . import tables, tagger
+from .atomic import atomic_write_bytes, atomic_write_json, write_if_changed
 from .errors import ConfigError, LikenessError
+from .names import STEM_PATTERN, file_stem
 from .tagger import CHARACTER_CATEGORY, GENERAL_CATEGORY, RATING_CATEGORY, Log, TagTable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +34,7 @@ DEFAULT_TRAIT_TAGS_FILE = REPO_ROOT / "resources" / "tagger" / "trait_tags.txt"
 DEFAULT_MODEL = "SmilingWolf/wd-vit-tagger-v3"
 DEFAULT_REVISION = "790b0e92cefd2a0221451604e7831fe643ab7c4f"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+CAPTION_COLUMNS = ("marker_uid", "caption")
 SIDECAR_RECORD = "sidecars.json"  # in the cache dir: which caption files this stage wrote
 HASH_MEMO = "file_hashes.json"
 STANDIN_DIR = "standin-model"
@@ -281,12 +282,13 @@ class ProbabilityCache:
 
 # ---------------------------------------------------------------------------------- the stage
 
-_SAFE_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE_STEM = re.compile(STEM_PATTERN)
 
 
 @dataclass
 class Face:
     uid: str
+    stem: str  # the face's file names (likeness.names.file_stem)
     image_path: Path
     data: bytes
     sha256: str
@@ -299,23 +301,14 @@ class Skipped:
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle, delimiter="\t")
-            rows = list(reader)
-            header = reader.fieldnames or []
-    except OSError as exc:
-        raise LikenessError(f"cannot read selection manifest {path}: {exc.strerror or exc}") from None
-    missing = [column for column in ("marker_uid", "image") if column not in header]
-    if missing:
-        raise LikenessError(f"selection manifest {path} lacks column(s) {', '.join(missing)}")
-    return rows
+    """The selection manifest's rows (the columns captions need are checked)."""
+    return tables.read_table(path, ("marker_uid", "image"))
 
 
-def _face_image(uid: str, row: Mapping[str, str], images_dir: Path) -> Path | None:
+def _face_image(stem: str, row: Mapping[str, str], images_dir: Path) -> Path | None:
     """The dataset image the trainer will read; the crop named in the manifest when it is missing."""
     for suffix in IMAGE_SUFFIXES:
-        candidate = images_dir / f"{uid}{suffix}"
+        candidate = images_dir / f"{stem}{suffix}"
         if candidate.is_file():
             return candidate
     crop = (row.get("image") or "").strip()
@@ -327,24 +320,25 @@ def collect_faces(rows: Sequence[Mapping[str, str]], images_dir: Path) -> tuple[
     skipped: list[Skipped] = []
     seen: set[str] = set()
     for row in rows:
-        uid = (row.get("marker_uid") or "").strip()
-        if not _SAFE_UID.match(uid):
-            skipped.append(Skipped(uid, "marker_uid is empty or not usable as a file name"))
+        uid = row.get("marker_uid") or ""
+        if not uid:
+            skipped.append(Skipped(uid, "marker_uid is empty"))
             continue
         if uid in seen:
             skipped.append(Skipped(uid, "listed twice in the manifest"))
             continue
         seen.add(uid)
-        path = _face_image(uid, row, images_dir)
+        stem = file_stem(uid)
+        path = _face_image(stem, row, images_dir)
         if path is None:
-            skipped.append(Skipped(uid, f"no image {images_dir / (uid + '.jpg')} nor crop {row.get('image')!r}"))
+            skipped.append(Skipped(uid, f"no image {images_dir / (stem + '.jpg')} nor crop {row.get('image')!r}"))
             continue
         try:
             data = path.read_bytes()
         except OSError as exc:
             skipped.append(Skipped(uid, f"cannot read {path}: {exc.strerror or exc}"))
             continue
-        faces.append(Face(uid, path, data, hashlib.sha256(data).hexdigest()))
+        faces.append(Face(uid, stem, path, data, hashlib.sha256(data).hexdigest()))
     return faces, skipped
 
 
@@ -410,17 +404,18 @@ def _remove_stale_sidecars(images_dir: Path, record_path: Path, current: set[str
     """Delete caption files of faces no longer selected: those this stage wrote before, and ``.txt``
     files whose image is gone (kohya would ignore them). Nothing but ``<images_dir>/*.txt`` is touched."""
     try:
-        previous = set(json.loads(record_path.read_text(encoding="utf-8")).get("uids", []))
-    except (OSError, ValueError, AttributeError):
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        previous = set(record.get("stems", record.get("uids", [])))  # "uids": records of older versions
+    except (OSError, ValueError, AttributeError, TypeError):
         previous = set()
-    candidates = {uid for uid in previous if _SAFE_UID.match(str(uid))}
+    candidates = {stem for stem in previous if _SAFE_STEM.fullmatch(str(stem))}
     if images_dir.is_dir():
         for text_file in images_dir.glob("*.txt"):
             if not any((images_dir / f"{text_file.stem}{suffix}").exists() for suffix in IMAGE_SUFFIXES):
                 candidates.add(text_file.stem)
     removed = 0
-    for uid in sorted(candidates - current):
-        target = images_dir / f"{uid}.txt"
+    for stem in sorted(candidates - current):
+        target = images_dir / f"{stem}.txt"
         if target.is_file():
             target.unlink()
             removed += 1
@@ -483,23 +478,24 @@ def run_captions(
         model_runs = len(fresh)
 
     rows: list[tuple[str, str]] = []
+    stems: set[str] = set()
     changed = 0
     for face in faces:
         vector = vectors.get(face.sha256)
         if vector is None:
             continue  # unreadable image: already in ``skipped``
         text = caption_line(trigger_word, word, caption_tags(vector, table, rules))
-        changed += write_if_changed(images_root / f"{face.uid}.txt", (text + "\n").encode("utf-8"))
+        changed += write_if_changed(images_root / f"{face.stem}.txt", (text + "\n").encode("utf-8"))
         rows.append((face.uid, text))
+        stems.add(face.stem)
 
-    current = {uid for uid, _ in rows}
     record_path = cache_root / SIDECAR_RECORD
-    removed = _remove_stale_sidecars(images_root, record_path, current, log)
-    atomic_write_json(record_path, {"images_dir": str(images_root), "uids": sorted(current)})
+    removed = _remove_stale_sidecars(images_root, record_path, stems, log)
+    atomic_write_json(record_path, {"images_dir": str(images_root), "stems": sorted(stems)})
     for item in skipped:
         log(f"caption: skipped face {item.uid or '(no uid)'}: {item.reason}")
 
-    atomic_write_text(captions_tsv, "marker_uid\tcaption\n" + "".join(f"{uid}\t{text}\n" for uid, text in rows))
+    atomic_write_bytes(captions_tsv, tables.table_bytes(CAPTION_COLUMNS, rows))
     stats = {
         "faces": len(faces) + len(skipped),
         "captioned": len(rows),
@@ -533,8 +529,8 @@ def _no_faces(
 ) -> str:
     record_path = cache_root / SIDECAR_RECORD
     removed = _remove_stale_sidecars(images_root, record_path, set(), log)
-    atomic_write_json(record_path, {"images_dir": str(images_root), "uids": []})
-    atomic_write_text(captions_tsv, "marker_uid\tcaption\n")
+    atomic_write_json(record_path, {"images_dir": str(images_root), "stems": []})
+    atomic_write_bytes(captions_tsv, tables.table_bytes(CAPTION_COLUMNS, []))
     if stats_json is not None:
         atomic_write_json(
             stats_json,

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +20,19 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import geometry, jpegregion, quality
-from .atomic import atomic_write_bytes, atomic_write_json, write_if_changed
-from .imageheader import ImageHeader, read_header
+from . import geometry, jpegregion, quality, tables
+from .atomic import atomic_write_bytes, atomic_write_json
+from .imageheader import ImageHeader, describe_unknown, parse_header, read_head
+from .names import file_stem
 
+# OpenCV is told to ignore the EXIF orientation: it reads only some places an orientation can be stored
+# (a JPEG with an XMP segment before its Exif segment decodes unrotated on the reduced-size path), so the
+# orientation comes from likeness.imageheader alone and is applied here, on every decode path.
 _REDUCED_FLAGS = {
-    1: cv2.IMREAD_COLOR,
-    2: cv2.IMREAD_REDUCED_COLOR_2,
-    4: cv2.IMREAD_REDUCED_COLOR_4,
-    8: cv2.IMREAD_REDUCED_COLOR_8,
+    1: cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION,
+    2: cv2.IMREAD_REDUCED_COLOR_2 | cv2.IMREAD_IGNORE_ORIENTATION,
+    4: cv2.IMREAD_REDUCED_COLOR_4 | cv2.IMREAD_IGNORE_ORIENTATION,
+    8: cv2.IMREAD_REDUCED_COLOR_8 | cv2.IMREAD_IGNORE_ORIENTATION,
 }
 _ENCODE_FLAGS = {
     "jpg": [cv2.IMWRITE_JPEG_QUALITY],
@@ -35,6 +40,9 @@ _ENCODE_FLAGS = {
     "webp": [cv2.IMWRITE_WEBP_QUALITY],
 }
 
+
+# A path Snakemake would read as holding a wildcard (its own pattern, snakemake_interface_storage_plugins).
+_WILDCARD = re.compile(r"\{\s*[.\w]+\s*(,[^{}]*)?\}")
 
 # Decode only the region around the crop (libjpeg-turbo, likeness.jpegregion) when the crop covers at
 # most this share of the photo: the lossless cut still entropy-decodes the whole file, so for big crops
@@ -49,6 +57,7 @@ class CropSettings:
     format: str = "jpg"
     quality: int = 95
     max_megapixels: float = 250.0  # refuse to decode larger photos (decompression bombs)
+    max_file_mb: float = 512.0  # refuse to read larger files (a video marked as a photo)
 
     @classmethod
     def from_config(cls, crop_config: dict[str, Any]) -> CropSettings:
@@ -58,6 +67,7 @@ class CropSettings:
             format=str(crop_config["format"]),
             quality=int(crop_config["quality"]),
             max_megapixels=float(crop_config["max_megapixels"]),
+            max_file_mb=float(crop_config["max_file_mb"]),
         )
 
 
@@ -65,44 +75,66 @@ class Unusable(Exception):
     """This face cannot be cropped; the message is the reason recorded for it."""
 
 
-def _read_file(path: str) -> bytes:
+def _read_photo(path: str, settings: CropSettings) -> tuple[bytes, ImageHeader]:
+    """The photo's bytes and header, read only after its size and header say it is a photo worth reading."""
     try:
+        size = os.stat(path).st_size
+        if size == 0:
+            raise Unusable("photo file is empty (0 bytes)")
+        if size > settings.max_file_mb * 2**20:
+            raise Unusable(f"photo file is {size / 2**20:,.0f} MiB, over crop.max_file_mb ({settings.max_file_mb:g})")
+        head = read_head(path)
+        header = parse_header(head)
+        if header is None:
+            raise Unusable(f"photo cannot be decoded: {describe_unknown(head)}")
+        if header.format == "tiff" and header.orientation != 1:
+            # OpenCV's TIFF decoder turns some TIFFs itself (those it reads through libtiff's RGBA
+            # interface) even when told to ignore the orientation, others not: the result is not known.
+            raise Unusable(
+                f"photo is a TIFF with orientation {header.orientation}, which OpenCV decodes inconsistently; "
+                "a JPEG of it (as PhotoPrism's sidecar) can be used"
+            )
+        width, height = geometry.displayed_size(header.width, header.height, header.orientation)
+        if width * height > settings.max_megapixels * 1e6:
+            raise Unusable(
+                f"photo declares {width}x{height} pixels, over crop.max_megapixels ({settings.max_megapixels:g} MP)"
+            )
         with open(path, "rb") as handle:
-            return handle.read()
+            data = handle.read()
     except OSError as exc:
         raise Unusable(f"cannot read photo: {exc.strerror or exc}") from None
+    _check_complete(data, header)
+    return data, header
 
 
-def _check_complete(data: bytes, header: ImageHeader | None) -> None:
+def _check_complete(data: bytes, header: ImageHeader) -> None:
     """Truncated files decode 'successfully' with grey rows in OpenCV: refuse them up front."""
-    if not data:
-        raise Unusable("photo file is empty (0 bytes)")
-    if header is None:
-        return
     if header.format == "jpeg" and data.rfind(b"\xff\xd9") < 4:
         raise Unusable("photo is truncated: the JPEG has no end-of-image marker")
     if header.format == "png" and b"IEND" not in data[-64:]:
         raise Unusable("photo is truncated: the PNG has no IEND chunk")
 
 
-def _decode(data: bytes, scale: int) -> np.ndarray:
-    array = np.frombuffer(data, np.uint8)
-    # imdecode applies the EXIF orientation for every colour flag, the reduced ones included
-    # (tests/test_crop.py checks all eight orientations on each path).
-    image = cv2.imdecode(array, _REDUCED_FLAGS[scale])
-    if image is None:
-        raise Unusable("photo cannot be decoded (not an image, or an unsupported format)")
-    return image
+def _decode(data: bytes, scale: int, orientation: int) -> np.ndarray:
+    """The displayed image at 1/``scale``: OpenCV decodes the stored pixels, the orientation is applied here."""
+    try:
+        stored = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED_FLAGS[scale])
+    except cv2.error as exc:
+        raise Unusable(f"photo cannot be decoded: {str(exc).strip().splitlines()[-1]}") from None
+    if stored is None:
+        raise Unusable("photo cannot be decoded (damaged, or an unsupported variant of its format)")
+    return geometry.apply_orientation(stored, orientation)
 
 
 def crop_face(spec: dict[str, Any], settings: CropSettings, image_path: str, record_path: str) -> dict[str, Any]:
     """Crop the face described by ``spec`` (a marker row plus its resolved photo path); write both files.
 
-    ``spec`` keys: marker_uid, file_uid, file_root, file_name, path, path_reason, x, y, w, h,
-    file_width, file_height. Returns the record that was written.
+    ``spec`` keys: marker_uid, stem, file_uid, file_root, file_name, path, path_reason, x, y, w, h,
+    file_width, file_height, file_orientation (see :func:`spec_for`). Returns the record that was written.
     """
     record: dict[str, Any] = {
         "marker_uid": spec["marker_uid"],
+        "stem": spec.get("stem") or file_stem(spec["marker_uid"]),
         "status": "excluded",
         "reason": "",
         "image": None,
@@ -114,8 +146,11 @@ def crop_face(spec: dict[str, Any], settings: CropSettings, image_path: str, rec
         record["status"] = "ok"
     except (Unusable, geometry.GeometryError) as exc:
         record["reason"] = str(exc)
-        if os.path.lexists(image_path):  # an earlier crop of this face is no longer valid
-            os.unlink(image_path)
+    except cv2.error as exc:  # a photo OpenCV chokes on is that photo's problem, not the run's
+        record["reason"] = f"photo cannot be processed: {str(exc).strip().splitlines()[-1]}"
+    # An earlier crop of an excluded face is no longer valid.
+    if record["status"] != "ok" and os.path.lexists(image_path):
+        os.unlink(image_path)
     atomic_write_json(record_path, record)
     return record
 
@@ -123,50 +158,35 @@ def crop_face(spec: dict[str, Any], settings: CropSettings, image_path: str, rec
 def _crop(spec: dict[str, Any], settings: CropSettings, image_path: str) -> dict[str, Any]:
     if spec.get("path_reason"):
         raise Unusable(spec["path_reason"])
-    data = _read_file(spec["path"])
-    header = read_header(spec["path"]) if data else None
-    _check_complete(data, header)
-    if header is not None:
-        width, height = geometry.displayed_size(header.width, header.height, header.orientation)
-        if width * height > settings.max_megapixels * 1e6:
-            raise Unusable(
-                f"photo declares {width}x{height} pixels, over crop.max_megapixels ({settings.max_megapixels:g} MP)"
-            )
-    else:
-        width = height = 0
+    data, header = _read_photo(spec["path"], settings)
+    width, height = geometry.displayed_size(header.width, header.height, header.orientation)
+    indexed_orientation = int(spec.get("file_orientation") or 0)
+    if 1 <= indexed_orientation <= 8 and indexed_orientation != header.orientation:
+        raise Unusable(
+            f"photo's EXIF orientation is {header.orientation} on disk but PhotoPrism indexed it as "
+            f"{indexed_orientation}: the marker's box would land elsewhere; re-index the photo in PhotoPrism"
+        )
     expected = (int(spec.get("file_width") or 0), int(spec.get("file_height") or 0))
-    if header is not None and all(expected) and (width, height) != expected:
+    if all(expected) and (width, height) != expected:
         raise Unusable(
             f"photo is {width}x{height} on disk but PhotoPrism indexed it as "
             f"{expected[0]}x{expected[1]}: the file changed since indexing, re-index it"
         )
 
-    if header is None:  # a format whose size we cannot read up front: decode fully, then check
-        full = _decode(data, 1)
-        height, width = full.shape[:2]
-        if all(expected) and (width, height) != expected:
-            raise Unusable(
-                f"photo is {width}x{height} on disk but PhotoPrism indexed it as "
-                f"{expected[0]}x{expected[1]}: the file changed since indexing, re-index it"
-            )
-
     face = geometry.marker_rect(spec["x"], spec["y"], spec["w"], spec["h"], width, height)
     square = geometry.square_crop(face, width, height, settings.factor)
     out_side = geometry.output_side(square.side, settings.size)
-    scale = geometry.reduced_scale(square.side, out_side) if header and header.format == "jpeg" else 1
+    scale = geometry.reduced_scale(square.side, out_side) if header.format == "jpeg" else 1
 
     pixels, decode_path = _region_pixels(data, header, square, scale, width * height)
     if pixels is None:
-        if header is None:
-            decoded = full
-        else:
-            decoded = _decode(data, scale)
-            want = (math.ceil(height / scale), math.ceil(width / scale))
-            if decoded.shape[:2] != want:
-                raise Unusable(
-                    f"photo decoded to {decoded.shape[1]}x{decoded.shape[0]} pixels, expected "
-                    f"{want[1]}x{want[0]}: the file is damaged"
-                )
+        decoded = _decode(data, scale, header.orientation)
+        want = (math.ceil(height / scale), math.ceil(width / scale))
+        if decoded.shape[:2] != want:
+            raise Unusable(
+                f"photo decoded to {decoded.shape[1]}x{decoded.shape[0]} pixels, expected "
+                f"{want[1]}x{want[0]}: the file is damaged"
+            )
         region = geometry.scale_rect(square.rect, scale, decoded.shape[1], decoded.shape[0])
         pixels = decoded[region.y0 : region.y1, region.x0 : region.x1]
     if pixels.shape[0] != out_side or pixels.shape[1] != out_side:
@@ -201,14 +221,14 @@ def _measure(pixels: np.ndarray, face_in_crop: tuple[int, int, int, int]) -> dic
 
 
 def _region_pixels(
-    data: bytes, header: ImageHeader | None, square: geometry.SquareCrop, scale: int, photo_pixels: int
+    data: bytes, header: ImageHeader, square: geometry.SquareCrop, scale: int, photo_pixels: int
 ) -> tuple[np.ndarray | None, str]:
     """The crop's pixels decoded alone, and how ("rows" or "cut"); (None, "whole"): decode the whole photo.
 
     Both region paths answer None for what they cannot decode (no library, CMYK, damaged data): the whole
     decode then decides, with its own checks.
     """
-    if header is None or header.format != "jpeg" or scale != 1:
+    if header.format != "jpeg" or scale != 1:
         return None, "whole"  # a reduced decode costs about what a region decode does (benchmarks/README.md)
     pixels = jpegregion.decode_rows(data, square.rect, header.orientation, header.width, header.height)
     if pixels is not None:
@@ -228,10 +248,17 @@ def _encode(pixels: np.ndarray, settings: CropSettings) -> bytes:
     return buffer.tobytes()
 
 
-def spec_for(marker: Any, path: str, path_reason: str) -> dict[str, Any]:
-    """The per-face parameters of a crop job: everything that, when it changes, must re-crop the face."""
+def spec_for(marker: Any) -> dict[str, Any]:
+    """The per-face parameters of a crop job: everything that, when it changes, must re-crop the face.
+
+    ``marker`` is a located export row (likeness.sources.locate_photos): its path, or the reason its
+    photo cannot be read.
+    """
+    path = marker.path if marker.usable else ""
+    path_reason = "" if marker.usable else marker.reason
     return {
         "marker_uid": marker.marker_uid,
+        "stem": marker.stem,
         "file_uid": marker.file_uid,
         "file_root": marker.file_root,
         "file_name": marker.file_name,
@@ -243,11 +270,35 @@ def spec_for(marker: Any, path: str, path_reason: str) -> dict[str, Any]:
         "h": marker.h,
         "file_width": marker.file_width,
         "file_height": marker.file_height,
+        "file_orientation": marker.file_orientation,
     }
 
 
+def photo_input(spec: dict[str, Any]) -> list[str]:
+    """The photo as the crop job's input, where Snakemake takes its path literally; else no input.
+
+    Snakemake reads ``{name}`` in any input path as a wildcard, and has no escape for it, so a file name
+    such as ``party {2019}.jpg`` would stop the whole run. Such a photo is not declared; its stat
+    fingerprint (:func:`photo_fingerprint`) is a param instead, so replacing it still re-crops its faces.
+    """
+    path = spec["path"]
+    return [path] if path and not _WILDCARD.search(path) else []
+
+
+def photo_fingerprint(spec: dict[str, Any]) -> str:
+    """Size and modification time of a photo that is not declared as an input ('' for those that are)."""
+    path = spec["path"]
+    if not path or not _WILDCARD.search(path):
+        return ""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    return f"{info.st_size} bytes, mtime {info.st_mtime_ns} ns"
+
+
 def image_path_for(record_path: str, settings: CropSettings) -> str:
-    """The crop image sits beside its record: results/crops/<uid>.<format>."""
+    """The crop image sits beside its record: results/crops/<stem>.<format>."""
     return str(Path(record_path).with_suffix("." + settings.format))
 
 
@@ -278,17 +329,12 @@ def write_summary(record_paths: list[str], table_path: str) -> str:
                 record["source"].get("path") or record["source"].get("file_name", ""),
             ]
         )
-    lines = ["\t".join(SUMMARY_COLUMNS)] + ["\t".join(_tsv_cell(v) for v in row) for row in rows]
-    write_if_changed(table_path, ("\n".join(lines) + "\n").encode("utf-8"))
+    tables.write_table(table_path, SUMMARY_COLUMNS, rows)
     # Count by the reason's kind ("photo missing on disk"), not its per-file detail.
     reasons = Counter(row[2].split(":")[0] for row in rows if row[1] != "ok")
     cropped = sum(1 for row in rows if row[1] == "ok")
     detail = "; ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
     return f"cropped {cropped} of {len(rows)} faces" + (f", excluded {detail}" if detail else "")
-
-
-def _tsv_cell(value: str) -> str:
-    return value.replace("\t", " ").replace("\n", " ")
 
 
 # The modules whose code decides a crop's pixels and record. Snakemake's code trigger sees only the

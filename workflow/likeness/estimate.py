@@ -9,8 +9,6 @@ GPU measured it (``results/train/calibration.tsv``), which then takes precedence
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import struct
 from collections import Counter
@@ -19,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from likeness.atomic import atomic_write_text
-from likeness.errors import ConfigError
+from likeness import tables
+from likeness.atomic import atomic_write_bytes
+from likeness.errors import ConfigError, LikenessError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GPU_SPEEDS_TSV = REPO_ROOT / "resources" / "gpu_speeds.tsv"
@@ -262,11 +261,6 @@ class SpeedRow:
     conditions: str = ""
 
 
-def _read_tsv(text: str) -> list[dict[str, str]]:
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    return list(csv.DictReader(lines, delimiter="\t"))
-
-
 def _row_from(record: Mapping[str, str]) -> SpeedRow:
     return SpeedRow(
         gpu=record["gpu"],
@@ -281,7 +275,7 @@ def _row_from(record: Mapping[str, str]) -> SpeedRow:
 
 
 def load_speed_table(path: str | Path | None = None) -> list[SpeedRow]:
-    return [_row_from(r) for r in _read_tsv(Path(path or GPU_SPEEDS_TSV).read_text(encoding="utf-8"))]
+    return [_row_from(r) for r in tables.read_resource_table(path or GPU_SPEEDS_TSV)]
 
 
 CALIBRATION_FIELDS = (
@@ -301,8 +295,8 @@ def load_calibration(path: str | Path | None) -> list[SpeedRow]:
     if not path:
         return []
     try:
-        return [_row_from(r) for r in _read_tsv(Path(path).read_text(encoding="utf-8"))]
-    except (OSError, KeyError, ValueError):
+        return [_row_from(r) for r in tables.read_table(path, CALIBRATION_FIELDS)]
+    except (LikenessError, KeyError, ValueError):
         return []
 
 
@@ -311,12 +305,9 @@ def record_calibration(path: str | Path, row: SpeedRow) -> None:
     key = (row.gpu, row.resolution, row.batch_size, row.gradient_checkpointing)
     rows = [r for r in load_calibration(path) if (r.gpu, r.resolution, r.batch_size, r.gradient_checkpointing) != key]
     rows.append(row)
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter="\t", lineterminator="\n")
-    writer.writerow(CALIBRATION_FIELDS)
-    for r in rows:
-        writer.writerow([getattr(r, name) for name in CALIBRATION_FIELDS])
-    atomic_write_text(path, out.getvalue())
+    atomic_write_bytes(
+        path, tables.table_bytes(CALIBRATION_FIELDS, ([getattr(r, n) for n in CALIBRATION_FIELDS] for r in rows))
+    )
 
 
 def known_gpus(table: Sequence[SpeedRow]) -> list[str]:

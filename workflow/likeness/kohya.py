@@ -8,7 +8,6 @@ taken from that release's argument parser and its dataset-config schema.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -18,6 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from likeness import tables
 from likeness.errors import ConfigError
 
 SD_SCRIPTS_RELEASE = "v0.10.1"
@@ -63,10 +63,8 @@ class OptionSpec:
 @cache
 def load_option_specs(path: str | None = None) -> dict[str, dict[str, OptionSpec]]:
     """Read the options TSV into ``{scope: {name: OptionSpec}}`` (lines starting with ``#`` are notes)."""
-    tsv = Path(path) if path else OPTIONS_TSV
-    lines = [line for line in tsv.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
     specs: dict[str, dict[str, OptionSpec]] = {}
-    for row in csv.DictReader(lines, delimiter="\t"):
+    for row in tables.read_resource_table(Path(path) if path else OPTIONS_TSV):
         choices = tuple(c for c in row["choices"].split(",") if c)
         spec = OptionSpec(row["scope"], row["name"], row["type"], row["default"], choices)
         specs.setdefault(spec.scope, {})[spec.name] = spec

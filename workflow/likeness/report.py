@@ -12,7 +12,6 @@ sentence in the HTML, a log without loss values gives an empty chart that says s
 
 from __future__ import annotations
 
-import csv
 import html
 import json
 import math
@@ -28,6 +27,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from likeness import tables
 from likeness.atomic import write_if_changed
 
 PathLike = str | os.PathLike[str]
@@ -267,23 +267,10 @@ def contact_sheet(
 
 
 def read_tsv(path: PathLike) -> list[dict[str, str]]:
-    """Rows of a tab-separated table with a header (csv quoting, as the workflow writes it).
-
-    A missing file reads as no rows; short rows are padded with empty cells.
-    """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
+    """Rows of one of the workflow's tables (likeness.tables); a missing file reads as no rows."""
+    if not Path(path).exists():
         return []
-    rows = list(csv.reader(text.splitlines(), delimiter="\t"))
-    if not rows:
-        return []
-    header = rows[0]
-    return [
-        {name: (row[index] if index < len(row) else "") for index, name in enumerate(header)}
-        for row in rows[1:]
-        if any(cell.strip() for cell in row)
-    ]
+    return tables.read_table(path)
 
 
 def _resolve(path: str, root: PathLike | None) -> Path | None:

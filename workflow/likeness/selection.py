@@ -1,13 +1,13 @@
 """Choose the LoRA training set from the per-face crops: filter, drop near-duplicates, rank, keep top N.
 
-Inputs are the crop stage's JSON records (``results/crops/<marker_uid>.json``, measurements included),
+Inputs are the crop stage's JSON records (``results/crops/<stem>.json``, measurements included),
 the export's ``markers.tsv`` (the person's face markers: review flag, who named them, detector score,
 taken_at) and ``neighbours.tsv`` (every valid face marker in the same files, to see other faces inside
 a crop). Outputs, under ``out_dir`` (``results/dataset``):
 
 * ``manifest.tsv``: the selected faces in rank order with their measurements and score;
 * ``excluded.tsv``: every other face with the first reason that excluded it;
-* ``images/``: exactly the selected crops, ``<marker_uid>.<ext>``, hard-linked where possible.
+* ``images/``: exactly the selected crops, ``<stem>.<ext>`` (likeness.names), hard-linked where possible.
 
 Every face gets the first reason of this fixed order (a face both blurred and crowded is "crowded"):
 
@@ -38,10 +38,8 @@ Ties are broken by marker_uid, so identical inputs always give byte-identical ou
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import filecmp
-import io
 import itertools
 import json
 import math
@@ -53,9 +51,10 @@ from typing import Any
 
 import numpy as np
 
-from likeness import geometry
+from likeness import geometry, tables
 from likeness.atomic import atomic_write_bytes, write_if_changed
-from likeness.errors import ConfigError, LikenessError
+from likeness.errors import ConfigError
+from likeness.names import file_stem
 from likeness.quality import hamming_distance
 
 # The fixed order of exclusion reasons; the first that applies is the one reported.
@@ -242,16 +241,8 @@ class Face:
 
 
 def read_tsv(path: str | os.PathLike[str], required: Sequence[str]) -> list[dict[str, str]]:
-    """Rows of a tab-separated file with a header; a missing file or column is one readable error."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise LikenessError(f"cannot read {path}: {error.strerror or error}") from error
-    reader = csv.DictReader(io.StringIO(text), delimiter="\t")
-    missing = [column for column in required if column not in (reader.fieldnames or [])]
-    if missing:
-        raise LikenessError(f"{path} lacks the column(s) {', '.join(missing)}")
-    return [{key: (value or "") for key, value in row.items() if key is not None} for row in reader]
+    """Rows of one of the export's tables; a missing file or column is one readable error."""
+    return tables.read_table(path, required)
 
 
 def load_crop_record(path: str) -> tuple[str, dict[str, Any] | None, str]:
@@ -588,17 +579,10 @@ def _fmt(value: Any, digits: int | None = None) -> str:
     return _one_line(value)
 
 
-def _tsv(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows(rows)
-    return buffer.getvalue().encode("utf-8")
-
-
 def _image_name(face: Face) -> str:
+    """The training image's name: the face's file stem (likeness.names), never the raw marker UID."""
     suffix = Path(face.crop_path).suffix.lower() or ".jpg"
-    return f"{face.marker_uid}{suffix}"
+    return f"{file_stem(face.marker_uid)}{suffix}"
 
 
 def _measure_cells(face: Face) -> dict[str, str]:
@@ -646,7 +630,7 @@ def manifest_bytes(selected: Sequence[Face]) -> bytes:
             duplicates=",".join(sorted(face.duplicates)),
         )
         rows.append([cells[column] for column in MANIFEST_COLUMNS])
-    return _tsv(MANIFEST_COLUMNS, rows)
+    return tables.table_bytes(MANIFEST_COLUMNS, rows)
 
 
 def excluded_bytes(excluded: Sequence[Face]) -> bytes:
@@ -656,7 +640,7 @@ def excluded_bytes(excluded: Sequence[Face]) -> bytes:
         cells = _measure_cells(face)
         cells.update(marker_uid=face.marker_uid, reason_key=face.reason_key, reason=_one_line(face.reason))
         rows.append([cells[column] for column in EXCLUDED_COLUMNS])
-    return _tsv(EXCLUDED_COLUMNS, rows)
+    return tables.table_bytes(EXCLUDED_COLUMNS, rows)
 
 
 def summary_line(kept: int, faces: Sequence[Face]) -> str:

@@ -8,16 +8,16 @@ listed with the reason it is or is not used.
 
 from __future__ import annotations
 
-import csv
 import difflib
 import hashlib
-import io
 import math
 import os
+import re
 import sqlite3
+import unicodedata
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,8 +25,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import tables
 from .atomic import write_if_changed
 from .errors import ConfigError, SourceError
+from .names import file_stem
 
 DEFAULT_PASSWORD_ENV = "LIKENESS_DB_PASSWORD"
 
@@ -38,25 +40,75 @@ def make_engine(
     """A read-only engine for ``source.url``.
 
     SQLite is opened through a ``file:...?mode=ro`` URI, so not even a journal can be written. MariaDB
-    sessions are set to READ ONLY transactions on connect. The password never comes from the URL: it is
-    read from the environment variable ``password_env`` or from a MySQL option file.
+    sessions are set to READ ONLY transactions on connect. The password never comes from the URL (neither
+    its user part nor its query): it is read from the environment variable ``password_env`` or from a
+    MySQL option file.
     """
-    try:
-        parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise ConfigError("source.url", f"not a SQLAlchemy URL ({exc})") from None
-    if parsed.password:
-        raise ConfigError(
-            "source.url",
-            f"must not contain a password; put it in the environment variable {password_env} "
-            "(source.password_env) or in a MySQL option file (source.option_file)",
-        )
+    sqlite_path = sqlite_path_from_url(url)
+    if sqlite_path is not None:
+        return _sqlite_engine(sqlite_path, lock_timeout)
+    parsed = parse_server_url(url, password_env)
     backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return _sqlite_engine(parsed.database or "", lock_timeout)
     if backend in ("mysql", "mariadb"):
         return _mysql_engine(parsed, password_env, option_file)
     raise ConfigError("source.url", f"unsupported database '{backend}': use mysql+mysqldb:// or sqlite:///")
+
+
+# Query parameters that carry a secret in some driver's URL syntax (mysqlclient: passwd, password).
+_SECRET_QUERY_KEY = re.compile(r"pass|pwd|secret|token", re.IGNORECASE)
+_SQLITE_PREFIX = re.compile(r"^sqlite(\+pysqlite)?:///", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """``url`` fit for a message: a password in it and every secret-bearing query value become ``***``.
+
+    Text-based, so that it also masks URLs no parser accepts and leaves the rest exactly as written.
+    """
+    masked = _URL_PASSWORD.sub(r"\1***@", url)
+    return _URL_SECRET_PARAMETER.sub(r"\1***", masked)
+
+
+_URL_PASSWORD = re.compile(r"(^[^/?#]*//[^/?#:@]*:)[^/?#]*@")
+_URL_SECRET_PARAMETER = re.compile(r"([?&;][^=&#;]*(?:pass|pwd|secret|token)[^=&#;]*=)[^&#;]*", re.IGNORECASE)
+
+
+def sqlite_path_from_url(url: str) -> str | None:
+    """The database file of an SQLite URL, or None for any other URL.
+
+    Everything after ``sqlite:///`` is the path, taken literally (``?``, ``#`` and ``%`` are legal in file
+    names); only when no file has that literal name is a ``?...`` tail read as a URL query and dropped.
+    """
+    match = _SQLITE_PREFIX.match(url)
+    if not match:
+        return None
+    path = url[match.end() :]
+    if "?" in path and not Path(path).expanduser().exists():
+        head, _, query = path.partition("?")
+        secret = [key for key, _ in urllib.parse.parse_qsl(query) if _SECRET_QUERY_KEY.search(key)]
+        if secret:
+            raise ConfigError("source.url", f"must not carry a password (query parameter '{secret[0]}')")
+        path = head
+    return path
+
+
+def parse_server_url(url: str, password_env: str = DEFAULT_PASSWORD_ENV) -> sa.URL:
+    """``source.url`` of a database server, checked: parseable, a valid port, no password anywhere in it."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError, TypeError):
+        raise ConfigError("source.url", f"not a valid database URL: {mask_url(url)}") from None
+    where = (
+        "put it in the environment variable "
+        f"{password_env} (source.password_env) or in a MySQL option file (source.option_file)"
+    )
+    if parsed.password is not None and parsed.password != "":
+        raise ConfigError("source.url", f"must not contain a password; {where}")
+    secret = [key for key in parsed.query if _SECRET_QUERY_KEY.search(key)]
+    if secret:
+        raise ConfigError("source.url", f"must not carry a password (query parameter '{secret[0]}'); {where}")
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise ConfigError("source.url", f"port {parsed.port} is not between 1 and 65535")
+    return parsed
 
 
 def _sqlite_engine(database: str, lock_timeout: float) -> sa.Engine:
@@ -69,9 +121,17 @@ def _sqlite_engine(database: str, lock_timeout: float) -> sa.Engine:
 
     def connect() -> sqlite3.Connection:
         # PhotoPrism may be writing: wait for its lock a while before giving up with a clear message.
-        return sqlite3.connect(uri, uri=True, timeout=lock_timeout, check_same_thread=False)
+        connection = sqlite3.connect(uri, uri=True, timeout=lock_timeout, check_same_thread=False)
+        # SQLite keeps whatever bytes it is given in a TEXT column; one name that is not UTF-8 must not
+        # stop the whole query (sqlite3's default raises for it).
+        connection.text_factory = _decode_text
+        return connection
 
     return sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
+
+
+def _decode_text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
 
 
 def _mysql_engine(parsed: sa.URL, password_env: str, option_file: str) -> sa.Engine:
@@ -99,7 +159,7 @@ def _mysql_engine(parsed: sa.URL, password_env: str, option_file: str) -> sa.Eng
 
 def _explain_db_error(exc: Exception, url: str) -> SourceError:
     text = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    safe_url = sa.engine.make_url(url).render_as_string(hide_password=True)
+    safe_url = mask_url(url)
     if "locked" in text:
         return SourceError(f"the PhotoPrism database {safe_url} is locked by another process: {text}")
     return SourceError(f"cannot read the PhotoPrism database {safe_url}: {text}")
@@ -117,24 +177,57 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
+class ValueProblem(ValueError):
+    """A column holds a value that cannot be what PhotoPrism stores there."""
+
+
+def _number_text(value: Any) -> str:
+    text = as_text(value).strip()
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def as_int(value: Any) -> int:
-    if value is None or value == "":
+    """An integer column (0 when empty); text holding an integer or a whole number is read too."""
+    if value is None or value == "" or value == b"":
         return 0
-    if isinstance(value, bytes):
-        value = value.decode()
-    return int(value)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    try:
+        number = float(as_text(value).strip()) if not isinstance(value, float) else value
+    except (ValueError, OverflowError):
+        raise ValueProblem(f"'{_number_text(value)}', not a number") from None
+    if not math.isfinite(number) or number != int(number):
+        raise ValueProblem(f"'{_number_text(value)}', not a whole number")
+    return int(number)
 
 
 def as_float(value: Any) -> float:
-    if value is None or value == "":
+    """A FLOAT column (NaN when empty); text holding a number is read too (SQLite keeps what it is given)."""
+    if value is None or value == "" or value == b"":
         return math.nan
-    return float(value)
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    try:
+        return float(as_text(value).strip())
+    except (ValueError, OverflowError):
+        raise ValueProblem(f"'{_number_text(value)}', not a number") from None
 
 
 def as_timestamp(value: Any) -> str:
     """``taken_at`` as ISO 8601 UTC text ('' when unknown): MariaDB gives datetime, SQLite text."""
     if value is None or value == "":
         return ""
+    try:
+        return _timestamp(value)
+    except (ValueError, OverflowError, TypeError):
+        return ""  # a date PhotoPrism could not have written (year 0, garbage): unknown, like an empty one
+
+
+def _timestamp(value: Any) -> str:
     if isinstance(value, datetime):
         stamp = value if value.tzinfo else value.replace(tzinfo=UTC)
     else:
@@ -157,13 +250,19 @@ class Subject:
     uid: str
     slug: str
     name: str
+    photo_count: int = 0
 
 
-_SUBJECTS_SQL = sa.text("SELECT subj_uid, subj_slug, subj_name FROM subjects WHERE deleted_at IS NULL")
+_SUBJECTS_SQL = sa.text("SELECT subj_uid, subj_slug, subj_name, photo_count FROM subjects WHERE deleted_at IS NULL")
+
+
+def name_key(name: str) -> str:
+    """How names are compared: Unicode NFC (macOS keyboards type NFD), case-folded, spaces collapsed."""
+    return " ".join(unicodedata.normalize("NFC", name).casefold().split())
 
 
 def resolve_person(subjects: Iterable[Subject], person: str) -> Subject:
-    """The subject that ``person`` names: its UID, its slug, or its name (case-insensitive).
+    """The subject that ``person`` names: its UID, its slug, or its name (any case, any Unicode form).
 
     Matching happens in Python so that names with quotes, '%', ';' or '--' are plain strings and the
     comparison is the same on MariaDB (case-insensitive collation) and SQLite (case-sensitive).
@@ -174,17 +273,26 @@ def resolve_person(subjects: Iterable[Subject], person: str) -> Subject:
         exact = [s for s in pool if key(s) == wanted]
         if len(exact) == 1:
             return exact[0]
-    folded = wanted.casefold()
-    by_name = [s for s in pool if s.name.casefold() == folded]
+    folded = name_key(wanted)
+    by_name = [s for s in pool if name_key(s.name) == folded]
     if len(by_name) == 1:
         return by_name[0]
     if len(by_name) > 1:
         listed = ", ".join(f"{s.name} ({s.uid})" for s in by_name)
         raise ConfigError("person", f"'{person}' matches several subjects: {listed}; give the UID")
-    names = {s.name.casefold(): s for s in pool if s.name}
-    close = difflib.get_close_matches(folded, list(names), n=5, cutoff=0.4)
-    hint = ", ".join(f"{names[n].name} ({names[n].slug})" for n in close) or "none similar"
-    raise ConfigError("person", f"no PhotoPrism subject is named '{person}'; closest: {hint}")
+    raise ConfigError("person", f"no PhotoPrism subject is named '{person}'; {closest_subjects(pool, folded)}")
+
+
+def closest_subjects(pool: Sequence[Subject], folded: str, limit: int = 5) -> str:
+    """The subjects whose names are like ``folded``, most photos first; else the ones with most photos."""
+    named = [s for s in pool if s.name]
+    keys = {name_key(s.name): s for s in named}
+    similar = {keys[k] for k in difflib.get_close_matches(folded, list(keys), n=limit, cutoff=0.4)}
+    by_photos = sorted(similar or named, key=lambda s: (-s.photo_count, name_key(s.name)))[:limit]
+    listed = ", ".join(f"{s.name} ({s.slug}, {s.photo_count} photos)" for s in by_photos)
+    if not listed:
+        return "the library has no named subjects"
+    return f"closest: {listed}" if similar else f"closest: none is similar; the subjects with most photos: {listed}"
 
 
 # -- markers ---------------------------------------------------------------------------------------------
@@ -193,6 +301,7 @@ class MarkerRow:
     """One face marker of the person with what PhotoPrism knows about its file and photo."""
 
     marker_uid: str
+    stem: str  # the face's file names (likeness.names.file_stem): the UID itself is any byte string
     file_uid: str
     photo_uid: str
     subj_uid: str
@@ -213,12 +322,23 @@ class MarkerRow:
     file_height: int
     file_orientation: int
     taken_at: str
-    status: str = "ok"  # "ok" or "excluded"
+    path: str = ""  # the photo on this machine (locate_photos); '' until located or when it cannot be
+    # "ok"; "excluded" by PhotoPrism's filters or an unusable value (no crop job); "unreachable": the
+    # photo's path cannot be read (its crop job records the same reason)
+    status: str = "ok"
     reason: str = ""
 
     @property
     def usable(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def croppable(self) -> bool:
+        """Whether the face gets a crop job: its record then says what became of it."""
+        return self.status in ("ok", UNREACHABLE)
+
+
+UNREACHABLE = "unreachable"
 
 
 @dataclass(frozen=True)
@@ -272,33 +392,79 @@ def exclusion_reason(row: Mapping[str, Any]) -> str:
     return ""
 
 
+_INT_COLUMNS = ("marker_review", "score", "q", "size", "file_width", "file_height", "file_orientation")
+_BOX_COLUMNS = ("x", "y", "w", "h")
+
+
 def _marker_from_row(row: Mapping[str, Any]) -> MarkerRow:
-    reason = exclusion_reason(row)
+    """A marker row as the export records it: any value a column can hold gives a row, never an error.
+
+    A value that cannot be what PhotoPrism stores (text in a number column) excludes the marker with a
+    reason naming the column; PhotoPrism's own filters come first, as they say more.
+    """
+    problems: list[str] = []
+
+    def number(column: str, convert):
+        try:
+            return convert(row[column])
+        except ValueProblem as problem:
+            problems.append(f"column {column} holds {problem}")
+            return convert(None)
+
+    ints = {column: number(column, as_int) for column in _INT_COLUMNS}
+    box = {column: number(column, as_float) for column in _BOX_COLUMNS}
+    marker_uid = as_text(row["marker_uid"])
+    reason = exclusion_reason(row) or (problems[0] if problems else "")
+    if not marker_uid:
+        reason = reason or "marker has no UID"
     return MarkerRow(
-        marker_uid=as_text(row["marker_uid"]),
+        marker_uid=marker_uid,
+        stem=file_stem(marker_uid),
         file_uid=as_text(row["file_uid"]),
         photo_uid=as_text(row["photo_uid"]),
         subj_uid=as_text(row["subj_uid"]),
         marker_src=as_text(row["marker_src"]),
         subj_src=as_text(row["subj_src"]),
-        marker_review=as_int(row["marker_review"]),
-        score=as_int(row["score"]),
-        q=as_int(row["q"]),
-        size=as_int(row["size"]),
-        x=as_float(row["x"]),
-        y=as_float(row["y"]),
-        w=as_float(row["w"]),
-        h=as_float(row["h"]),
         file_root=as_text(row["file_root"]) or "/",
         file_name=as_text(row["file_name"]),
         file_hash=as_text(row["file_hash"]),
-        file_width=as_int(row["file_width"]),
-        file_height=as_int(row["file_height"]),
-        file_orientation=as_int(row["file_orientation"]),
         taken_at=as_timestamp(row["taken_at"]),
         status="excluded" if reason else "ok",
         reason=reason,
+        **ints,
+        **box,
     )
+
+
+def _exclude_stem_collisions(markers: list[MarkerRow]) -> None:
+    """Two UIDs that map to one file stem (a 64-bit digest collision): the later one is excluded."""
+    owners: dict[str, str] = {}
+    for marker in markers:
+        owner = owners.setdefault(marker.stem, marker.marker_uid)
+        if owner != marker.marker_uid and marker.usable:
+            marker.status, marker.reason = "excluded", f"file stem {marker.stem} is already used by marker {owner!r}"
+
+
+def _neighbour_from_row(row: Any) -> Neighbour:
+    def coordinate(value: Any) -> float:
+        try:
+            return as_float(value)
+        except ValueProblem:
+            return math.nan  # selection skips a neighbour box it cannot place
+
+    return Neighbour(
+        as_text(row.marker_uid),
+        as_text(row.file_uid),
+        as_text(row.subj_uid),
+        *(coordinate(getattr(row, column)) for column in _BOX_COLUMNS),
+    )
+
+
+def _count(value: Any) -> int:
+    try:
+        return as_int(value)
+    except ValueProblem:
+        return 0
 
 
 @dataclass
@@ -311,33 +477,35 @@ class Export:
     def usable(self) -> list[MarkerRow]:
         return [m for m in self.markers if m.usable]
 
+    @property
+    def croppable(self) -> list[MarkerRow]:
+        return [m for m in self.markers if m.croppable]
+
+
+def locate_photos(export: Export, roots: Mapping[str, str]) -> None:
+    """Find each usable marker's photo on this machine; a path that cannot be read makes it unreachable."""
+    for marker in export.usable:
+        marker.path, reason = resolve_photo(roots, marker.file_root, marker.file_name)
+        if reason:
+            marker.status, marker.reason = UNREACHABLE, reason
+
 
 def read_export(engine: sa.Engine, person: str, url_for_messages: str = "") -> Export:
     """Resolve ``person`` and read their markers and the other faces of their files, in one connection."""
     try:
         with engine.connect() as conn:
             subjects = [
-                Subject(as_text(r.subj_uid), as_text(r.subj_slug), as_text(r.subj_name))
+                Subject(as_text(r.subj_uid), as_text(r.subj_slug), as_text(r.subj_name), _count(r.photo_count))
                 for r in conn.execute(_SUBJECTS_SQL)
             ]
             subject = resolve_person(subjects, person)
             params = {"subj_uid": subject.uid, "face": "face"}
             markers = [_marker_from_row(r._mapping) for r in conn.execute(_MARKERS_SQL, params)]
-            neighbours = [
-                Neighbour(
-                    as_text(r.marker_uid),
-                    as_text(r.file_uid),
-                    as_text(r.subj_uid),
-                    as_float(r.x),
-                    as_float(r.y),
-                    as_float(r.w),
-                    as_float(r.h),
-                )
-                for r in conn.execute(_NEIGHBOURS_SQL, params)
-            ]
+            neighbours = [_neighbour_from_row(r) for r in conn.execute(_NEIGHBOURS_SQL, params)]
             conn.rollback()
     except sa.exc.SQLAlchemyError as exc:
         raise _explain_db_error(exc, url_for_messages or str(engine.url)) from None
+    _exclude_stem_collisions(markers)
     return Export(subject, markers, neighbours)
 
 
@@ -351,28 +519,53 @@ def roots_from_config(source_config: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def check_originals(source_config: Mapping[str, str]) -> None:
+    """A ``source.originals`` that is not a folder is a config error, not a run of 'missing' faces."""
+    folder = source_config["originals"]
+    try:
+        is_folder = Path(folder).expanduser().is_dir()
+    except (OSError, ValueError):
+        is_folder = False
+    if not is_folder:
+        raise ConfigError("source.originals", f"no folder at {folder!r}: give the folder of PhotoPrism's originals")
+
+
 def resolve_photo(roots: Mapping[str, str], file_root: str, file_name: str) -> tuple[str, str]:
     """(path, '') for a photo inside its root folder, or ('', reason) when it must not or cannot be read.
 
     ``file_name`` comes from the database: it must stay relative to its root, and a symlink must not lead
     out of the root, so that a crafted or stale row never makes likeness read files it was not given.
+    Whatever the name holds (too long for the OS, a symlink loop, a folder that cannot be read), the
+    answer is a reason, never an exception: this runs while the Snakefile is parsed.
     """
     root = roots.get(file_root or "/")
     if not root:
         return "", f"no folder configured for PhotoPrism root '{file_root}'"
     if not file_name or "\x00" in file_name:
         return "", "file_name is empty or invalid"
+    try:
+        return _resolve_inside(Path(root), file_name)
+    except FileNotFoundError:
+        return "", f"photo missing on disk: {Path(root) / file_name}"
+    except RuntimeError:  # Python 3.11's resolve() on a symlink loop
+        return "", f"file_name '{file_name}' is a symlink loop"
+    except (OSError, ValueError) as error:
+        detail = getattr(error, "strerror", None) or str(error)
+        return "", f"photo cannot be reached: {detail}: {Path(root) / file_name}"
+
+
+def _resolve_inside(root: Path, file_name: str) -> tuple[str, str]:
     if file_name.startswith(("/", "\\")) or Path(file_name).is_absolute():
         return "", f"file_name '{file_name}' is an absolute path; PhotoPrism stores paths relative to a root"
     if ".." in Path(file_name).parts:
         return "", f"file_name '{file_name}' escapes its root ('..')"
-    path = Path(root) / file_name
-    real_root = Path(root).resolve()
-    real_path = path.resolve()
+    path = root / file_name
+    real_root = root.resolve()
+    real_path = path.resolve(strict=True)  # OSError (missing, too long, a loop, no permission): a reason
     if real_path != real_root and real_root not in real_path.parents:
         return "", f"file_name '{file_name}' resolves outside its root (symlink to {real_path})"
     if not real_path.is_file():
-        return "", f"photo missing on disk: {path}"
+        return "", f"photo is not a regular file: {path}"
     return str(path), ""
 
 
@@ -382,12 +575,11 @@ NEIGHBOUR_COLUMNS = [f.name for f in fields(Neighbour)]
 
 
 def _tsv(columns: list[str], records: Iterable[dict[str, Any]]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, delimiter="\t", lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()})
-    return buffer.getvalue().encode("utf-8")
+    """A table of ``records``; a NaN box value (unknown) is an empty cell."""
+    return tables.records_bytes(
+        columns,
+        ({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()} for record in records),
+    )
 
 
 def markers_tsv(markers: Iterable[MarkerRow]) -> bytes:
@@ -439,9 +631,8 @@ def _typed(kind: Any, text: str) -> Any:
 
 def _read_rows(path: Path, cls: type) -> list[Any]:
     kinds = {f.name: f.type for f in fields(cls)}
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        return [cls(**{k: _typed(kinds[k], v or "") for k, v in row.items() if k in kinds}) for row in reader]
+    rows = tables.read_table(path, required=list(kinds))
+    return [cls(**{k: _typed(kinds[k], v) for k, v in row.items() if k in kinds}) for row in rows]
 
 
 def read_tables(export_dir: str | os.PathLike[str], person: str) -> Export:

@@ -147,15 +147,21 @@ class LibraryBuilder:
         if create:
             self.create_schema(engine)
         now = "2024-01-01 00:00:00"
+        # PhotoPrism keeps each subject's photo and file counts up to date; one file per photo here.
+        photos_of: dict[str, int] = {}
+        for photo in self.photos:
+            for uid in {face.subject for face in photo.faces if face.subject}:
+                photos_of[uid] = photos_of.get(uid, 0) + 1
         with engine.begin() as conn:
             for subject in self.subjects:
                 conn.execute(
                     sa.text(
                         "INSERT INTO subjects (subj_uid, subj_type, subj_src, subj_slug, subj_name, subj_alias,"
                         " file_count, photo_count, thumb, thumb_src, created_at, updated_at, deleted_at)"
-                        " VALUES (:uid, 'person', :src, :slug, :name, '', 0, 0, '', '', :now, :now, :deleted)"
+                        " VALUES (:uid, 'person', :src, :slug, :name, '', :count, :count, '', '', :now, :now, :deleted)"
                     ),
                     {
+                        "count": photos_of.get(subject["subj_uid"], 0),
                         "uid": subject["subj_uid"],
                         "src": subject["subj_src"],
                         "slug": subject["subj_slug"],

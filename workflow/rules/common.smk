@@ -10,8 +10,10 @@ from likeness import atomic as lk_atomic
 from likeness import bundle as lk_bundle
 from likeness import captions as lk_captions
 from likeness import crop as lk_crop
+from likeness import names as lk_names
 from likeness import selection as lk_selection
 from likeness import sources as lk_sources
+from likeness import tables as lk_tables
 from likeness import training as lk_training
 from likeness.config import validate_config
 from likeness.errors import LikenessError
@@ -57,6 +59,7 @@ try:
             file=sys.stderr,
         )
     else:
+        lk_sources.check_originals(config["source"])
         # The job list comes from one quick read-only query while the Snakefile is parsed, so that
         # `snakemake -n` shows every job (a checkpoint would hide everything behind it).
         EXPORT = lk_sources.read_export(
@@ -71,31 +74,23 @@ try:
 except LikenessError as error:
     fail(error)
 
-ROOTS = lk_sources.roots_from_config(config["source"])
+# Resolved now, while the database's answer is at hand, so that markers.tsv records each face's photo
+# and any reason it cannot be read (read back from there on a machine without the originals).
+if not FROM_EXPORT:
+    lk_sources.locate_photos(EXPORT, lk_sources.roots_from_config(config["source"]))
 CROP_SETTINGS = lk_crop.CropSettings.from_config(config["crop"])
-
-
-def _face_specs():
-    specs = {}
-    for marker in EXPORT.usable:
-        path, reason = lk_sources.resolve_photo(
-            ROOTS, marker.file_root, marker.file_name
-        )
-        specs[marker.marker_uid] = lk_crop.spec_for(marker, path, reason)
-    return specs
-
-
-FACE_SPECS = _face_specs()
-FACE_UIDS = sorted(FACE_SPECS)
+# Each face's crop parameters, keyed by its file stem (likeness.names).
+FACE_SPECS = {marker.stem: lk_crop.spec_for(marker) for marker in EXPORT.croppable}
+FACE_STEMS = sorted(FACE_SPECS)
 
 
 wildcard_constraints:
-    uid="[0-9a-z]+",
+    stem=lk_names.STEM_PATTERN,
 
 
 def crop_records(wildcards=None):
     """Every per-face crop record: what later stages read (a removed marker drops out here)."""
-    return expand("results/crops/{uid}.json", uid=FACE_UIDS)
+    return expand("results/crops/{stem}.json", stem=FACE_STEMS)
 
 
 onstart:
@@ -120,10 +115,10 @@ TRAIN_CLASS_WORD = (
 
 def expected_training_images():
     """Images the training will see: the manifest's count once selection ran, else at most top_n."""
-    manifest = Path("results/dataset/manifest.tsv")
-    if manifest.is_file():
-        return max(0, len(manifest.read_text(encoding="utf-8").splitlines()) - 1)
-    return min(config["select"]["top_n"], len(FACE_UIDS))
+    rows = lk_tables.count_rows("results/dataset/manifest.tsv")
+    if rows is not None:
+        return rows
+    return min(config["select"]["top_n"], len(FACE_STEMS))
 
 
 try:

@@ -5,16 +5,18 @@
 
 
 rule crop_face:
+    """Crop one face from its photo; the record says how, or why it was excluded."""
     input:
-        photo=lambda wc: (
-            [FACE_SPECS[wc.uid]["path"]] if FACE_SPECS[wc.uid]["path"] else []
-        ),
+        photo=lambda wc: lk_crop.photo_input(FACE_SPECS[wc.stem]),
     output:
-        record="results/crops/{uid}.json",
+        record="results/crops/{stem}.json",
     log:
-        "logs/crop/{uid}.log",
+        "logs/crop/{stem}.log",
     params:
-        face=lambda wc: FACE_SPECS[wc.uid],
+        face=lambda wc: FACE_SPECS[wc.stem],
+        # Where Snakemake cannot be given the photo's path as an input (see photo_input), its size and
+        # modification time stand for it, so a replaced photo still re-crops its faces.
+        photo_stat=lambda wc: lk_crop.photo_fingerprint(FACE_SPECS[wc.stem]),
         settings=vars(CROP_SETTINGS),
         code=lk_crop.code_digest(),
     run:

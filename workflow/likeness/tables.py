@@ -1,0 +1,115 @@
+"""The one format of every table the workflow writes and reads: tab-separated, quoted where needed.
+
+Every ``.tsv`` under ``results/`` goes through :func:`table_bytes` and :func:`read_table`, so any string a
+database row can hold (tabs, CR, LF, quotes, NUL, any Unicode) comes back exactly as it went in. The
+format is the CSV dialect of RFC 4180 with a tab as the separator and LF after each row:
+
+* a cell is written between double quotes (inner quotes doubled) when it holds a tab, CR, LF or double
+  quote, or when it starts with ``=``, ``+``, ``-`` or ``@`` and is not a number, so that a spreadsheet
+  importing the table with "quoted field as text" never runs it as a formula; every other cell is
+  written as it is;
+* readers that handle quoting read every table back to the same rows: Python's ``csv`` module
+  (``delimiter="\\t"``, the file opened with ``newline=""``) and pandas (``sep="\\t"``, ``dtype=str``,
+  ``keep_default_na=False``);
+* a plain split on LF and tab gives the same cells for every row whose cells needed no quotes
+  (:func:`needs_quotes`); UIDs, file stems and numbers never do.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_if_changed
+from .errors import LikenessError
+
+_SPECIAL = re.compile(r'[\t\r\n"]')
+_FORMULA_LEADS = ("=", "+", "-", "@")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def needs_quotes(cell: str) -> bool:
+    """Whether ``cell`` is written between quotes (see the module's description of the format)."""
+    if _SPECIAL.search(cell):
+        return True
+    return cell.startswith(_FORMULA_LEADS) and not _NUMBER.match(cell)
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    if needs_quotes(text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def row_text(cells: Sequence[Any]) -> str:
+    """One row as it appears in a table, without its line end."""
+    return "\t".join(_cell(cell) for cell in cells)
+
+
+def table_bytes(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
+    """A header and ``rows`` (cells in ``columns`` order; None is written as an empty cell), UTF-8."""
+    lines = [row_text(columns), *(row_text(row) for row in rows)]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def records_bytes(columns: Sequence[str], records: Iterable[Mapping[str, Any]]) -> bytes:
+    """Like :func:`table_bytes` for mappings; a missing key is an empty cell."""
+    return table_bytes(columns, ([record.get(column) for column in columns] for record in records))
+
+
+def write_table(path: str | os.PathLike[str], columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> bool:
+    """Write atomically unless the file already holds these bytes (its mtime then stays); whether it wrote."""
+    return write_if_changed(path, table_bytes(columns, rows))
+
+
+def parse_table(text: str, source: str = "table", required: Sequence[str] = ()) -> list[dict[str, str]]:
+    """The rows of a table's text as dicts; a missing column or a ragged row is one readable error."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", strict=True)
+    try:
+        rows = list(reader)
+    except csv.Error as error:
+        raise LikenessError(f"{source} is not a valid table: {error}") from None
+    if not rows:
+        raise LikenessError(f"{source} is empty: it has no header")
+    header, body = rows[0], rows[1:]
+    missing = [column for column in required if column not in header]
+    if missing:
+        raise LikenessError(f"{source} lacks the column(s) {', '.join(missing)}")
+    for number, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise LikenessError(f"{source}: row {number} has {len(row)} cells, the header {len(header)}")
+    return [dict(zip(header, row, strict=True)) for row in body]
+
+
+def read_table(path: str | os.PathLike[str], required: Sequence[str] = ()) -> list[dict[str, str]]:
+    """The rows of the table at ``path``; a missing file, column or a broken row is one readable error."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise LikenessError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    return parse_table(text, str(path), required)
+
+
+def read_resource_table(path: str | os.PathLike[str], required: Sequence[str] = ()) -> list[dict[str, str]]:
+    """A table shipped in resources/: the same format, plus '#' note lines and blank lines, which are skipped."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            lines = [line for line in handle.read().split("\n") if line.strip() and not line.startswith("#")]
+    except (OSError, UnicodeDecodeError) as error:
+        raise LikenessError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    return parse_table("\n".join(lines) + "\n", str(path), required)
+
+
+def count_rows(path: str | os.PathLike[str]) -> int | None:
+    """How many rows a table has below its header; None when it cannot be read."""
+    try:
+        return len(read_table(Path(path)))
+    except LikenessError:
+        return None
