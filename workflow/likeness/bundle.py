@@ -63,6 +63,17 @@ def _walk(root: Path, relative: str) -> Iterator[tuple[Path, str]]:
         yield from _walk(root, f"{relative}/{entry.name}")
 
 
+def pod_config(config: Mapping[str, Any], run_dir: str, workdir: Path) -> dict[str, Any]:
+    """The config in use, as plain data, for the bundle. Regularisation images point at the run folder's own
+    copy of them (``<run>/reg``, which the bundle carries): the user's folder is not on the rented machine.
+    The folder's name is not part of the run id, only the images' names and contents."""
+    plain = json.loads(json.dumps(dict(config)))
+    train = plain.get("train") or {}
+    if train.get("reg_images") and (workdir / run_dir / "reg").is_dir():
+        train["reg_images"] = f"{run_dir}/reg"
+    return plain
+
+
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
@@ -120,7 +131,7 @@ def write_bundle(
         with tarfile.open(tmp, mode="w:gz") as tar:
             for path, name in members:
                 tar.add(path, arcname=f"{run_id}/{name}", recursive=False)
-            config_text = yaml.safe_dump(json.loads(json.dumps(dict(config))), allow_unicode=True)
+            config_text = yaml.safe_dump(pod_config(config, run_dir, workdir), allow_unicode=True)
             _add_bytes(tar, f"{run_id}/config.yaml", config_text.encode())
             _add_bytes(tar, f"{run_id}/{MARKER}", (json.dumps(marker, indent=2) + "\n").encode())
             _add_bytes(tar, f"{run_id}/pod.sh", POD_SCRIPT.read_bytes(), mode=0o755)
