@@ -12,6 +12,8 @@
 # Optional: a pod.yaml beside this script overrides train settings for this machine only (train.gpu,
 # train.sd_scripts, train.launcher, train.python, train.gpu_hourly_cost, train.max_gpu_hours);
 # LIKENESS_VENV=/path/to/venv uses an existing environment instead of setting one up.
+# The trainer and the base model are whatever the config names: the train job checks for them itself
+# (and where the config lets the workflow install or download them, it does so on this machine, at launch).
 set -euo pipefail
 cd "$(dirname "$0")"
 
