@@ -481,8 +481,13 @@ def finished_elsewhere(cfg: Mapping[str, Any], status_path: str | Path, inputs: 
             return False
     except (OSError, ValueError, TypeError, KeyError):
         return False
-    current = {k: v for k, v in train_config(cfg).items() if k not in RUNTIME_KEYS}
-    return current == plan.train_cfg and training_finished(plan)
+    # A setting left to "auto" (a step budget that follows the dataset) matches what the plan resolved it to.
+    changed = [
+        key
+        for key, value in train_config(cfg).items()
+        if key not in RUNTIME_KEYS and value != "auto" and plan.train_cfg.get(key) != value
+    ]
+    return not changed and training_finished(plan)
 
 
 def record_finished_elsewhere(
