@@ -17,6 +17,7 @@ include: "workflow/rules/select.smk"
 include: "workflow/rules/caption.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/headshots.smk"
+include: "workflow/rules/bundle.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -30,3 +31,9 @@ rule all:
         "results/train/status.json",
         BEST_LORA_JSON,
         REPORT_FIGURES,
+
+
+# On a cluster (profiles/slurm) only the training is submitted (and the captioning, with
+# train.submit_caption): every other job is quick, per face, or reads the originals, and runs where
+# Snakemake runs.
+workflow.localrules(*lk_cluster_local_rules(workflow, config))

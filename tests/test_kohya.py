@@ -85,7 +85,7 @@ def test_generated_train_toml_uses_real_option_names_and_types(run_plan: trainin
     assert flat["network_train_unet_only"] is True
     assert flat["save_state"] is True and flat["save_every_n_epochs"] == 1
     assert flat["noise_offset"] == 0.05
-    assert flat["sample_prompts"] == run_plan.sample_prompts
+    assert flat["sample_prompts"] == "sample_prompts.txt"  # relative to the run folder, where sd-scripts runs
 
 
 def test_generated_dataset_toml_levels_and_types(run_plan: training.RunPlan) -> None:
@@ -102,7 +102,10 @@ def test_generated_dataset_toml_levels_and_types(run_plan: training.RunPlan) -> 
     assert doc["general"]["keep_tokens"] == 1 and doc["general"]["caption_extension"] == ".txt"
     assert "is_reg" not in train_subset
     assert reg_subset["is_reg"] is True and reg_subset["class_tokens"] == CLASS_WORD
-    assert Path(train_subset["image_dir"]).is_dir() and Path(reg_subset["image_dir"]).is_dir()
+    # folders named relative to the run folder (sd-scripts' working directory), and there
+    run_dir = Path(run_plan.run_dir)
+    assert (train_subset["image_dir"], reg_subset["image_dir"]) == ("dataset", "reg")
+    assert (run_dir / train_subset["image_dir"]).is_dir() and (run_dir / reg_subset["image_dir"]).is_dir()
 
 
 def test_sample_prompts_all_carry_the_trigger(tmp_path: Path) -> None:

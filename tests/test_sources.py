@@ -184,3 +184,18 @@ def build_small_library_for_mariadb(database: MariaDBDatabase):
     library.builder.write_database(engine)
     engine.dispose()
     return library
+
+
+def test_the_written_export_reads_back_as_the_database_said(sqlite_library, tmp_path):
+    """A job on another machine (a Slurm node, a rented GPU) parses the workflow from the exported tables."""
+    library, db = sqlite_library
+    export = sources.read_export(sources.make_engine(f"sqlite:///{db}"), "Zoë O'Brien")
+    sources.write_tables(export, str(tmp_path / "markers.tsv"), str(tmp_path / "neighbours.tsv"))
+    back = sources.read_tables(tmp_path, "Zoë O'Brien")
+    assert back.markers == export.markers and back.neighbours == export.neighbours
+    assert back.subject.uid == library.person_uid
+    assert [m.marker_uid for m in back.usable] == [m.marker_uid for m in export.usable]
+    assert sources.export_digest(back) == sources.export_digest(export)
+    (tmp_path / "neighbours.tsv").unlink()
+    with pytest.raises(SourceError, match=r"neighbours\.tsv is missing"):
+        sources.read_tables(tmp_path, "Zoë O'Brien")

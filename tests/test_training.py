@@ -116,11 +116,36 @@ def test_launch_command_resumes_from_the_next_epoch(tmp_path: Path) -> None:
     command = training.launch_command(cfg, plan, (state, 3))
     assert command[:4] == ["accelerate", "launch", "--num_cpu_threads_per_process", "1"]
     assert command[4].endswith("sdxl_train_network.py")
+    # sd-scripts runs inside the run folder: every path it gets is relative to it
     assert command[5:] == [
-        "--config_file", plan.train_toml, "--dataset_config", plan.dataset_toml,
-        "--resume", str(state.resolve()), "--initial_epoch", "4",
+        "--config_file", "train.toml", "--dataset_config", "dataset.toml",
+        "--resume", "output/face-000003-state", "--initial_epoch", "4",
     ]  # fmt: skip
-    assert training.launch_command(cfg, plan, None)[-2:] == ["--dataset_config", plan.dataset_toml]
+    assert training.launch_command(cfg, plan, None)[-2:] == ["--dataset_config", "dataset.toml"]
+
+
+def test_toml_paths_are_relative_to_the_run_folder_which_trains_after_a_move(tmp_path: Path) -> None:
+    import shutil
+    import tomllib
+
+    make_images(tmp_path / "dataset", 2)
+    cfg = double_config(tmp_path, max_train_epochs=1)
+    plan = prepare(tmp_path, cfg)
+    dataset_doc = tomllib.loads(Path(plan.dataset_toml).read_text())
+    train_doc = tomllib.loads(Path(plan.train_toml).read_text())
+    assert dataset_doc["datasets"][0]["subsets"][0]["image_dir"] == "dataset"
+    flat = {k: v for table in train_doc.values() for k, v in (table.items() if isinstance(table, dict) else [])}
+    assert flat["output_dir"] == "output" and flat["sample_prompts"] == "sample_prompts.txt"
+    assert str(tmp_path) not in Path(plan.dataset_toml).read_text()
+    # the folder moves (a bundle unpacked elsewhere, a cluster mounting it under another path): it still trains
+    moved = tmp_path / "elsewhere" / plan.run_id
+    shutil.move(plan.run_dir, moved)
+    shutil.rmtree(tmp_path / "dataset")
+    moved_plan = training.RunPlan.load(moved)
+    assert moved_plan.output_dir == str(moved / "output")
+    assert training.run_training(moved_plan, cfg, tmp_path / "train.log", env=double_env(), out=io.StringIO()) == 0
+    assert (moved / "output" / "face.safetensors").is_file()
+    assert not (tmp_path / "runs" / plan.run_id).exists()
 
 
 def test_progress_lines_and_measured_speed() -> None:
@@ -189,7 +214,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_from_the_last_complete_state(tmp_p
     assert len(invocations) == 2
     assert "--resume" not in invocations[0]["argv"]
     argv = invocations[1]["argv"]
-    assert argv[argv.index("--resume") + 1] == str((output / "face-000001-state").resolve())
+    assert argv[argv.index("--resume") + 1] == "output/face-000001-state"  # relative to the run folder
     assert argv[argv.index("--initial_epoch") + 1] == "2"
     second_pid = invocations[1]["pid"]
     assert {s["epoch"] for s in read_jsonl(steps_file) if s["pid"] == second_pid} == {2, 3}
@@ -320,3 +345,85 @@ def test_dry_run_message_is_safe_for_a_rule_message(tmp_path: Path) -> None:
     formatted = message.format()  # what Snakemake does with a message
     assert "3 images in" in formatted and "9 steps" in formatted
     assert "WARNING" in formatted and "max_gpu_hours" in formatted  # the budget warning shows in the dry run
+
+
+# --- the train rule's readiness param -------------------------------------------------------------------------
+
+
+def _status(path: Path, plan: training.RunPlan, state: str, readiness: str) -> None:
+    path.write_text(
+        json.dumps({"state": state, "run_id": plan.run_id, "run_dir": plan.run_dir, "readiness": readiness})
+    )
+
+
+def test_readiness_param_keeps_a_finished_training_finished(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 2)
+    cfg = double_config(tmp_path)
+    plan = prepare(tmp_path, cfg)
+    status = tmp_path / "status.json"
+    gpu = {"LIKENESS_ALLOW_NO_GPU": "1"}
+    no_gpu = {"CUDA_VISIBLE_DEVICES": "", "PATH": str(tmp_path / "empty-bin")}
+    # nothing ran yet: what the launch depends on here
+    assert training.readiness_param(cfg, status, gpu) == training.LAUNCHABLE
+    assert training.readiness_param(cfg, status, no_gpu) == "missing: no GPU found (nvidia-smi -L)"
+    # done with a GPU: without one, or without the base model, the value the job ran with comes back
+    _status(status, plan, "done", training.LAUNCHABLE)
+    assert training.readiness_param(cfg, status, no_gpu) == training.LAUNCHABLE
+    Path(cfg["base_model"]).unlink()
+    assert training.readiness_param(cfg, status, gpu) == training.LAUNCHABLE
+
+
+def test_readiness_param_plans_a_ready_run_again_when_it_can_go_on(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 2)
+    cfg = double_config(tmp_path)
+    plan = prepare(tmp_path, cfg)
+    status = tmp_path / "status.json"
+    recorded = "missing: no GPU found (nvidia-smi -L)"
+    _status(status, plan, "ready", recorded)
+    no_gpu = {"CUDA_VISIBLE_DEVICES": "", "PATH": str(tmp_path / "empty-bin")}
+    assert training.readiness_param(cfg, status, no_gpu) == recorded  # still stuck: nothing to do
+    assert training.readiness_param(cfg, status, {"LIKENESS_ALLOW_NO_GPU": "1"}) == training.LAUNCHABLE
+    # submitted to a cluster: this machine's GPU does not count, the node's does
+    assert training.readiness_param({**cfg, "submit": True}, status, no_gpu) == training.LAUNCHABLE
+    # the LoRA appeared in the run folder (trained on a rented GPU, output/ copied back): no job, the next
+    # run's start records it (record_finished_elsewhere), even where a GPU is
+    load_double().write_safetensors(plan.final_lora, 3)
+    assert training.readiness_param(cfg, status, no_gpu) == recorded
+    assert training.readiness_param(cfg, status, {"LIKENESS_ALLOW_NO_GPU": "1"}) == recorded
+    assert training.finished_elsewhere(cfg, status)
+    assert not training.finished_elsewhere({**cfg, "network_dim": 8}, status)  # another config: another run
+
+
+def test_a_run_finished_elsewhere_is_recorded_done_with_its_measured_speed(tmp_path: Path) -> None:
+    make_images(tmp_path / "dataset", 2)
+    cfg = double_config(tmp_path, max_train_epochs=1)
+    plan = prepare(tmp_path, cfg)
+    status = tmp_path / "status.json"
+    _status(status, plan, "ready", "missing: no GPU found (nvidia-smi -L)")  # at home: no GPU
+    home_log, home_calibration = tmp_path / "home.log", tmp_path / "home_calibration.tsv"
+    assert not training.record_finished_elsewhere(status, home_log, home_calibration, out=io.StringIO())
+    # elsewhere (the same run folder, its own calibration table), then output/ is back
+    assert training.run_training(plan, cfg, tmp_path / "pod.log", env=double_env(), out=io.StringIO()) == 0
+    measured = json.loads(plan.measured_json.read_text())
+    assert measured["gpu"] == "CPU" and measured["seconds_per_step"] > 0
+    assert training.finished_elsewhere(cfg, status, [tmp_path / "dataset"])
+    out = io.StringIO()
+    assert training.record_finished_elsewhere(status, home_log, home_calibration, out=out)
+    record = json.loads(status.read_text())
+    assert record["state"] == "done" and record["run_id"] == plan.run_id
+    assert record["readiness"] == "missing: no GPU found (nvidia-smi -L)"  # what the rule's metadata holds
+    rows = est.load_calibration(home_calibration)
+    assert [(r.gpu, r.seconds_per_step) for r in rows] == [("CPU", measured["seconds_per_step"])]
+    assert "avr_loss" in home_log.read_text()  # the training's own log, for the loss curve
+    assert "recorded as done; measured" in out.getvalue()
+    # once only
+    assert not training.record_finished_elsewhere(status, home_log, home_calibration, out=io.StringIO())
+    assert len(est.load_calibration(home_calibration)) == 1
+
+
+def test_declared_inputs_are_the_tables_and_the_regularisation_folder(tmp_path: Path) -> None:
+    cfg = double_config(tmp_path)
+    assert training.declared_inputs(cfg, "m.tsv", "c.tsv") == {"manifest": "m.tsv", "captions": "c.tsv"}
+    with_reg = training.declared_inputs({**cfg, "reg_images": str(tmp_path / "reg")}, "m.tsv", "c.tsv")
+    assert with_reg["reg_images"] == str(tmp_path / "reg")
+    assert str(cfg["base_model"]) not in training.declared_inputs(cfg, "m.tsv", "c.tsv").values()

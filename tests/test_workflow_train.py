@@ -129,3 +129,46 @@ def test_a_config_change_trains_into_a_new_run_folder_and_keeps_the_old(workflow
     second = next(r for r in runs if r != first)
     assert (second / "output" / "face.safetensors").is_file()
     assert _status(workdir)["run_dir"].endswith(second.name)
+
+
+NO_GPU = {"CUDA_VISIBLE_DEVICES": "", "LIKENESS_ALLOW_NO_GPU": "0"}
+
+
+def planned_jobs(workdir: Path, env: dict[str, str]) -> dict[str, int]:
+    """Rule -> job count from the dry run's job table (the train job's message replaces its rule header)."""
+    text = snakemake(workdir, "-n", env=env).stdout
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
+    return {rule: int(count) for rule, count in rows if rule != "total"}
+
+
+def test_a_finished_training_is_never_planned_again(workflow):
+    workdir, library = workflow
+    cfg = double_config(workdir, max_train_epochs=1)
+    write_config(workdir, library.root, train=cfg)
+    snakemake(workdir, "--cores", "2", env=double_env())
+    assert _status(workdir)["state"] == "done"
+    snakemake(workdir, "--cores", "2", env=NO_GPU)  # the later stages: loss curve and samples
+    assert (workdir / "results" / "report" / "loss.svg").is_file()
+    # a machine without a GPU, then without the base model: the finished training stays finished
+    assert planned_jobs(workdir, env=NO_GPU) == {}
+    Path(cfg["base_model"]).unlink()
+    assert planned_jobs(workdir, env=NO_GPU) == {}
+    assert planned_jobs(workdir, env=double_env()) == {}
+    # a changed config plans a new run
+    write_config(workdir, library.root, train={**cfg, "network_dim": 8})
+    assert "train" in planned_jobs(workdir, env=NO_GPU)
+
+
+def test_a_ready_run_is_planned_again_once_it_can_launch(workflow):
+    workdir, library = workflow
+    write_config(workdir, library.root, train=double_config(workdir, max_train_epochs=1))
+    snakemake(workdir, "--cores", "2", env=NO_GPU)
+    assert _status(workdir)["state"] == "ready"
+    assert planned_jobs(workdir, env=NO_GPU) == {}  # still no GPU: nothing to do
+    assert "train" in planned_jobs(workdir, env=double_env())  # a GPU (the double's stand-in check)
+    snakemake(workdir, "--cores", "2", env=double_env())
+    assert _status(workdir)["state"] == "done"
+    assert set(planned_jobs(workdir, env=NO_GPU)) == {"report_training", "all"}  # figures, no training

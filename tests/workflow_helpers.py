@@ -15,7 +15,7 @@ import yaml
 from conftest import REPO_ROOT
 
 # What a user's checkout holds that the workflow needs (the demo library is not copied).
-WORKFLOW_PARTS = ["Snakefile", "workflow", "profiles", "resources", "envs"]
+WORKFLOW_PARTS = ["Snakefile", "workflow", "profiles", "resources", "envs", "pyproject.toml", "README.md"]
 # Selection settings that keep every drawn face, so every stage has the whole library to work on.
 KEEP_ALL = {
     "min_crop_side": 64,

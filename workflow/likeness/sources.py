@@ -648,3 +648,36 @@ def run_export_job(export: Export, markers_path: str, neighbours_path: str, log_
     write_tables(export, markers_path, neighbours_path)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     Path(log_path).write_text(export_summary(export) + "\n")
+
+
+# -- the export, read back (a job on another machine, a training bundle) --------------------------------
+def _typed(kind: Any, text: str) -> Any:
+    """A TSV cell as the dataclass field's type ('' is NaN for floats, as markers_tsv writes NaN)."""
+    name = kind if isinstance(kind, str) else getattr(kind, "__name__", "str")
+    if name == "int":
+        return int(text) if text else 0
+    if name == "float":
+        return float(text) if text else math.nan
+    return text
+
+
+def _read_rows(path: Path, cls: type) -> list[Any]:
+    kinds = {f.name: f.type for f in fields(cls)}
+    rows = tables.read_table(path, required=list(kinds))
+    return [cls(**{k: _typed(kinds[k], v) for k, v in row.items() if k in kinds}) for row in rows]
+
+
+def read_tables(export_dir: str | os.PathLike[str], person: str) -> Export:
+    """What the main process exported (markers.tsv, neighbours.tsv), for a parse without the database."""
+    folder = Path(export_dir)
+    markers_path, neighbours_path = folder / "markers.tsv", folder / "neighbours.tsv"
+    for path in (markers_path, neighbours_path):
+        if not path.is_file():
+            raise SourceError(f"{path} is missing: run the workflow once where the database is, which writes it")
+    try:
+        markers = _read_rows(markers_path, MarkerRow)
+        neighbours = _read_rows(neighbours_path, Neighbour)
+    except (OSError, ValueError, TypeError) as error:
+        raise SourceError(f"{folder}: the exported tables cannot be read ({error})") from None
+    subject_uid = markers[0].subj_uid if markers else ""
+    return Export(Subject(subject_uid, "", person), markers, neighbours)

@@ -30,7 +30,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -41,7 +41,7 @@ from likeness import base_model as bm
 from likeness import estimate as est
 from likeness import kohya, step_budget
 from likeness import trainer_install as ti
-from likeness.atomic import atomic_write_json, write_if_changed
+from likeness.atomic import atomic_write_bytes, atomic_write_json, write_if_changed
 from likeness.errors import ConfigError, LikenessError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "train.schema.yaml"
@@ -64,7 +64,26 @@ FINAL_STATES = ("ready", "done")
 INSTALL_KEYS = ("sd_scripts_repo", "sd_scripts_commit", "cache_dir", "torch", "torch_index_url", "hub_cache")
 # Keys that do not shape the trained LoRA: taken from the current config when a planned run is launched;
 # every other key comes from the plan, so the estimate always describes the configs in the run folder.
-RUNTIME_KEYS = ("sd_scripts", "launcher", "python", "gpu", "gpu_hourly_cost", "max_gpu_hours", *INSTALL_KEYS)
+RUNTIME_KEYS = (
+    "sd_scripts",
+    "launcher",
+    "python",
+    "gpu",
+    "gpu_hourly_cost",
+    "max_gpu_hours",
+    "submit",
+    "submit_caption",
+    "mem_mb",
+    "cpus_per_gpu",
+    *INSTALL_KEYS,
+)
+# Inside a run folder. The TOMLs name these relative to the run folder (sd-scripts runs with it as its
+# working directory), so a run folder trains wherever it is unpacked.
+RUN_DATASET, RUN_REG, RUN_OUTPUT, RUN_PROMPTS = "dataset", "reg", "output", "sample_prompts.txt"
+MEASURED_NAME = "likeness_measured_speed.json"
+RUN_LOG_NAME = "likeness_train.log"
+# The train rule's readiness param (see readiness_param).
+LAUNCHABLE = "ready to launch"
 
 
 # --- config -------------------------------------------------------------------------------------------------
@@ -99,13 +118,11 @@ def train_config(raw: Mapping[str, Any] | None) -> dict[str, Any]:
 
 @dataclass
 class RunPlan:
+    """A run folder and what it was planned with. Paths inside it are derived from ``run_dir``, so a run
+    folder can move (a bundle unpacked on a rented GPU machine, a shared folder mounted elsewhere)."""
+
     run_id: str
     run_dir: str
-    output_dir: str
-    dataset_toml: str
-    train_toml: str
-    sample_prompts: str
-    estimate_json: str
     output_name: str
     trigger: str
     class_word: str
@@ -116,6 +133,26 @@ class RunPlan:
     train_cfg: dict[str, Any]
 
     @property
+    def output_dir(self) -> str:
+        return str(Path(self.run_dir) / RUN_OUTPUT)
+
+    @property
+    def dataset_toml(self) -> str:
+        return str(Path(self.run_dir) / "dataset.toml")
+
+    @property
+    def train_toml(self) -> str:
+        return str(Path(self.run_dir) / "train.toml")
+
+    @property
+    def sample_prompts(self) -> str:
+        return str(Path(self.run_dir) / RUN_PROMPTS)
+
+    @property
+    def estimate_json(self) -> str:
+        return str(Path(self.run_dir) / "estimate.json")
+
+    @property
     def final_lora(self) -> Path:
         return Path(self.output_dir) / f"{self.output_name}.safetensors"
 
@@ -123,12 +160,19 @@ class RunPlan:
     def status_json(self) -> Path:
         return Path(self.run_dir) / "status.json"
 
+    @property
+    def measured_json(self) -> Path:
+        """The measured speed, kept inside output/ so that it travels back with a pod's LoRA files."""
+        return Path(self.output_dir) / MEASURED_NAME
+
     @classmethod
     def load(cls, run_dir: str | Path) -> RunPlan:
         data = json.loads((Path(run_dir) / "plan.json").read_text(encoding="utf-8"))
         data["train_sizes"] = [tuple(s) for s in data["train_sizes"]]
         data["reg_sizes"] = [tuple(s) for s in data["reg_sizes"]]
-        return cls(**data)
+        data["run_dir"] = str(run_dir)  # where it is now, not where it was planned
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def _sha256(path: Path) -> str:
@@ -178,6 +222,12 @@ def base_model_problem(base_model: str) -> str | None:
     if bm.is_repo_id(base_model) or Path(base_model).expanduser().exists():
         return None
     return f"train.base_model {base_model!r} does not exist"
+
+
+def _absolute_if_local(path_or_id: str) -> str:
+    """A relative local path made absolute (sd-scripts runs inside the run folder); a repo id unchanged."""
+    path = Path(path_or_id).expanduser()
+    return str(path.resolve()) if path_or_id and path.exists() and not path.is_absolute() else path_or_id
 
 
 def prepare_run(
@@ -234,35 +284,28 @@ def prepare_run(
     }
     run_id = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:HASH_LENGTH]
     run_dir = Path(runs_root) / run_id
-    absolute = run_dir.resolve()
     for image in images:
-        _give_run_copy(image, run_dir / "dataset" / image.name)
-        _give_run_copy(image.with_suffix(".txt"), run_dir / "dataset" / image.with_suffix(".txt").name)
+        _give_run_copy(image, run_dir / RUN_DATASET / image.name)
+        _give_run_copy(image.with_suffix(".txt"), run_dir / RUN_DATASET / image.with_suffix(".txt").name)
     for image in reg_images:
-        _give_run_copy(image, run_dir / "reg" / image.name, link=True)
+        _give_run_copy(image, run_dir / RUN_REG / image.name, link=True)
         caption = image.with_suffix(".txt")
         if caption.is_file():
-            _give_run_copy(caption, run_dir / "reg" / caption.name)
+            _give_run_copy(caption, run_dir / RUN_REG / caption.name)
+    # Paths relative to the run folder, sd-scripts' working directory: the folder can be trained wherever it
+    # is (a Slurm node mounting it elsewhere, a bundle unpacked on a rented GPU machine).
     dataset_doc = kohya.build_dataset_config(
-        cfg,
-        image_dir=str(absolute / "dataset"),
-        reg_dir=str(absolute / "reg") if reg_images else None,
-        class_word=class_word,
+        cfg, image_dir=RUN_DATASET, reg_dir=RUN_REG if reg_images else None, class_word=class_word
     )
     train_doc = kohya.build_train_options(
-        cfg,
-        output_dir=str(absolute / "output"),
-        sample_prompts_path=str(absolute / "sample_prompts.txt"),
+        {**cfg, "base_model": _absolute_if_local(str(cfg["base_model"]))},
+        output_dir=RUN_OUTPUT,
+        sample_prompts_path=RUN_PROMPTS,
         logging_dir=None,
     )
     plan = RunPlan(
         run_id=run_id,
         run_dir=str(run_dir),
-        output_dir=str(absolute / "output"),
-        dataset_toml=str(absolute / "dataset.toml"),
-        train_toml=str(absolute / "train.toml"),
-        sample_prompts=str(absolute / "sample_prompts.txt"),
-        estimate_json=str(absolute / "estimate.json"),
         output_name=cfg["output_name"],
         trigger=trigger,
         class_word=class_word,
@@ -384,13 +427,20 @@ def detect_gpus(env: Mapping[str, str] | None = None) -> list[str]:
 
 def launcher_argv(cfg: Mapping[str, Any]) -> list[str]:
     launcher = shlex.split(str(cfg.get("launcher") or ""))
-    return launcher or [str(cfg.get("python") or sys.executable)]
+    argv = launcher or [str(cfg.get("python") or sys.executable)]
+    # A relative program path (".venv/bin/python") means the workflow's folder, not the run folder.
+    if os.sep in argv[0] and not os.path.isabs(argv[0]):
+        argv[0] = os.path.abspath(argv[0])
+    return argv
 
 
-def missing_for_launch(cfg: Mapping[str, Any], env: Mapping[str, str] | None = None) -> list[str]:
-    """What stops the training from running here (empty when it can run)."""
+def missing_for_launch(
+    cfg: Mapping[str, Any], env: Mapping[str, str] | None = None, *, check_gpu: bool = True
+) -> list[str]:
+    """What stops the training from running here (empty when it can run). ``check_gpu=False``: the job
+    runs on another machine (a Slurm node), whose GPU this one cannot see."""
     missing = []
-    if not detect_gpus(env):
+    if check_gpu and not detect_gpus(env):
         missing.append("no GPU found (nvidia-smi -L)")
     sd_scripts = str(cfg.get("sd_scripts") or "")
     if not sd_scripts:
@@ -407,26 +457,114 @@ def missing_for_launch(cfg: Mapping[str, Any], env: Mapping[str, str] | None = N
     return missing
 
 
-def launch_readiness(cfg: Mapping[str, Any]) -> str:
-    """A short fingerprint of what the launch depends on; as a rule param it makes Snakemake rerun a
-    training that stopped at 'ready' once the GPU, checkout or base model appear."""
-    missing = missing_for_launch(train_config(cfg))
-    return "ready to launch" if not missing else "missing: " + "; ".join(missing)
+def launch_readiness(cfg: Mapping[str, Any], env: Mapping[str, str] | None = None) -> str:
+    """What the launch depends on, in a few words: LAUNCHABLE or what is missing. With ``train.submit``
+    (profiles/slurm) the GPU is the compute node's: this machine's is not looked for."""
+    cfg = train_config(cfg)
+    missing = missing_for_launch(cfg, env, check_gpu=not cfg["submit"])
+    return LAUNCHABLE if not missing else "missing: " + "; ".join(missing)
+
+
+def _read_status(status_path: str | Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(Path(status_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def finished_elsewhere(cfg: Mapping[str, Any], status_path: str | Path, inputs: Sequence[str | Path] = ()) -> bool:
+    """The run status.json left at 'ready' has its LoRA now (trained on another machine, output/ copied back),
+    and neither the config nor the ``inputs`` (the dataset's tables) changed since it was planned: the next
+    train job only records it as done."""
+    status = _read_status(status_path)
+    if not status or status.get("state") != "ready":
+        return False
+    try:
+        plan = RunPlan.load(Path(str(status.get("run_dir", ""))))
+        planned = (Path(plan.run_dir) / "plan.json").stat().st_mtime
+        if any(Path(p).stat().st_mtime > planned for p in inputs):
+            return False
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    # A setting left to "auto" (a step budget that follows the dataset) matches what the plan resolved it to.
+    changed = [
+        key
+        for key, value in train_config(cfg).items()
+        if key not in RUNTIME_KEYS and value != "auto" and plan.train_cfg.get(key) != value
+    ]
+    return not changed and training_finished(plan)
+
+
+def record_finished_elsewhere(
+    status_path: str | Path, log_path: str | Path, calibration_path: str | Path, out: TextIO | None = None
+) -> bool:
+    """Mark the 'ready' run whose LoRA was copied back as done, as the train job would have: the rule's
+    status (keeping the readiness value its job ran with, so Snakemake plans nothing), the training's
+    log (from output/likeness_train.log) and its measured speed in this machine's calibration table.
+
+    Called when a run starts (the Snakefile's onstart, holding the working directory's lock) only when
+    ``finished_elsewhere`` said so while the Snakefile was read; returns whether it recorded anything.
+    """
+    out = out or sys.stdout
+    status = _read_status(status_path)
+    if not status or status.get("state") != "ready":
+        return False
+    try:
+        plan = RunPlan.load(Path(str(status["run_dir"])))
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    if not training_finished(plan):
+        return False
+    _restore_training_log(plan, log_path)
+    imported = import_measured_speed(plan, calibration_path)
+    details = {"readiness": status["readiness"]} if isinstance(status.get("readiness"), str) else {}
+    _write_status(plan, status_path, "done", finished_elsewhere=True, **details)
+    measured = f"; measured {imported:.3f} s/step, stored in {calibration_path}" if imported else ""
+    out.write(f"likeness: training {plan.run_id} finished elsewhere: {plan.final_lora} recorded as done{measured}\n")
+    return True
+
+
+def readiness_param(cfg: Mapping[str, Any], status_path: str | Path, env: Mapping[str, str] | None = None) -> str:
+    """The train rule's ``ready`` param: it changes only when a run that stopped at 'ready' can now go on.
+
+    Snakemake re-runs a job whose param differs from the one recorded when the job last ran, so the value
+    must come out the same before and after the job. The job writes the value it ran with into
+    status.json ("readiness"); reading it back keeps a finished training finished whatever this machine
+    lacks later (no GPU, a deleted base model). A 'ready' run is planned again when the launch has become
+    possible here, unless its LoRA is already in the run folder (trained on a rented machine and copied
+    back: ``record_finished_elsewhere`` marks it done when the next run starts, no job needed).
+    """
+    status = _read_status(status_path)
+    recorded = status.get("readiness") if status else None
+    if status is None or not isinstance(recorded, str):
+        return launch_readiness(cfg, env)  # nothing run yet (or a status from before this param existed)
+    if status.get("state") == "ready":
+        run_dir = Path(str(status.get("run_dir", "")))
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            if training_finished(RunPlan.load(run_dir)):
+                return recorded
+        now = launch_readiness(cfg, env)
+        if now == LAUNCHABLE:
+            return now
+    return recorded
 
 
 def launch_command(
     cfg: Mapping[str, Any], plan: RunPlan, resume: tuple[Path, int] | None, model_file: str | None = None
 ) -> list[str]:
-    """The training command. ``model_file``: the downloaded base model, which replaces the repo id that
-    train.toml names (sd-scripts' command line wins over its config file)."""
+    """sd-scripts' command line, run inside the run folder: its files are named relative to it.
+
+    ``model_file``: the downloaded base model, which replaces the repo id that train.toml names
+    (sd-scripts' command line wins over its config file)."""
     script = Path(str(cfg["sd_scripts"])).expanduser().resolve() / "sdxl_train_network.py"
-    command = [*launcher_argv(cfg), str(script), "--config_file", plan.train_toml]
-    command += ["--dataset_config", plan.dataset_toml]
+    command = [*launcher_argv(cfg), str(script), "--config_file", "train.toml", "--dataset_config", "dataset.toml"]
     if model_file:
         command += ["--pretrained_model_name_or_path", model_file]
     if resume:
         state_dir, epoch = resume
-        command += ["--resume", str(state_dir.resolve()), "--initial_epoch", str(epoch + 1)]
+        state = f"{RUN_OUTPUT}/{state_dir.name}"
+        command += ["--resume", state, "--initial_epoch", str(epoch + 1)]
     return command
 
 
@@ -575,8 +713,11 @@ def run_training(
     calibration_path: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     out: TextIO | None = None,
+    readiness: str | None = None,
 ) -> int:
     """Train (or resume) the run; returns the exit code for the Snakemake job.
+
+    ``readiness``: the rule's readiness param, recorded in status.json for ``readiness_param``.
 
     0: finished (status 'done'), or stopped at a ready-to-launch folder because the GPU, sd-scripts or the
     base model is missing here (status 'ready'). Non-zero: refused by the budget guard, another training
@@ -594,8 +735,13 @@ def run_training(
     for reason in plan.excluded:
         out.write(f"excluded: {reason}\n")
 
+    details = {} if readiness is None else {"readiness": readiness}
     if training_finished(plan):
-        _write_status(plan, status_path, "done")
+        _restore_training_log(plan, log_path)
+        imported = import_measured_speed(plan, calibration_path)
+        if imported:
+            out.write(f"measured {imported:.3f} s/step (recorded with the run); stored in {calibration_path}\n")
+        _write_status(plan, status_path, "done", **details)
         out.write(f"training already finished: {plan.final_lora}\n")
         return 0
     # Nothing can start without a GPU, sd-scripts and a base model: then the run only prepares the
@@ -604,7 +750,7 @@ def run_training(
     missing = missing_for_launch(cfg, run_env)
     if missing:
         (Path(plan.run_dir) / "READY").write_text(" ".join(launch_command_preview(cfg, plan)) + "\n")
-        _write_status(plan, status_path, "ready", missing=missing, estimate=estimate_record(estimate))
+        _write_status(plan, status_path, "ready", missing=missing, estimate=estimate_record(estimate), **details)
         out.write(f"training is ready in {plan.run_dir}/ ({'; '.join(missing)}): fix that and run `{LAUNCH_COMMAND}`\n")
         return 0
     budget = estimate.budget_message()
@@ -620,7 +766,7 @@ def run_training(
         # which sd-scripts, torch and base model trained this run (a resume may use a newer install)
         record = {"sd_scripts": cfg["sd_scripts"], "base_model": model_file or cfg["base_model"], **trainer}
         atomic_write_json(Path(plan.run_dir) / "trainer.json", record)
-        return _launch(plan, cfg, log_path, status_path, calibration_path, run_env, out, model_file)
+        return _launch(plan, cfg, log_path, status_path, calibration_path, run_env, out, details, model_file)
 
 
 def _launch_inputs(
@@ -648,6 +794,46 @@ def _launch_inputs(
     return settings, model_file, versions
 
 
+def _restore_training_log(plan: RunPlan, log_path: str | Path) -> None:
+    """The rule's log for a run that finished elsewhere: the copy of sd-scripts' log kept in output/."""
+    run_log, log_path = Path(plan.output_dir) / RUN_LOG_NAME, Path(log_path)
+    if run_log.is_file():
+        if not log_path.is_file() or log_path.read_bytes() != run_log.read_bytes():
+            atomic_write_bytes(log_path, run_log.read_bytes())
+    elif not log_path.is_file():
+        atomic_write_bytes(log_path, f"training {plan.run_id} finished elsewhere; its log was not kept\n".encode())
+
+
+def import_measured_speed(plan: RunPlan, calibration_path: str | Path) -> float | None:
+    """Store the speed a run measured elsewhere (output/likeness_measured_speed.json) in this machine's
+    calibration table, once; returns the seconds per step it added."""
+    try:
+        data = json.loads(plan.measured_json.read_text(encoding="utf-8"))
+        row = est.SpeedRow(**{f.name: data[f.name] for f in fields(est.SpeedRow)})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if any((known.gpu, known.source) == (row.gpu, row.source) for known in est.load_calibration(calibration_path)):
+        return None
+    est.record_calibration(calibration_path, row)
+    return float(row.seconds_per_step)
+
+
+def declared_inputs(cfg: Mapping[str, Any], manifest: str, captions: str) -> dict[str, str]:
+    """The train rule's inputs: every file the training reads from this workflow's data.
+
+    The dataset folder holds exactly the crops the manifest lists, with the captions captions.tsv lists,
+    so the two tables stand for it (listing each image would change the input list between the first run
+    and the next, and Snakemake would plan the training again). Regularisation images are the user's
+    folder. The base model and sd-scripts are tools the job checks itself, not data: a deleted base model
+    must not plan a finished training again.
+    """
+    inputs = {"manifest": manifest, "captions": captions}
+    reg_images = str(train_config(cfg)["reg_images"])
+    if reg_images:
+        inputs["reg_images"] = str(Path(reg_images).expanduser())
+    return inputs
+
+
 def launch_command_preview(cfg: Mapping[str, Any], plan: RunPlan) -> list[str]:
     sd_scripts = str(cfg.get("sd_scripts") or "<train.sd_scripts>")
     if sd_scripts == "auto":  # where install_trainer puts it (the torch build follows the machine's driver)
@@ -663,6 +849,7 @@ def _launch(
     calibration_path: str | Path,
     env: dict[str, str],
     out: TextIO,
+    details: Mapping[str, Any],
     model_file: str | None = None,
 ) -> int:
     with contextlib.suppress(FileNotFoundError):
@@ -673,7 +860,11 @@ def _launch(
     out.write(f"training {plan.run_id}: {start_note}; log: {log_path}\n")
     out.flush()
     _write_status(plan, status_path, "running", command=command)
-    env = {**env, "PYTHONUNBUFFERED": "1"}
+    # sd-scripts runs inside the run folder; its own folder on PYTHONPATH keeps its `library` package importable
+    # whatever the launcher does with the working directory.
+    sd_scripts = str(Path(str(cfg["sd_scripts"])).expanduser().resolve())
+    python_path = os.pathsep.join(p for p in (sd_scripts, env.get("PYTHONPATH", "")) if p)
+    env = {**env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": python_path}
     log_file = Path(log_path)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     interval = float(env.get(PROGRESS_INTERVAL_ENV, "30"))
@@ -685,7 +876,7 @@ def _launch(
         try:
             process = subprocess.Popen(
                 command,
-                cwd=str(Path(str(cfg["sd_scripts"])).expanduser()),
+                cwd=str(Path(plan.run_dir).resolve()),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -710,21 +901,23 @@ def _launch(
         return code or 1
     measured = measured_seconds_per_step(output)
     if measured:
-        est.record_calibration(
-            calibration_path,
-            est.SpeedRow(
-                gpu=str(cfg["gpu"]),
-                vram_gb=0.0,
-                resolution=int(cfg["resolution"]),
-                batch_size=int(cfg["batch_size"]),
-                gradient_checkpointing="yes" if cfg["gradient_checkpointing"] else "no",
-                seconds_per_step=round(measured, 4),
-                source=f"measured: run {plan.run_id}, {datetime.now(UTC).date().isoformat()}",
-                conditions=", ".join(detect_gpus(env)) or "",
-            ),
+        row = est.SpeedRow(
+            gpu=str(cfg["gpu"]),
+            vram_gb=0.0,
+            resolution=int(cfg["resolution"]),
+            batch_size=int(cfg["batch_size"]),
+            gradient_checkpointing="yes" if cfg["gradient_checkpointing"] else "no",
+            seconds_per_step=round(measured, 4),
+            source=f"measured: run {plan.run_id}, {datetime.now(UTC).date().isoformat()}",
+            conditions=", ".join(detect_gpus(env)) or "",
         )
+        # Beside the LoRA files too: copying output/ back from a rented machine brings the figure home.
+        atomic_write_json(plan.measured_json, asdict(row))
+        est.record_calibration(calibration_path, row)
         out.write(f"measured {measured:.3f} s/step on {cfg['gpu']}; stored in {calibration_path}\n")
-    _write_status(plan, status_path, "done", seconds=round(elapsed, 1), measured_seconds_per_step=measured)
+    # The training's log beside its LoRA files too (the loss curve comes from it), for the same reason.
+    atomic_write_bytes(Path(plan.output_dir) / RUN_LOG_NAME, log_file.read_bytes())
+    _write_status(plan, status_path, "done", seconds=round(elapsed, 1), measured_seconds_per_step=measured, **details)
     out.write(f"training finished: {plan.final_lora}\n")
     return 0
 
@@ -738,10 +931,11 @@ def train_stage(
     log_path: str | Path,
     status_path: str | Path,
     runs_root: str | Path = "results/train",
+    readiness: str | None = None,
 ) -> int:
     """What the Snakemake rule calls: prepare (or find) the run folder, then train, resume or stop."""
     plan = prepare_run(cfg, dataset_dir, trigger=trigger, class_word=class_word, runs_root=runs_root)
-    return run_training(plan, cfg, log_path, status_path=status_path)
+    return run_training(plan, cfg, log_path, status_path=status_path, readiness=readiness)
 
 
 @dataclass(frozen=True)

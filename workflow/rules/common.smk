@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from likeness import atomic as lk_atomic
+from likeness import bundle as lk_bundle
 from likeness import captions as lk_captions
 from likeness import crop as lk_crop
 from likeness import names as lk_names
@@ -44,18 +45,32 @@ def run_logged(log_path, job, *args):
             raise WorkflowError(f"likeness: {error}") from None
 
 
+EXPORT_DIR = "results/export"
+# A job running on another machine (a Slurm node: Snakemake parses this file again there) or a training
+# bundle unpacked on a rented GPU machine has neither the database nor the originals: it reads the
+# export the main process wrote instead of asking the database again.
+FROM_EXPORT = workflow.remote_exec or lk_bundle.is_bundle(".")
+
 try:
     validate_config(config)
-    # The job list comes from one quick read-only query while the Snakefile is parsed, so that
-    # `snakemake -n` shows every job (a checkpoint would hide everything behind it).
-    # PhotoPrism, Immich or digiKam (source.kind, or what the tables show): the same records.
-    EXPORT = lk_sourceapi.read_export(config["source"], config["person"])
+    if FROM_EXPORT:
+        EXPORT = lk_sources.read_tables(EXPORT_DIR, config["person"])
+        print(
+            f"likeness: no database here: the job list comes from {EXPORT_DIR}/",
+            file=sys.stderr,
+        )
+    else:
+        # The job list comes from one quick read-only query while the Snakefile is parsed, so that
+        # `snakemake -n` shows every job (a checkpoint would hide everything behind it).
+        # PhotoPrism, Immich or digiKam (source.kind, or what the tables show): the same records.
+        EXPORT = lk_sourceapi.read_export(config["source"], config["person"])
 except LikenessError as error:
     fail(error)
 
 # Resolved now, while the database's answer is at hand, so that markers.tsv records each face's photo
-# and any reason it cannot be read.
-lk_sources.locate_photos(EXPORT, lk_sourceapi.roots(EXPORT))
+# and any reason it cannot be read (read back from there on a machine without the originals).
+if not FROM_EXPORT:
+    lk_sources.locate_photos(EXPORT, lk_sourceapi.roots(EXPORT))
 CROP_SETTINGS = lk_crop.CropSettings.from_config(config["crop"])
 # Each face's crop parameters, keyed by its file stem (likeness.names).
 FACE_SPECS = {marker.stem: lk_crop.spec_for(marker) for marker in EXPORT.croppable}
@@ -76,6 +91,12 @@ onstart:
     # beside its outputs. onstart runs while this run holds the working directory's lock, so no
     # other writer can own a temporary file under results/ now.
     lk_atomic.remove_stale_temporaries("results")
+    if TRAIN_FINISHED_ELSEWHERE:
+        lk_training.record_finished_elsewhere(
+            "results/train/status.json",
+            "logs/train.log",
+            "results/train/calibration.tsv",
+        )
 
 
 # -- training --------------------------------------------------------------------------------------
@@ -94,8 +115,26 @@ def expected_training_images():
 
 
 try:
+    TRAIN_READINESS = lk_training.readiness_param(
+        config["train"], "results/train/status.json"
+    )
     TRAIN_DRY_RUN = lk_training.dry_run(
         config["train"], TRAIN_DATASET, assumed_images=expected_training_images()
     )
+    # A run that stopped at 'ready' whose LoRA was copied back (trained on a rented GPU machine): the
+    # next run records it as done when it starts (onstart), and the report stages go on.
+    TRAIN_FINISHED_ELSEWHERE = lk_training.finished_elsewhere(
+        config["train"],
+        "results/train/status.json",
+        ["results/dataset/manifest.tsv", "results/captions/captions.tsv"],
+    )
 except LikenessError as error:
     fail(error)
+
+
+def lk_cluster_local_rules(workflow, config):
+    """Every rule except those a cluster profile submits (train; caption_faces with train.submit_caption)."""
+    submitted = {"train"} | (
+        {"caption_faces"} if config["train"]["submit_caption"] else set()
+    )
+    return [rule.name for rule in workflow.rules if rule.name not in submitted]

@@ -136,7 +136,7 @@ REPORT_FIGURES = [
     "results/report/caption_tags.svg",
     "results/report/estimate.html",
 ]
-if lk_report.training_done("results/train/status.json"):
+if lk_report.training_done("results/train/status.json") or TRAIN_FINISHED_ELSEWHERE:
     REPORT_FIGURES += [
         "results/report/loss.svg",
         "results/report/samples.png",

@@ -2,13 +2,18 @@
 # count, time and cost in `snakemake -n`; the job itself checks for a usable GPU, the budget, the
 # sd-scripts checkout and the base model. Without them it prepares a ready-to-launch run and exits 0.
 # Every dataset or config trains into its own run folder (results/train/<hash>/); nothing is deleted.
+# With profiles/slurm this is the one job submitted to the cluster (every other rule is local).
 from likeness import trainer_install as lk_trainer_install
 
 
 rule train:
+    """Train (or resume) the SDXL LoRA in its versioned run folder, or prepare it and say what is missing."""
     input:
-        manifest="results/dataset/manifest.tsv",
-        captions="results/captions/captions.tsv",
+        **lk_training.declared_inputs(
+            config["train"],
+            "results/dataset/manifest.tsv",
+            "results/captions/captions.tsv",
+        ),
     output:
         status="results/train/status.json",
     log:
@@ -18,13 +23,16 @@ rule train:
     resources:
         gpu=1,
         runtime=TRAIN_DRY_RUN.runtime_minutes,
+        mem_mb=config["train"]["mem_mb"],
+        cpus_per_gpu=config["train"]["cpus_per_gpu"],
     params:
         settings=config["train"],
         dataset=TRAIN_DATASET,
         trigger=config["trigger"],
         class_word=TRAIN_CLASS_WORD,
-        # Changes when a GPU, the checkout or the base model appear, so a 'ready' run is launched.
-        ready=lk_training.launch_readiness(config["train"]),
+        # Changes only when a run that stopped at 'ready' can go on (a GPU, the checkout or the base
+        # model appeared); a finished training stays finished.
+        ready=TRAIN_READINESS,
     message:
         TRAIN_DRY_RUN.message
     script:

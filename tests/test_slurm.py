@@ -1,0 +1,173 @@
+"""The training on a real single-node Slurm (munge, slurmdbd, slurmctld, slurmd; .ci/start-slurm.sh).
+
+`snakemake --profile profiles/slurm` runs every stage here and submits only the training through sbatch,
+with the estimate's runtime as its time limit and one `gpu` GRES; sacct shows the job; the sd-scripts test
+double trains on the node. After `scancel` of the running job, the same command resumes from the newest
+complete state. In CI (CI=true) this test never skips: .ci/run starts the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from library_helpers import build_small_library, write_sqlite
+from train_helpers import double_config, double_env, read_jsonl, wait_for
+from workflow_helpers import copy_workflow, snakemake_env, write_config
+
+pytestmark = [pytest.mark.slurm, pytest.mark.snakemake]
+
+
+def _cluster_up() -> bool:
+    if not shutil.which("sbatch"):
+        return False
+    result = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, check=False)
+    return result.returncode == 0 and any(s in result.stdout for s in ("idle", "mixed", "allocated"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    if not _cluster_up():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but no Slurm cluster answers: .ci/run must start it (.ci/start-slurm.sh)")
+        pytest.skip("no Slurm cluster here (bash .ci/start-slurm.sh starts one, as root)")
+
+
+def _slurm(*args: str) -> str:
+    return subprocess.run(list(args), capture_output=True, text=True, check=True).stdout
+
+
+def _jobs_in(workdir: Path) -> list[str]:
+    """Slurm job ids whose working directory is ``workdir``, oldest first (squeue: pending or running)."""
+    lines = _slurm("squeue", "-h", "-o", "%i|%Z").splitlines()
+    return [i for i, d in (line.split("|", 1) for line in lines) if Path(d) == workdir]
+
+
+def _sacct(job_id: str, wanted: str) -> dict[str, str]:
+    """sacct's record of a job, once it shows ``wanted`` as its state (the database lags a little)."""
+    fields = "JobID,JobName,State,ExitCode,Timelimit,AllocTRES,WorkDir"
+    deadline = time.monotonic() + 60
+    while True:
+        out = _slurm("sacct", "-X", "-n", "-P", "-j", job_id, "-o", fields)
+        rows = [dict(zip(fields.split(","), line.split("|"), strict=True)) for line in out.splitlines() if line]
+        if rows and rows[0]["State"].startswith(wanted):
+            # what the note quotes: sacct's own lines
+            print(_slurm("sacct", "-X", "-j", job_id, "-o", "JobID,State,ExitCode,Timelimit,AllocTRES%45,WorkDir%50"))
+            return rows[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"sacct never showed job {job_id} as {wanted}: {rows}")
+        time.sleep(0.5)
+
+
+def _profile_run(workdir: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    command = [
+        sys.executable, "-m", "snakemake", "--profile", "profiles/slurm",
+        "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs",
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command,
+        cwd=workdir,
+        env=snakemake_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def test_training_is_submitted_to_slurm_cancelled_and_resumed(tmp_path):
+    library = build_small_library(tmp_path / "library", n_photos=3)
+    write_sqlite(library)
+    workdir = copy_workflow(tmp_path / "wf").resolve()
+    # Small enough for the test node (2 CPUs): the defaults ask for 32 GB and 4 CPUs per GPU.
+    cfg = double_config(workdir, max_train_epochs=3, mem_mb=600, cpus_per_gpu=1)
+    write_config(workdir, library.root, train=cfg)
+    env = double_env(step_seconds=1.0)  # LIKENESS_ALLOW_NO_GPU=1: the node's GPU is a stand-in file
+
+    first = _profile_run(workdir, env)
+    output = None
+    try:
+        runs = workdir / "results" / "train"
+        wait_for(lambda: list(runs.glob("*/output/face-000001-state/random_states_0.pkl")), 300, "epoch 1's state")
+        output = next(runs.glob("*/output"))
+        wait_for(lambda: any(s["epoch"] == 2 for s in read_jsonl(output / "double_steps.jsonl")), 60, "epoch 2")
+        (job_id,) = _jobs_in(workdir)
+        shown = _slurm("scontrol", "show", "job", job_id)
+        assert re.search(r"TresPerJob=gres(/|:)gpu:1", shown), shown
+        runtime = json.loads((output.parent / "estimate.json").read_text())["runtime_minutes"]
+        assert re.search(rf"TimeLimit=(\d+-)?0*{runtime // 60}:{runtime % 60:02d}:00", shown), shown
+        subprocess.run(["scancel", job_id], check=True)
+        log, _ = first.communicate(timeout=180)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=30)
+    assert first.returncode != 0, log
+    assert f"SLURM jobid {job_id}" in log
+    cancelled = _sacct(job_id, "CANCELLED")
+    assert "gres/gpu=1" in cancelled["AllocTRES"] and Path(cancelled["WorkDir"]) == workdir
+    assert not (output / "face.safetensors").exists()
+    killed_at = max(s["epoch"] for s in read_jsonl(output / "double_steps.jsonl"))
+
+    # The same command again: a new job resumes from the newest complete state.
+    second = _profile_run(workdir, env)
+    log, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, log
+    (resumed_id,) = re.findall(r"submitted with SLURM jobid (\d+)", log)
+    completed = _sacct(resumed_id, "COMPLETED")
+    assert "gres/gpu=1" in completed["AllocTRES"] and completed["ExitCode"] == "0:0"
+    invocations = read_jsonl(output / "double_invocations.jsonl")
+    assert len(invocations) == 2
+    argv = invocations[1]["argv"]
+    resumed_from = int(argv[argv.index("--initial_epoch") + 1]) - 1
+    assert argv[argv.index("--resume") + 1] == f"output/face-{resumed_from:06d}-state"
+    assert 1 <= resumed_from < killed_at
+    assert {s["epoch"] for s in read_jsonl(output / "double_steps.jsonl") if s["pid"] == invocations[1]["pid"]} == set(
+        range(resumed_from + 1, 4)
+    )
+    assert (output / "face.safetensors").is_file()
+    status = json.loads((workdir / "results" / "train" / "status.json").read_text())
+    assert status["state"] == "done"
+    # Only the training went to the cluster; its job parsed the workflow from the export, not the database.
+    slurm_logs = workdir / ".snakemake" / "slurm_logs"
+    assert sorted(p.name for p in slurm_logs.iterdir()) == ["rule_train"]
+    job_log = (slurm_logs / "rule_train" / f"{resumed_id}.log").read_text()
+    assert "no database here: the job list comes from results/export/" in job_log
+    # Finished: the dry run of the same profile plans nothing (the login node has no GPU either).
+    dry = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "-n"],
+        cwd=workdir, env=snakemake_env({"CUDA_VISIBLE_DEVICES": ""}), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "Job stats:" in dry.stdout  # the loss curve and samples are still to draw
+    assert not re.search(r"^train\s+\d+$", dry.stdout, re.MULTILINE), dry.stdout
+
+
+def test_the_caption_job_is_submitted_on_request(tmp_path):
+    """train.submit_caption: the caption job goes to the cluster too; the per-face jobs still run here."""
+    library = build_small_library(tmp_path / "library", n_photos=2)
+    write_sqlite(library)
+    workdir = copy_workflow(tmp_path / "wf").resolve()
+    # No trainer here: the training job stops at 'ready' on the node, quickly.
+    train = {"mem_mb": 600, "cpus_per_gpu": 1, "submit_caption": True, "sd_scripts": ""}
+    write_config(workdir, library.root, train=train)
+    run = _profile_run(workdir, {"CUDA_VISIBLE_DEVICES": ""})
+    log, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, log
+    submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", log)
+    assert len(submitted) == 2
+    for job_id in submitted:
+        _sacct(job_id, "COMPLETED")
+    slurm_logs = workdir / ".snakemake" / "slurm_logs"
+    assert sorted(p.name for p in slurm_logs.iterdir()) == ["rule_caption_faces", "rule_train"]
+    assert "training is ready in results/train/" in log + "".join(
+        p.read_text() for p in (slurm_logs / "rule_train").iterdir()
+    )
+    assert (workdir / "results" / "captions" / "captions.tsv").is_file()
