@@ -45,6 +45,16 @@ def run_logged(log_path, job, *args):
             raise WorkflowError(f"likeness: {error}") from None
 
 
+def one_line_errors(log_path, job, *args, **kwargs):
+    """Run a job that writes its own log; a LikenessError becomes one line in the log and the console."""
+    try:
+        return job(*args, **kwargs)
+    except LikenessError as error:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(log_path).write_text(f"error: {error}\n")
+        raise WorkflowError(f"likeness: {error}") from None
+
+
 EXPORT_DIR = "results/export"
 # A job running on another machine (a Slurm node: Snakemake parses this file again there) or a training
 # bundle unpacked on a rented GPU machine has neither the database nor the originals: it reads the

@@ -20,16 +20,14 @@ rule select_faces:
     params:
         settings=config["select"],
     run:
-        try:
-            lk_selection.run_selection_job(
-                input.records,
-                input.markers,
-                input.neighbours,
-                params.settings,
-                log[0],
-                workers=threads,
-            )
-        except LikenessError as error:
-            # One line (the identity model missing, a bad reference folder), not a traceback.
-            Path(log[0]).write_text(f"error: {error}\n")
-            raise WorkflowError(f"likeness: {error}") from None
+        # One line (the identity model missing, a bad reference folder), not a traceback.
+        one_line_errors(
+            log[0],
+            lk_selection.run_selection_job,
+            input.records,
+            input.markers,
+            input.neighbours,
+            params.settings,
+            log[0],
+            workers=threads,
+        )
