@@ -65,8 +65,7 @@ def _plan(tmp_path: Path, epochs: int) -> training.RunPlan:
     output = tmp_path / "output"
     output.mkdir()
     return training.RunPlan(
-        run_id="r1", run_dir=str(tmp_path), output_dir=str(output), dataset_toml="", train_toml="",
-        sample_prompts="", estimate_json="", output_name="me", trigger="ohwx", class_word="woman",
+        run_id="r1", run_dir=str(tmp_path), output_name="me", trigger="ohwx", class_word="woman",
         train_sizes=[], reg_sizes=[], sample_steps=[], excluded=[], train_cfg={"max_train_epochs": epochs},
     )  # fmt: skip
 

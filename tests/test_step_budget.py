@@ -92,7 +92,7 @@ def test_prepared_run_writes_the_resolved_numbers(tmp_path: Path) -> None:
 
 
 def test_over_budget_hints_under_auto_say_which_repeats_they_assume() -> None:
-    cfg = {**training.train_config({}), "max_gpu_hours": 0.5}
+    cfg = {**training.train_config({}), "max_gpu_hours": 0.9}  # the headshots alone take 0.42 h
     message = est.estimate(cfg, 100).budget_message()
     assert message and "train.max_train_epochs" in message
     # fewer images alone would not help under "auto" (repeats would rise): the hint pins today's repeats

@@ -58,7 +58,8 @@ def test_the_workflow_picks_the_epoch_the_double_made_best(tmp_path: Path, best:
     output = next((workdir / "results" / "train").glob("*/output"))
     chosen = output / (f"face-{best:06d}.safetensors" if best < 5 else "face.safetensors")
     assert (workdir / "results" / "lora" / "ohwx.safetensors").read_bytes() == chosen.read_bytes()
-    assert record["source_lora"] == str(chosen)
+    # The run folder's path as the workflow names it (relative to the working directory: run folders move).
+    assert (workdir / record["source_lora"]).resolve() == chosen.resolve()
 
     # sdxl_gen_img.py was called once per saved epoch, with real option names only.
     known = {line.strip() for line in GEN_OPTIONS.read_text().splitlines() if line.startswith("--")}

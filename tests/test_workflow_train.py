@@ -171,4 +171,5 @@ def test_a_ready_run_is_planned_again_once_it_can_launch(workflow):
     assert "train" in planned_jobs(workdir, env=double_env())  # a GPU (the double's stand-in check)
     snakemake(workdir, "--cores", "2", env=double_env())
     assert _status(workdir)["state"] == "done"
-    assert set(planned_jobs(workdir, env=NO_GPU)) == {"report_training", "all"}  # figures, no training
+    # the figures of a finished training (loss, samples, the headshot grid), no training
+    assert set(planned_jobs(workdir, env=NO_GPU)) == {"report_training", "report_headshots", "all"}

@@ -210,9 +210,13 @@ def write_sample(path: Path, prompt: str, index: int, metadata: dict) -> None:
     """A sample as the generation double renders a headshot: training image ``index`` at the prompt's
     --w/--h, warped as much as this epoch's LoRA would be (tests/doubles/sdxl_gen_img.py)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import cv2
-    from sdxl_gen_img import IMAGE_SUFFIXES as SUFFIXES
-    from sdxl_gen_img import prompt_options, warp, warp_level
+    try:
+        import cv2
+        from sdxl_gen_img import IMAGE_SUFFIXES as SUFFIXES
+        from sdxl_gen_img import prompt_options, warp, warp_level
+    except ImportError:  # an environment without OpenCV (the trainer install's own venv): a plain sample
+        write_png(path)
+        return
 
     folder = Path(metadata.get("double_image_dir", ""))
     sources = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES) if folder.is_dir() else []

@@ -148,10 +148,24 @@ def sequential_names(count: int) -> list[str]:
 # --------------------------------------------------------------------------------------- rule: headshots
 
 
-def _write(status_path: str | Path, record: dict[str, Any]) -> dict[str, Any]:
+def _write(status_path: str | Path, extra: Mapping[str, Any], record: dict[str, Any]) -> dict[str, Any]:
     # No timestamp: an unchanged state gives identical bytes (an interrupted run's results compare equal).
-    atomic_write_json(status_path, record)
+    atomic_write_json(status_path, {**record, **extra})
     return record
+
+
+def readiness_param(cfg: Mapping[str, Any], status_path: str | Path, env: Mapping[str, str] | None = None) -> str:
+    """The headshots rule's ``ready`` param, as the train rule's (likeness.training.readiness_param): finished
+    headshots keep the value they ran with, so a machine without a GPU or a deleted base model never plans
+    them again; until then the value follows whether a render could launch here."""
+    try:
+        status = _read_json(status_path)
+    except LikenessError:  # not run yet, or unreadable: decided by this machine
+        status = {}
+    recorded = status.get("readiness")
+    if status.get("state") == "done" and isinstance(recorded, str):
+        return recorded
+    return training.launch_readiness(training.train_config(cfg), env)
 
 
 def headshots_stage(
@@ -164,13 +178,17 @@ def headshots_stage(
     log_path: str | Path,
     out_root: str | Path = "results/headshots",
     env: Mapping[str, str] | None = None,
+    readiness: str | None = None,
 ) -> int:
     """Render every saved epoch's headshots (skipping epochs already complete); 0 unless a render failed.
 
     Before the training is done the status says so and the job succeeds, as the training job does.
+    ``readiness``: the rule's param, recorded in the status so that finished headshots stay finished on a
+    machine that could not render them (see :func:`readiness_param`).
     """
     cfg = training.train_config(cfg)
     env = dict(os.environ if env is None else env)
+    extra = {} if readiness is None else {"readiness": readiness}
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:
 
@@ -182,7 +200,7 @@ def headshots_stage(
         status = _read_json(train_status)
         if status.get("state") != "done":
             say(f"headshots wait for the training (its state: {status.get('state', 'unknown')})")
-            _write(status_path, {"state": "waiting", "reason": f"training is {status.get('state', 'not run')}"})
+            _write(status_path, extra, {"state": "waiting", "reason": f"training is {status.get('state', 'not run')}"})
             return 0
         plan = training.RunPlan.load(status["run_dir"])
         epochs = saved_epochs(plan)
@@ -206,12 +224,12 @@ def headshots_stage(
             missing.append(f"train.sd_scripts {cfg['sd_scripts']!r} has no {GEN_SCRIPT}")
         if todo and missing:
             say(f"headshots are ready to render ({'; '.join(missing)}): fix that and run `{LAUNCH_COMMAND}`")
-            _write(status_path, {"state": "ready", "run_id": plan.run_id, "missing": missing})
+            _write(status_path, extra, {"state": "ready", "run_id": plan.run_id, "missing": missing})
             return 0
         refusal = budget_refusal(plan, cfg, len(todo), len(epochs), Path(status["run_dir"]).parent)
         if todo and refusal:
             say(f"headshots refused: {refusal}")
-            _write(status_path, {"state": "refused", "run_id": plan.run_id, "reason": refusal})
+            _write(status_path, extra, {"state": "refused", "run_id": plan.run_id, "reason": refusal})
             return 2
         folder.mkdir(parents=True, exist_ok=True)
         prompts_file = folder / "prompts.txt"
@@ -230,7 +248,7 @@ def headshots_stage(
             )
             if result.returncode != 0 or not _complete(partial, names):
                 say(f"headshots of epoch {epoch} failed (exit code {result.returncode}; see {log_path})")
-                _write(status_path, {"state": "failed", "run_id": plan.run_id, "epoch": epoch})
+                _write(status_path, extra, {"state": "failed", "run_id": plan.run_id, "epoch": epoch})
                 return result.returncode or 1
             shutil.rmtree(target, ignore_errors=True)
             os.replace(partial, target)
@@ -238,7 +256,7 @@ def headshots_stage(
             images = [str(folder / f"e{epoch:06d}" / name) for name in names]
             record["epochs"].append({"epoch": epoch, "lora": str(lora), "images": images})
         say(f"headshots: {len(epochs)} epochs x {len(lines)} prompts in {folder} ({len(todo)} epochs rendered now)")
-        _write(status_path, record)
+        _write(status_path, extra, record)
         return 0
 
 

@@ -22,7 +22,10 @@ rule headshots:
         settings=config["train"],
         trigger=config["trigger"],
         class_word=TRAIN_CLASS_WORD,
-        ready=lk_training.launch_readiness(config["train"]),
+        # Kept by finished headshots (see likeness.headshots.readiness_param).
+        ready=lk_headshots.readiness_param(
+            config["train"], "results/headshots/status.json"
+        ),
     script:
         "../scripts/headshots.py"
 

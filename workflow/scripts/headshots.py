@@ -20,6 +20,7 @@ try:
         class_word=smk.params.class_word,
         status_path=smk.output.status,
         log_path=smk.log[0],
+        readiness=smk.params.ready,
     )
 except LikenessError as error:
     print(f"likeness: {error}", file=sys.stderr)
