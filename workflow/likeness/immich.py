@@ -20,9 +20,7 @@ preview, already turned upright): it is scaled to the original's displayed size,
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,14 +58,7 @@ def make_engine(url: str, password_env: str, option_file: str = "") -> sa.Engine
         raise ConfigError("source.url", f"use postgresql+psycopg:// for Immich (the {driver} driver is not installed)")
     parsed = parsed.set(drivername="postgresql+psycopg")
     connect_args: dict[str, Any] = {"connect_timeout": 10, "options": "-c default_transaction_read_only=on"}
-    password = os.environ.get(password_env, "")
-    if password:
-        connect_args["password"] = password
-    if option_file:
-        path = Path(option_file).expanduser()
-        if not path.is_file():
-            raise ConfigError("source.option_file", f"no .pgpass file at {path}")
-        connect_args["passfile"] = str(path)
+    connect_args.update(sources.credential_args(password_env, option_file, "passfile", ".pgpass file"))
     return sa.create_engine(parsed, connect_args=connect_args, poolclass=sa.pool.NullPool)
 
 

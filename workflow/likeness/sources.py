@@ -137,18 +137,26 @@ def _decode_text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+def credential_args(password_env: str, option_file: str, file_arg: str, file_kind: str) -> dict[str, str]:
+    """The driver's connect arguments for the password: from the environment variable ``password_env``
+    and/or a credentials file (``source.option_file``), never from the URL or config.yaml."""
+    arguments: dict[str, str] = {}
+    password = os.environ.get(password_env, "")
+    if password:
+        arguments["password"] = password
+    if option_file:
+        path = Path(option_file).expanduser()
+        if not path.is_file():
+            raise ConfigError("source.option_file", f"no {file_kind} at {path}")
+        arguments[file_arg] = str(path)
+    return arguments
+
+
 def _mysql_engine(parsed: sa.URL, password_env: str, option_file: str) -> sa.Engine:
     connect_args: dict[str, Any] = {"connect_timeout": 10}
     if "charset" not in parsed.query:
         connect_args["charset"] = "utf8mb4"
-    password = os.environ.get(password_env, "")
-    if password:
-        connect_args["password"] = password
-    if option_file:
-        path = Path(option_file).expanduser()
-        if not path.is_file():
-            raise ConfigError("source.option_file", f"no MySQL option file at {path}")
-        connect_args["read_default_file"] = str(path)
+    connect_args.update(credential_args(password_env, option_file, "read_default_file", "MySQL option file"))
     engine = sa.create_engine(parsed, connect_args=connect_args, poolclass=sa.pool.NullPool)
 
     @sa.event.listens_for(engine, "connect")
