@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
-from likeness import standin_tagger
-from likeness.captions import run_captions
+from likeness.caption import standin_tagger
+from likeness.caption.captions import run_captions
 
 
 def write_faces(root: Path, count: int) -> tuple[Path, Path]:

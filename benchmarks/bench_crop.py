@@ -336,8 +336,10 @@ def baseline_checkout(revision: str, base: Path) -> Path:
     tree.mkdir()
     archive = subprocess.run(["git", "-C", str(REPO), "archive", revision], capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    for helper in (REPO / "workflow" / "likeness").glob("_jpegskip*.so"):
-        shutil.copy2(helper, tree / "workflow" / "likeness" / helper.name)
+    # The C helper sits beside its source, wherever that revision keeps it.
+    for helper in (REPO / "workflow" / "likeness").rglob("_jpegskip*.so"):
+        for source in (tree / "workflow" / "likeness").rglob("_jpegskip.c"):
+            shutil.copy2(helper, source.parent / helper.name)
     return tree
 
 

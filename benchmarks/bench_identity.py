@@ -33,7 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from likeness import identity, selection  # noqa: E402
+from likeness.select import identity, selection  # noqa: E402
 from likeness.synthlib import build_two_person_library  # noqa: E402
 
 KEEP_ALL = {

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
-from likeness import estimate as est
-from likeness import training
+from likeness.train import estimate as est
+from likeness.train import training
 
 RUNPOD_ON_DEMAND = {"RTX 3090": 0.39, "RTX 4090": 0.60, "L40S": 1.40, "A100": 2.10, "H100": 3.51}
 

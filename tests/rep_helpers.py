@@ -8,7 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from likeness import selection
+from likeness.select import selection
 
 # The selection stage's own columns: the report reads what selection writes.
 MANIFEST_COLUMNS = selection.MANIFEST_COLUMNS

@@ -17,7 +17,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from likeness import quality
+from likeness.crop import quality
 
 MARKER_HEADER = (
     "marker_uid", "file_uid", "photo_uid", "subj_uid", "marker_src", "subj_src", "marker_review", "score",

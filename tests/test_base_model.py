@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from install_helpers import FILENAME, REPO_ID, REVISION, make_hub_cache
-from likeness import base_model as bm
-from likeness import training
 from likeness.errors import ConfigError
+from likeness.train import base_model as bm
+from likeness.train import training
 
 CONTENT = b"safetensors bytes standing in for SDXL: only their hash matters here" * 1000
 

@@ -1,4 +1,4 @@
-"""The training bundle's contents (likeness.bundle); tests/test_pod.py runs one end to end."""
+"""The training bundle's contents (likeness.train.bundle); tests/test_pod.py runs one end to end."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from likeness import bundle, training
 from likeness.errors import LikenessError
+from likeness.train import bundle, training
 from train_helpers import CLASS_WORD, REPO_ROOT, TRIGGER, double_config, make_images
 
 
@@ -47,7 +47,7 @@ def test_the_bundle_carries_what_the_training_stage_reads_and_pod_sh(tmp_path: P
         pod = archive.getmember(f"{plan.run_id}/pod.sh")
         packed = yaml.safe_load(archive.extractfile(f"{plan.run_id}/config.yaml").read())  # type: ignore[union-attr]
     run_dir = f"results/train/{plan.run_id}"
-    for name in ("Snakefile", "pyproject.toml", "workflow/scripts/setup.sh", "workflow/likeness/training.py",
+    for name in ("Snakefile", "pyproject.toml", "workflow/scripts/setup.sh", "workflow/likeness/train/training.py",
                  "profiles/default/config.yaml", bundle.MARKER, "results/export/markers.tsv",
                  f"{run_dir}/train.toml", f"{run_dir}/plan.json"):  # fmt: skip
         assert f"{plan.run_id}/{name}" in names, name

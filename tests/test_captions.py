@@ -13,10 +13,10 @@ import onnxruntime as ort
 import pytest
 import yaml
 from cap_fixtures import face_image, write_dataset
-from likeness import captions, standin_tagger, tagger
-from likeness.captions import CaptionRules, CaptionSettings, caption_line, caption_tags, run_captions
+from likeness.caption import captions, standin_tagger, tagger
+from likeness.caption.captions import CaptionRules, CaptionSettings, caption_line, caption_tags, run_captions
+from likeness.caption.tagger import TagTable
 from likeness.errors import ConfigError, LikenessError
-from likeness.tagger import TagTable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from likeness import sources
-from likeness.crop import CropSettings, crop_face
+from likeness.crop.cropping import CropSettings, crop_face
+from likeness.export import sources
 from likeness.imageheader import read_header
 from likeness.synthlib import encode_jpeg
 

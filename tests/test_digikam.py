@@ -8,8 +8,8 @@ import unicodedata
 import pytest
 import sqlalchemy as sa
 from library_helpers import MariaDBDatabase
-from likeness import digikam, sourceapi, sources
 from likeness.errors import ConfigError
+from likeness.export import digikam, sourceapi, sources
 from likeness.synthlib_sources import write_digikam
 from source_libraries import PERSON, build_cross_library, digikam_path_map, file_digest, write_digikam_sqlite
 

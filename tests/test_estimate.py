@@ -8,9 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from likeness import estimate as est
-from likeness import training
 from likeness.errors import ConfigError
+from likeness.train import estimate as est
+from likeness.train import training
 
 
 def cfg(**overrides: object) -> dict:

@@ -1,12 +1,12 @@
-"""likeness.headshots: prompt lines, sd-scripts' generation command, epochs, the best-epoch rule."""
+"""likeness.train.headshots: prompt lines, sd-scripts' generation command, epochs, the best-epoch rule."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from likeness import headshots, training
-from likeness.headshots import Scored
+from likeness.train import headshots, training
+from likeness.train.headshots import Scored
 
 GEN_OPTIONS = Path(__file__).resolve().parents[1] / "resources" / "kohya" / "sdxl_gen_img_v0.10.1_options.txt"
 

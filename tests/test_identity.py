@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from likeness import identity, selection
 from likeness.errors import ConfigError, LikenessError
+from likeness.select import identity, selection
 from likeness.synthlib import PORTRAITS, build_two_person_library
 from sel_library import read_tsv_rows
 from workflow_helpers import KEEP_ALL, copy_workflow, snakemake, write_config
@@ -123,7 +123,7 @@ def _run_without_dlib(code: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_without_the_model_the_check_is_off_only_when_configured(tmp_path: Path) -> None:
     code = """
         from pathlib import Path
-        from likeness import selection
+        from likeness.select import selection
         from likeness.errors import LikenessError
         faces = [selection.Face("m1")]
         try:

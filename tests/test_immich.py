@@ -6,8 +6,8 @@ import unicodedata
 
 import pytest
 import sqlalchemy as sa
-from likeness import immich, sourceapi
 from likeness.errors import ConfigError, SourceError
+from likeness.export import immich, sourceapi
 from likeness.synthlib_sources import IMMICH_LAYOUTS, stable_uuid
 from source_libraries import PERSON, PG_PORT, PG_TCP_HOST, build_cross_library, immich_path_map, write_immich_postgres
 

@@ -1,4 +1,4 @@
-"""Region decoding (likeness.jpegregion): the orientation maths, the same pixels as OpenCV, the fallbacks."""
+"""Region decoding (likeness.crop.jpegregion): the orientation maths, the same pixels as OpenCV, the fallbacks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 import pytest
-from likeness import jpegregion
+from likeness.crop import jpegregion
 from likeness.geometry import Rect, apply_orientation, displayed_size, stored_from_displayed
 from likeness.synthlib import background, draw_face, encode_jpeg, with_exif_orientation
 

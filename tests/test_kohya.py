@@ -7,13 +7,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from likeness import kohya, step_budget, training
 from likeness.errors import ConfigError
+from likeness.train import kohya, step_budget, training
 from train_helpers import CLASS_WORD, TRIGGER, double_config, make_images
 
 TSV = Path(__file__).resolve().parents[1] / "resources" / "kohya" / "sdxl_train_network_v0.10.1_options.tsv"
 
-# The test's own reading of the type column, independent of likeness.kohya's checker.
+# The test's own reading of the type column, independent of likeness.train.kohya's checker.
 PYTHON_TYPES = {
     "bool": lambda v: type(v) is bool,
     "int": lambda v: type(v) is int,

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 from likeness import imageheader
-from likeness.crop import CropSettings, crop_face
+from likeness.crop.cropping import CropSettings, crop_face
 from likeness.geometry import stored_from_displayed
 from likeness.synthlib import encode_jpeg
 from rel_helpers import IMAGEMAGICK_CONVERT, encode_jpeg_xmp_first
@@ -86,7 +86,7 @@ def test_exif_after_an_xmp_segment_is_applied_on_every_decode_path(tmp_path, ori
 
 
 def test_the_lossless_cut_path_applies_the_orientation_too(tmp_path, monkeypatch):
-    from likeness import jpegregion
+    from likeness.crop import jpegregion
 
     monkeypatch.setattr(jpegregion, "_jpegskip", None)  # as where the C helper was not built
     path = tmp_path / "photo.jpg"

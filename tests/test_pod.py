@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from library_helpers import build_small_library, write_sqlite
-from likeness import estimate as est
+from likeness.train import estimate as est
 from train_helpers import DOUBLES, double_config, double_env, read_jsonl, wait_for
 from workflow_helpers import copy_workflow, snakemake, write_config
 

@@ -1,4 +1,4 @@
-"""likeness.quality on faces the tests draw: sharpness, exposure, perceptual hash."""
+"""likeness.crop.quality on faces the tests draw: sharpness, exposure, perceptual hash."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import cv2
 import numpy as np
 import pytest
-from likeness import quality
-from likeness.selection import SelectSettings
+from likeness.crop import quality
+from likeness.select.selection import SelectSettings
 from sel_faces import blurred, burst_shot, face_crop, with_second_face
 
 DEFAULTS = SelectSettings()

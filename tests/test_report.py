@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from likeness import report
+from likeness.report import report
 from rep_helpers import (
     COLOURS,
     EXCLUDED_COLUMNS,

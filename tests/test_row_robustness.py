@@ -21,8 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from library_helpers import build_small_library, write_sqlite
-from likeness import names, sources
+from likeness import names
 from likeness.errors import ConfigError
+from likeness.export import sources
 
 ANY_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=300)
 # Values a driver can hand back for a FLOAT or INTEGER column of a database that holds anything.

@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from likeness import estimate as est
-from likeness import training
 from likeness.synthlib import build_two_person_library
+from likeness.train import estimate as est
+from likeness.train import training
 from train_helpers import kill_group, only_run_dir, wait_for
 from workflow_helpers import copy_workflow, snakemake, snakemake_env, write_config
 

@@ -1,4 +1,4 @@
-"""likeness.selection: filters, near-duplicates, ranking, outputs and the images/ folder, on drawn faces."""
+"""likeness.select.selection: filters, near-duplicates, ranking, outputs and the images/ folder, on drawn faces."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 import cv2
 import pytest
 import yaml
-from likeness import quality, selection
+from likeness.crop import quality
 from likeness.errors import ConfigError, LikenessError
-from likeness.selection import SelectSettings
+from likeness.select import selection
+from likeness.select.selection import SelectSettings
 from sel_faces import blurred, burst_shot, face_crop, with_second_face
 from sel_library import Library, read_tsv_rows
 

@@ -7,8 +7,9 @@ import unicodedata
 
 import pytest
 from library_helpers import build_small_library, write_sqlite
-from likeness import geometry, sourceapi, sources
+from likeness import geometry
 from likeness.errors import ConfigError
+from likeness.export import sourceapi, sources
 
 
 def _config(url: str, **extra) -> dict:

@@ -9,8 +9,8 @@ import re
 import pytest
 import sqlalchemy as sa
 from library_helpers import MariaDBDatabase, build_small_library, write_sqlite
-from likeness import sources
 from likeness.errors import ConfigError, SourceError
+from likeness.export import sources
 
 
 def _export_checks(export: sources.Export, library) -> None:

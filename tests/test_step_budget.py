@@ -6,9 +6,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from likeness import estimate as est
-from likeness import step_budget, training
 from likeness.errors import ConfigError
+from likeness.train import estimate as est
+from likeness.train import step_budget, training
 from train_helpers import CLASS_WORD, TRIGGER, double_config, make_images
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from install_helpers import REQUIREMENT, TORCH_STANDIN_NAME, install_config, make_remote, make_wheels, pip_env
-from likeness import trainer_install as ti
-from likeness import training
 from likeness.errors import ConfigError, LikenessError
+from likeness.train import trainer_install as ti
+from likeness.train import training
 from train_helpers import REPO_ROOT, wait_for
 
 NVIDIA_SMI_HEADER = """\
@@ -172,7 +172,7 @@ def test_an_unclonable_remote_names_the_key(tmp_path, wheels) -> None:
 
 
 INSTALL_SCRIPT = """
-from likeness import trainer_install, training
+from likeness.train import trainer_install, training
 cfg = training.train_config({cfg!r})
 trainer_install.ensure_installed(cfg, {log!r}, log=lambda line: print(line, flush=True))
 """

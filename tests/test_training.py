@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from likeness import estimate as est
-from likeness import training
 from likeness.errors import LikenessError
+from likeness.train import estimate as est
+from likeness.train import training
 from train_helpers import (
     CLASS_WORD,
     TRIGGER,
@@ -322,7 +322,7 @@ def test_cli_reports_config_errors_in_one_line(tmp_path: Path) -> None:
     import subprocess
 
     result = subprocess.run(
-        [sys.executable, "-m", "likeness.training", "--configfile", str(config), "--dataset",
+        [sys.executable, "-m", "likeness.train.training", "--configfile", str(config), "--dataset",
          str(tmp_path / "dataset"), "--trigger", TRIGGER, "--log", str(tmp_path / "l.log"),
          "--status", str(tmp_path / "s.json"), "--runs-root", str(tmp_path / "runs")],
         capture_output=True, text=True, env=double_env(), cwd=tmp_path, check=False,

@@ -14,7 +14,7 @@ import pytest
 from install_helpers import FILENAME, REPO_ID, REQUIREMENT, install_config, make_hub_cache, make_remote, make_wheels
 from install_helpers import pip_env as make_pip_env
 from library_helpers import build_small_library, write_sqlite
-from likeness import trainer_install as ti
+from likeness.train import trainer_install as ti
 from train_helpers import double_config, double_env
 from workflow_helpers import copy_workflow, snakemake, write_config
 

@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from likeness import geometry, sourceapi
+from likeness import geometry
+from likeness.export import sourceapi
 from source_libraries import PERSON, build_cross_library, file_digest, source_configs, write_all
 from workflow_helpers import copy_workflow, planned_jobs, snakemake, uids_of, write_config
 

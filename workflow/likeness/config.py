@@ -1,20 +1,33 @@
-"""Config validation: JSON Schema files under workflow/schemas, one-line errors that name the key.
+"""The one config path: JSON Schema files under workflow/schemas, defaults filled once, frozen settings.
 
 ``config.schema.yaml`` holds the top level; each stage keeps its own section schema in
 ``<section>.schema.yaml`` (select, caption, train, ...), merged in here, so that a stage's keys, defaults
-and documentation live beside each other. Defaults from the schemas are filled into the config.
+and documentation live beside each other. The schemas are the single source of defaults and types:
+
+- ``validate_config(config)`` fills the defaults into Snakemake's ``config`` dict (rules pass sections
+  of it as params), accepts command-line strings where the schema's type is unambiguous, validates, and
+  returns frozen :class:`Settings`: one :class:`Section` per object in the schema, with one attribute per
+  key, built from the schema itself (a key that is a Python keyword, ``import``, becomes ``import_``).
+- ``section_settings("train", values)`` rebuilds a section's frozen settings inside a job from the
+  validated dict a rule passed as a param. Stages read attributes and never re-check or re-default a key.
+
+Errors are one line naming the key (ConfigError).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+import functools
+import keyword
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import jsonschema
 import yaml
 
-from .errors import ConfigError
+from likeness.errors import ConfigError
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 
@@ -31,6 +44,11 @@ def load_schema(schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
             section_schema.setdefault("default", {})
             schema["properties"][section] = section_schema
     return schema
+
+
+@functools.cache
+def _schema(schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
+    return load_schema(schema_dir)
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -79,12 +97,168 @@ def _message_of(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
-def validate_config(config: dict[str, Any], schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
-    """Fill defaults into ``config`` in place and validate it; raise ConfigError for the first problem."""
-    schema = load_schema(schema_dir)
+# -- command-line values ---------------------------------------------------------------------------
+# `snakemake --config select='{top_n: 5}'` parses the value with YAML's BaseLoader, which leaves every
+# scalar a string ({'top_n': '5'}). A string is replaced by its YAML reading only where the schema
+# refuses the string and accepts the reading: unambiguous, so "2024-01-01" stays a date string and
+# "auto" stays "auto", while "5" becomes 5 and "false" becomes False.
+
+
+def _accepts(schema: Mapping[str, Any], value: Any) -> bool:
+    return jsonschema.Draft202012Validator(schema).is_valid(value)
+
+
+def _command_line_value(value: str, schema: Mapping[str, Any]) -> Any:
+    if _accepts(schema, value):
+        return value
+    try:
+        reading = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    if isinstance(reading, bool | int | float) or reading is None:
+        return reading if _accepts(schema, reading) else value
+    return value
+
+
+def _subschemas(schema: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    properties = schema.get("properties", {})
+    if key in properties:
+        return properties[key]
+    extra = schema.get("additionalProperties")
+    return extra if isinstance(extra, Mapping) else None
+
+
+def coerce_command_line(instance: Any, schema: Mapping[str, Any]) -> Any:
+    """``instance`` with command-line strings read as the numbers, booleans or nulls the schema wants."""
+    if isinstance(instance, str):
+        return _command_line_value(instance, schema)
+    if isinstance(instance, dict):
+        for key, value in instance.items():
+            subschema = _subschemas(schema, key)
+            if subschema is not None:
+                instance[key] = coerce_command_line(value, subschema)
+        return instance
+    if isinstance(instance, list) and isinstance(schema.get("items"), Mapping):
+        return [coerce_command_line(item, schema["items"]) for item in instance]
+    return instance
+
+
+# -- frozen settings built from the schema ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """Base of every settings section: frozen, one attribute per schema key."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plain values again (lists and dicts), as the validated config holds them."""
+        return {field.metadata["key"]: _thaw(getattr(self, field.name)) for field in dataclasses.fields(self)}
+
+
+_JSON_TYPES: dict[str, type] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "array": tuple,
+    "object": Mapping,
+    "null": type(None),
+}
+
+
+def _python_type(schema: Mapping[str, Any]) -> Any:
+    kinds = schema.get("type")
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    if kinds:
+        types = [_JSON_TYPES[kind] for kind in kinds]
+        return functools.reduce(lambda a, b: a | b, types)
+    alternatives = schema.get("anyOf") or schema.get("oneOf")
+    if alternatives:
+        return functools.reduce(lambda a, b: a | b, [_python_type(option) for option in alternatives])
+    if "const" in schema:
+        return type(schema["const"])
+    if "enum" in schema:
+        return functools.reduce(lambda a, b: a | b, sorted({type(v) for v in schema["enum"]}, key=str))
+    return Any
+
+
+def field_name(key: str) -> str:
+    """The attribute of a schema key: the key itself, with ``_`` after a Python keyword (``import_``)."""
+    return f"{key}_" if keyword.iskeyword(key) else key
+
+
+def _is_section(schema: Mapping[str, Any]) -> bool:
+    return schema.get("type") == "object" and bool(schema.get("properties"))
+
+
+@functools.cache
+def _section_class(path: str, schema_dir: Path = SCHEMA_DIR) -> type[Section]:
+    schema = _schema_at(path, schema_dir)
+    fields = []
+    for key, subschema in schema["properties"].items():
+        kind = (
+            _section_class(f"{path}.{key}" if path else key, schema_dir)
+            if _is_section(subschema)
+            else _python_type(subschema)
+        )
+        fields.append((field_name(key), kind, dataclasses.field(metadata={"key": key})))
+    name = "".join(part.title() for part in path.replace("_", ".").split(".")) + "Settings" if path else "Settings"
+    return dataclasses.make_dataclass(name, fields, bases=(Section,), frozen=True)
+
+
+def _schema_at(path: str, schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
+    schema = _schema(schema_dir)
+    for part in filter(None, path.split(".")):
+        schema = schema["properties"][part]
+    return schema
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({key: _freeze(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(item) for item in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Section):
+        return value.as_dict()
+    if isinstance(value, Mapping):
+        return {key: _thaw(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(item) for item in value]
+    return value
+
+
+def _build(path: str, values: Mapping[str, Any], schema_dir: Path = SCHEMA_DIR) -> Section:
+    cls = _section_class(path, schema_dir)
+    arguments = {}
+    for field in dataclasses.fields(cls):
+        key = field.metadata["key"]
+        value = values.get(key)
+        if isinstance(field.type, type) and issubclass(field.type, Section):
+            value = _build(f"{path}.{key}" if path else key, value or {}, schema_dir)
+        arguments[field.name] = _freeze(value)
+    return cls(**arguments)
+
+
+def section_settings(section: str, values: Mapping[str, Any]) -> Section:
+    """Frozen settings of one validated section (``"train"``), as a job gets it from a rule's params."""
+    return _build(section, values)
+
+
+def validate_config(config: dict[str, Any], schema_dir: Path = SCHEMA_DIR) -> Section:
+    """Fill defaults into ``config`` in place, validate it, and return its frozen settings.
+
+    Raises ConfigError (one line naming the key) for the first problem.
+    """
+    schema = _schema(schema_dir)
+    coerce_command_line(config, schema)
     validator = _Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (list(e.absolute_path), e.validator))
     if errors:
         first = errors[0]
         raise ConfigError(_key_of(first), _message_of(first))
-    return config
+    return _build("", config, schema_dir)

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import sqlalchemy as sa
 
-from .geometry import stored_from_displayed
+from likeness.geometry import stored_from_displayed
 
 RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"

@@ -22,8 +22,8 @@ from pathlib import Path, PurePosixPath
 
 import sqlalchemy as sa
 
-from .geometry import Rect, marker_rect
-from .synthlib import RESOURCES, Face, LibraryBuilder, Photo
+from likeness.geometry import Rect, marker_rect
+from likeness.synthlib import RESOURCES, Face, LibraryBuilder, Photo
 
 IMMICH_PREVIEW_SIZE = 1440  # Immich's default preview size (long side); faces are detected on the preview
 IMMICH_UPLOAD = "/data"  # where the current compose file mounts UPLOAD_LOCATION (older ones: /usr/src/app/upload)

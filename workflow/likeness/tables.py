@@ -1,4 +1,9 @@
-"""The one format of every table the workflow writes and reads: tab-separated, quoted where needed.
+"""The contracts between stages: every table's format, its columns, the exclusion reasons, image suffixes.
+
+Stages and the report import the columns and reasons from here and nowhere else; a stage that writes a
+table and the stage (or report) that reads it therefore cannot disagree.
+
+The one format of every table the workflow writes and reads: tab-separated, quoted where needed.
 
 Every ``.tsv`` under ``results/`` goes through :func:`table_bytes` and :func:`read_table`, so any string a
 database row can hold (tabs, CR, LF, quotes, NUL, any Unicode) comes back exactly as it went in. The
@@ -25,8 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_if_changed
-from .errors import LikenessError
+from likeness.atomic import write_if_changed
+from likeness.errors import LikenessError
 
 _SPECIAL = re.compile(r'[\t\r\n"]')
 _FORMULA_LEADS = ("=", "+", "-", "@")
@@ -113,3 +118,18 @@ def count_rows(path: str | os.PathLike[str]) -> int | None:
         return len(read_table(Path(path)))
     except LikenessError:
         return None
+
+
+# -- the tables that pass between stages -----------------------------------------------------------
+# Each stage's section below holds the columns of the tables it writes (and any other value a later
+# stage or the report reads). Keep one section per stage, in pipeline order.
+
+# export (results/export/)
+
+# crop (results/crops/)
+
+# select (results/dataset/): exclusion reasons, their order in summaries and the report
+
+# caption (results/captions/)
+
+# train (results/train/)

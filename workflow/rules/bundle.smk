@@ -1,4 +1,4 @@
-# `snakemake bundle`: the training stage packed for a rented GPU machine (likeness.bundle). Not part of
+# `snakemake bundle`: the training stage packed for a rented GPU machine (likeness.train.bundle). Not part of
 # the default target: it runs when asked by name.
 
 

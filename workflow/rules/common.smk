@@ -7,42 +7,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from likeness import atomic as lk_atomic
-from likeness import bundle as lk_bundle
-from likeness import captions as lk_captions
-from likeness import crop as lk_crop
+from likeness.train import bundle as lk_bundle
+from likeness.caption import captions as lk_captions
+from likeness.crop import cropping as lk_crop
 from likeness import names as lk_names
-from likeness import selection as lk_selection
-from likeness import sources as lk_sources
-from likeness import sourceapi as lk_sourceapi
+from likeness.select import selection as lk_selection
+from likeness.export import sources as lk_sources
+from likeness.export import sourceapi as lk_sourceapi
 from likeness import tables as lk_tables
-from likeness import training as lk_training
+from likeness.train import training as lk_training
 from likeness.config import validate_config
+from likeness.joblog import run_logged
 from likeness.errors import LikenessError
 
 
 def fail(error):
     """Stop with one line, not a traceback: the message names the config key or the problem."""
     sys.exit(f"likeness: {error}")
-
-
-def run_logged(log_path, job, *args):
-    """Run a stage's job with its progress lines going to the log (and the console, prefixed).
-
-    A LikenessError becomes the job's one-line error message, written to the log too.
-    """
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", encoding="utf-8") as handle:
-
-        def log(line):
-            handle.write(f"{line}\n")
-            handle.flush()
-            print(f"likeness: {line}", flush=True)
-
-        try:
-            return job(*args, log=log)
-        except LikenessError as error:
-            handle.write(f"error: {error}\n")
-            raise WorkflowError(f"likeness: {error}") from None
 
 
 def one_line_errors(log_path, job, *args, **kwargs):
@@ -62,7 +43,7 @@ EXPORT_DIR = "results/export"
 FROM_EXPORT = workflow.remote_exec or lk_bundle.is_bundle(".")
 
 try:
-    validate_config(config)
+    SETTINGS = validate_config(config)
     if FROM_EXPORT:
         EXPORT = lk_sources.read_tables(EXPORT_DIR, config["person"])
         print(

@@ -1,7 +1,7 @@
 # After training: headshots from every saved epoch's LoRA (sd-scripts' own sdxl_gen_img.py, on the GPU),
 # then the epoch whose headshots look most like the selected faces becomes results/lora/<trigger>.
 # Before a training has finished both jobs record that they are waiting and succeed.
-from likeness import headshots as lk_headshots
+from likeness.train import headshots as lk_headshots
 
 BEST_LORA_JSON = f"results/lora/{lk_headshots.lora_stem(config['trigger'])}.json"
 
@@ -22,7 +22,7 @@ rule headshots:
         settings=config["train"],
         trigger=config["trigger"],
         class_word=TRAIN_CLASS_WORD,
-        # Kept by finished headshots (see likeness.headshots.readiness_param).
+        # Kept by finished headshots (see likeness.train.headshots.readiness_param).
         ready=lk_headshots.readiness_param(
             config["train"], "results/headshots/status.json"
         ),

@@ -1,6 +1,6 @@
 # Figures for `snakemake --report report.html`: contact sheets, charts, the training estimate and,
 # after training, the loss curve and the sample images. Cheap jobs that read the stages' tables.
-from likeness import report as lk_report
+from likeness.report import report as lk_report
 
 
 report: "../report/workflow.rst"

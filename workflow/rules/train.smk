@@ -3,7 +3,7 @@
 # sd-scripts checkout and the base model. Without them it prepares a ready-to-launch run and exits 0.
 # Every dataset or config trains into its own run folder (results/train/<hash>/); nothing is deleted.
 # With profiles/slurm this is the one job submitted to the cluster (every other rule is local).
-from likeness import trainer_install as lk_trainer_install
+from likeness.train import trainer_install as lk_trainer_install
 
 
 rule train:

@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
 
 from likeness.errors import LikenessError
-from likeness.headshots import headshots_stage
+from likeness.train.headshots import headshots_stage
 
 smk = snakemake  # noqa: F821
 try:

@@ -1,7 +1,7 @@
 """The install_trainer rule's script: install sd-scripts and its environment under train.cache_dir.
 
 A separate process, like train.py, so that Ctrl-C reaches git and pip; an interrupted install is redone
-from scratch the next time (likeness.trainer_install).
+from scratch the next time (likeness.train.trainer_install).
 """
 
 import sys
@@ -9,9 +9,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
 
-from likeness import trainer_install
 from likeness.errors import LikenessError
-from likeness.training import train_config
+from likeness.train import trainer_install
+from likeness.train.training import train_config
 
 smk = snakemake  # noqa: F821
 try:

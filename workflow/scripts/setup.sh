@@ -49,9 +49,9 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
 
-# The crop stage's row-skipping JPEG decoder (workflow/likeness/_jpegskip.c), built in place so that the
+# The crop stage's row-skipping JPEG decoder (workflow/likeness/crop/_jpegskip.c), built in place so that the
 # workflow's own copy of the package imports it. Without it, crops fall back to slower decodes.
 include=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 suffix=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
-gcc -O2 -Wall -shared -fPIC -I"$include" workflow/likeness/_jpegskip.c -ljpeg -o "workflow/likeness/_jpegskip$suffix"
+gcc -O2 -Wall -shared -fPIC -I"$include" workflow/likeness/crop/_jpegskip.c -ljpeg -o "workflow/likeness/crop/_jpegskip$suffix"
 echo "setup: ready (.venv/bin/snakemake)"

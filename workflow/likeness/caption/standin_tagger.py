@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_if_changed
+from likeness.atomic import write_if_changed
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"

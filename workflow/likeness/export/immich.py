@@ -25,9 +25,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import sourceapi, sources
-from .errors import ConfigError, SourceError
-from .names import file_stem
+from likeness.errors import ConfigError, SourceError
+from likeness.export import sourceapi, sources
+from likeness.names import file_stem
 
 MANAGER = "Immich"
 # EXIF orientation as Immich stores it (text): the EXIF numbers, or degrees for some videos and HEIFs.

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from likeness import step_budget, tables
+from likeness import tables
 from likeness.atomic import atomic_write_bytes
 from likeness.errors import ConfigError, LikenessError
+from likeness.train import step_budget
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 GPU_SPEEDS_TSV = REPO_ROOT / "resources" / "gpu_speeds.tsv"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # sd-scripts' IMAGE_EXTENSIONS, any case
 
@@ -497,8 +498,8 @@ class Estimate:
 
 
 def _configured_sample_steps(cfg: Mapping[str, Any], resolution: int) -> list[int]:
-    """Sampling steps of each prompt line the run's sample_prompts.txt will hold (likeness.kohya)."""
-    from likeness import kohya
+    """Sampling steps of each prompt line the run's sample_prompts.txt will hold (likeness.train.kohya)."""
+    from likeness.train import kohya
 
     text = kohya.sample_prompts_text(cfg.get("sample_prompts"), trigger="t", class_word="c", resolution=resolution)
     return kohya.prompt_sampling_steps(text)
@@ -536,7 +537,7 @@ def _overheads(
 
 
 def bucket_settings(cfg: Mapping[str, Any]) -> BucketSettings:
-    from likeness.kohya import bucket_limits  # the same limits the dataset.toml gets
+    from likeness.train.kohya import bucket_limits  # the same limits the dataset.toml gets
 
     resolution = int(cfg.get("resolution", 1024))
     steps = int(cfg.get("bucket_reso_steps", 64))

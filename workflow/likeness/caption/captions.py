@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from . import tables, tagger
-from .atomic import atomic_write_bytes, atomic_write_json, write_if_changed
-from .errors import ConfigError, LikenessError
-from .names import STEM_PATTERN, file_stem
-from .tagger import CHARACTER_CATEGORY, GENERAL_CATEGORY, RATING_CATEGORY, Log, TagTable
+from likeness import tables
+from likeness.atomic import atomic_write_bytes, atomic_write_json, write_if_changed
+from likeness.caption import tagger
+from likeness.caption.tagger import CHARACTER_CATEGORY, GENERAL_CATEGORY, RATING_CATEGORY, Log, TagTable
+from likeness.errors import ConfigError, LikenessError
+from likeness.names import STEM_PATTERN, file_stem
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_TRAIT_TAGS_FILE = REPO_ROOT / "resources" / "tagger" / "trait_tags.txt"
 DEFAULT_MODEL = "SmilingWolf/wd-vit-tagger-v3"
 DEFAULT_REVISION = "790b0e92cefd2a0221451604e7831fe643ab7c4f"
@@ -344,7 +345,7 @@ def collect_faces(rows: Sequence[Mapping[str, str]], images_dir: Path) -> tuple[
 
 def locate_model(settings: CaptionSettings, cache_root: Path, log: Log) -> tagger.ModelFiles:
     if settings.standin:
-        from . import standin_tagger
+        from likeness.caption import standin_tagger
 
         folder = standin_tagger.build(cache_root / STANDIN_DIR)
         files = tagger.local_model_files(folder, "caption.standin")

@@ -22,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .atomic import atomic_write_json
-from .errors import ConfigError, LikenessError
+from likeness.atomic import atomic_write_json
+from likeness.errors import ConfigError, LikenessError
 
 Log = Callable[[str], None]
 

@@ -78,7 +78,7 @@ def _verified_sha256(path: Path, cache_dir: Path, log: Log) -> str:
 def _offline() -> bool:
     from huggingface_hub import constants
 
-    from likeness.tagger import _hub_resolvable  # the caption stage's quick DNS check, shared
+    from likeness.caption.tagger import _hub_resolvable  # the caption stage's quick DNS check, shared
 
     return bool(constants.HF_HUB_OFFLINE) or not _hub_resolvable()
 

@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from . import tables
-from .atomic import write_if_changed
-from .errors import ConfigError, SourceError
-from .names import file_stem
+from likeness import tables
+from likeness.atomic import write_if_changed
+from likeness.errors import ConfigError, SourceError
+from likeness.names import file_stem
 
 DEFAULT_PASSWORD_ENV = "LIKENESS_DB_PASSWORD"
 
@@ -338,7 +338,7 @@ class MarkerRow:
     # photo's path cannot be read (its crop job records the same reason)
     status: str = "ok"
     reason: str = ""
-    # PhotoPrism's own face recognition, recorded beside likeness's identity check (likeness.identity):
+    # PhotoPrism's own face recognition, recorded beside likeness's identity check (likeness.select.identity):
     # the marker's distance to its face cluster (-1: none) and its first embedding, base64 float32.
     face_dist: float = -1.0
     embedding: str = ""
@@ -510,7 +510,7 @@ class Export:
     subject: Subject
     markers: list[MarkerRow]
     neighbours: list[Neighbour]
-    # Root key (MarkerRow.file_root) -> folder on this machine; set by likeness.sourceapi.read_export.
+    # Root key (MarkerRow.file_root) -> folder on this machine; set by likeness.export.sourceapi.read_export.
     roots: dict[str, str] | None = None
 
     @property

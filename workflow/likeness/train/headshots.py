@@ -31,12 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from likeness import identity, training
 from likeness.atomic import atomic_write_bytes, atomic_write_json
 from likeness.errors import LikenessError
+from likeness.select import identity
+from likeness.train import training
 
 GEN_SCRIPT = "sdxl_gen_img.py"
-GEN_OPTIONS = Path(__file__).resolve().parents[2] / "resources" / "kohya" / "sdxl_gen_img_v0.10.1_options.txt"
+GEN_OPTIONS = Path(__file__).resolve().parents[3] / "resources" / "kohya" / "sdxl_gen_img_v0.10.1_options.txt"
 HEADSHOT_KEYS = (
     "headshot_prompts",
     "headshot_negative_prompt",
@@ -155,7 +156,7 @@ def _write(status_path: str | Path, extra: Mapping[str, Any], record: dict[str, 
 
 
 def readiness_param(cfg: Mapping[str, Any], status_path: str | Path, env: Mapping[str, str] | None = None) -> str:
-    """The headshots rule's ``ready`` param, as the train rule's (likeness.training.readiness_param): finished
+    """The headshots rule's ``ready`` param, as the train rule's (likeness.train.training.readiness_param): finished
     headshots keep the value they ran with, so a machine without a GPU or a deleted base model never plans
     them again; until then the value follows whether a render could launch here."""
     try:
@@ -336,7 +337,7 @@ def best_lora_stage(
     log_path: str | Path,
 ) -> dict[str, Any]:
     """Score every headshot, pick the epoch, copy its LoRA beside ``out_json``; returns the record."""
-    from likeness.selection import SelectSettings
+    from likeness.select.selection import SelectSettings
 
     shots = _read_json(headshots_status)
     out_json = Path(out_json)
@@ -423,8 +424,8 @@ def best_lora_stage(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m likeness.headshots``: the headshots stage from a config file (scripts and tests)."""
-    parser = argparse.ArgumentParser(prog="python -m likeness.headshots", description=main.__doc__)
+    """``python -m likeness.train.headshots``: the headshots stage from a config file (scripts and tests)."""
+    parser = argparse.ArgumentParser(prog="python -m likeness.train.headshots", description=main.__doc__)
     parser.add_argument("--configfile", required=True)
     parser.add_argument("--train-status", required=True)
     parser.add_argument("--trigger", required=True)

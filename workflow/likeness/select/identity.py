@@ -269,7 +269,7 @@ class EmbeddingCache:
 
 
 def decode_photoprism_embedding(text: str) -> np.ndarray | None:
-    """markers.tsv's embedding column (base64 float32, likeness.sources) -> vector, or None."""
+    """markers.tsv's embedding column (base64 float32, likeness.export.sources) -> vector, or None."""
     if not text:
         return None
     try:
@@ -327,7 +327,7 @@ def embed_crops(
     """Embed (crop path, box) pairs; uncached ones in ``workers`` processes when there are many.
 
     dlib holds the GIL while it computes, so threads would not help: each worker is a fresh Python
-    process (``python -m likeness.identity``) that loads the model once, embeds its share into the
+    process (``python -m likeness.select.identity``) that loads the model once, embeds its share into the
     cache and exits; the results are then read from the cache. None for an unreadable crop.
     """
     datas: list[bytes | None] = []
@@ -355,14 +355,14 @@ def _embed_in_workers(pending: Sequence[tuple[str, Box]], cache: EmbeddingCache,
     shards = [pending[i::workers] for i in range(workers)]
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
     }
     with tempfile.TemporaryDirectory(prefix="likeness-identity-") as folder:
         processes = []
         for index, shard in enumerate(shards):
             jobs = Path(folder) / f"shard{index}.json"
             jobs.write_text(json.dumps({"cache": str(cache.folder.parent), "crops": [[p, list(b)] for p, b in shard]}))
-            command = [sys.executable, "-m", "likeness.identity", str(jobs)]
+            command = [sys.executable, "-m", "likeness.select.identity", str(jobs)]
             processes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         for process in processes:
             _, error = process.communicate()

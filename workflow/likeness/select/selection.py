@@ -20,7 +20,7 @@ Every face gets the first reason of this fixed order (a face both blurred and cr
 7. ``crowded``: other faces cover more than ``select.max_other_face_share`` of the crop;
 8. ``blurred``: sharpness below ``select.min_sharpness``;
 9. ``exposure``: face too dark, too bright or too clipped;
-10. ``not the same person``: the identity model (likeness.identity) puts the face farther than
+10. ``not the same person``: the identity model (likeness.select.identity) puts the face farther than
     ``select.max_identity_distance`` from the person's reference (``select.identity_reference``);
 11. ``duplicate``: a better face of the same near-duplicate group (perceptual hash within
     ``select.duplicate_distance`` bits, or identity embeddings within ``select.duplicate_identity_distance``)
@@ -61,11 +61,12 @@ from typing import Any
 
 import numpy as np
 
-from likeness import geometry, identity, tables
+from likeness import geometry, tables
 from likeness.atomic import atomic_write_bytes, write_if_changed
+from likeness.crop.quality import hamming_distance
 from likeness.errors import ConfigError, LikenessError
 from likeness.names import file_stem
-from likeness.quality import hamming_distance
+from likeness.select import identity
 
 # The fixed order of exclusion reasons; the first that applies is the one reported.
 REASON_ORDER = (

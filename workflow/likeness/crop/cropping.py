@@ -20,10 +20,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import geometry, jpegregion, quality, tables
-from .atomic import atomic_write_bytes, atomic_write_json
-from .imageheader import ImageHeader, describe_unknown, parse_header, read_head
-from .names import file_stem
+from likeness import geometry, tables
+from likeness.atomic import atomic_write_bytes, atomic_write_json
+from likeness.crop import jpegregion, quality
+from likeness.imageheader import ImageHeader, describe_unknown, parse_header, read_head
+from likeness.names import file_stem
 
 # OpenCV is told to ignore the EXIF orientation: it reads only some places an orientation can be stored
 # (a JPEG with an XMP segment before its Exif segment decodes unrotated on the reduced-size path), so the
@@ -44,7 +45,7 @@ _ENCODE_FLAGS = {
 # A path Snakemake would read as holding a wildcard (its own pattern, snakemake_interface_storage_plugins).
 _WILDCARD = re.compile(r"\{\s*[.\w]+\s*(,[^{}]*)?\}")
 
-# Decode only the region around the crop (libjpeg-turbo, likeness.jpegregion) when the crop covers at
+# Decode only the region around the crop (libjpeg-turbo, likeness.crop.jpegregion) when the crop covers at
 # most this share of the photo: the lossless cut still entropy-decodes the whole file, so for big crops
 # the whole decode is as fast (benchmarks/README.md: break-even near 25% on a 24 MP photo).
 REGION_DECODE_MAX_SHARE = 0.2
@@ -251,7 +252,7 @@ def _encode(pixels: np.ndarray, settings: CropSettings) -> bytes:
 def spec_for(marker: Any) -> dict[str, Any]:
     """The per-face parameters of a crop job: everything that, when it changes, must re-crop the face.
 
-    ``marker`` is a located export row (likeness.sources.locate_photos): its path, or the reason its
+    ``marker`` is a located export row (likeness.export.sources.locate_photos): its path, or the reason its
     photo cannot be read.
     """
     path = marker.path if marker.usable else ""
@@ -339,11 +340,18 @@ def write_summary(record_paths: list[str], table_path: str) -> str:
 
 # The modules whose code decides a crop's pixels and record. Snakemake's code trigger sees only the
 # rule's own text, so the crop rule carries this digest as a param: changing any of them re-crops.
-_CROP_MODULES = ("crop.py", "geometry.py", "imageheader.py", "jpegregion.py", "_jpegskip.c", "quality.py")
+_CROP_MODULES = (
+    "crop/cropping.py",
+    "geometry.py",
+    "imageheader.py",
+    "crop/jpegregion.py",
+    "crop/_jpegskip.c",
+    "crop/quality.py",
+)
 
 
 def code_digest() -> str:
-    package = Path(__file__).parent
+    package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for name in _CROP_MODULES:
         digest.update((package / name).read_bytes())

@@ -25,8 +25,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import sources
-from .errors import ConfigError, SourceError
+from likeness.errors import ConfigError, SourceError
+from likeness.export import sources
 
 KINDS = ("photoprism", "immich", "digikam")
 MANAGER_NAMES = {"photoprism": "PhotoPrism", "immich": "Immich", "digikam": "digiKam"}
@@ -132,7 +132,7 @@ def make_engine(source_config: Mapping[str, Any]) -> sa.Engine:
     """A read-only engine for ``source.url``: SQLite and MariaDB as for PhotoPrism, PostgreSQL for Immich."""
     url = source_config["url"]
     if is_postgres(url):
-        from . import immich
+        from likeness.export import immich
 
         return immich.make_engine(url, source_config["password_env"], source_config["option_file"])
     return sources.make_engine(url, source_config["password_env"], source_config["option_file"])
@@ -202,10 +202,10 @@ def read_export(source_config: Mapping[str, Any], person: str) -> sources.Export
         export.roots = sources.roots_from_config(source_config)
         return export
     if kind == "immich":
-        from . import immich
+        from likeness.export import immich
 
         return immich.read_export(engine, person, source_config, url)
-    from . import digikam
+    from likeness.export import digikam
 
     return digikam.read_export(engine, person, source_config, url)
 

@@ -37,14 +37,14 @@ from typing import Any, TextIO
 
 import yaml
 
-from likeness import base_model as bm
-from likeness import estimate as est
-from likeness import kohya, step_budget
-from likeness import trainer_install as ti
 from likeness.atomic import atomic_write_bytes, atomic_write_json, write_if_changed
 from likeness.errors import ConfigError, LikenessError
+from likeness.train import base_model as bm
+from likeness.train import estimate as est
+from likeness.train import kohya, step_budget
+from likeness.train import trainer_install as ti
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "train.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "train.schema.yaml"
 LAUNCH_COMMAND = "snakemake --cores 2 train"  # what the README tells users to run; printed in the ready line
 ALLOW_NO_GPU_ENV = "LIKENESS_ALLOW_NO_GPU"  # tests only: run the test double without a GPU
 PROGRESS_INTERVAL_ENV = "LIKENESS_PROGRESS_SECONDS"
@@ -944,7 +944,7 @@ class DryRun:
 
     lines: list[str]
     runtime_minutes: int  # Snakemake's ``runtime`` resource
-    headshots_runtime_minutes: int = est.RUNTIME_EXTRA_MINUTES  # the headshots job's (likeness.headshots)
+    headshots_runtime_minutes: int = est.RUNTIME_EXTRA_MINUTES  # the headshots job's (likeness.train.headshots)
 
     @property
     def message(self) -> str:
@@ -971,8 +971,8 @@ def dry_run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m likeness.training``: the training stage from a config file (for a shell rule)."""
-    parser = argparse.ArgumentParser(prog="python -m likeness.training", description=main.__doc__)
+    """``python -m likeness.train.training``: the training stage from a config file (for a shell rule)."""
+    parser = argparse.ArgumentParser(prog="python -m likeness.train.training", description=main.__doc__)
     parser.add_argument("--configfile", required=True, help="YAML config with a 'train' section")
     parser.add_argument("--dataset", required=True, help="folder of <uid>.jpg + <uid>.txt")
     parser.add_argument("--trigger", required=True)

@@ -21,10 +21,10 @@ import math
 
 import numpy as np
 
-from .geometry import Rect, apply_orientation
+from likeness.geometry import Rect, apply_orientation
 
 try:  # compiled by workflow/scripts/setup.sh against libjpeg-turbo's headers
-    from . import _jpegskip
+    from likeness.crop import _jpegskip
 except ImportError:  # not built here: decode_region's TurboJPEG path or a whole decode serves instead
     _jpegskip = None
 

@@ -40,7 +40,7 @@ PLACEHOLDER_LINE = (178, 178, 186)
 GAP = 6  # pixels around and between cells
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
-# Exclusion reasons in the order the selection stage tests them (likeness.selection.REASON_ORDER);
+# Exclusion reasons in the order the selection stage tests them (likeness.select.selection.REASON_ORDER);
 # repeated here so that the report does not import the selection stage. Unknown keys sort after these.
 REASON_ORDER = (
     "unreadable", "stale", "awaiting review", "not named by hand", "date window", "too small", "crowded",
@@ -300,7 +300,7 @@ def selected_tiles(rows: Iterable[dict[str, str]], root: PathLike | None = None)
         return (int(value) if value.isdigit() else 1 << 30, row.get("marker_uid", ""))
 
     def date_and_distance(row: dict[str, str]) -> str:
-        # The identity distance to the person's reference (likeness.identity), when it was measured.
+        # The identity distance to the person's reference (likeness.select.identity), when it was measured.
         distance = row.get("identity_distance") or ""
         text = _date(row.get("taken_at", "")) + (f"  id {float(distance):.2f}" if distance else "")
         return text + ("  PhotoPrism differs" if row.get("identity_note") else "")
@@ -780,8 +780,8 @@ def _estimate_of_status(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def pose_counts(rows: Iterable[dict[str, str]]) -> list[tuple[str, int]]:
-    """(head-pose bin, faces) of the selected faces, bins in a fixed order (likeness.selection.pose_bin)."""
-    from likeness.selection import POSE_BIN_DEGREES
+    """(head-pose bin, faces) of the selected faces, bins in a fixed order (likeness.select.selection.pose_bin)."""
+    from likeness.select.selection import POSE_BIN_DEGREES
 
     counts: Counter[str] = Counter()
     for row in rows:

@@ -21,7 +21,7 @@ from likeness import tables
 from likeness.errors import ConfigError
 
 SD_SCRIPTS_RELEASE = "v0.10.1"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 OPTIONS_TSV = REPO_ROOT / "resources" / "kohya" / f"sdxl_train_network_{SD_SCRIPTS_RELEASE}_options.tsv"
 
 TRAIN_SCOPE = "train"

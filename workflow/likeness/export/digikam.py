@@ -23,8 +23,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import sourceapi, sources
-from .names import file_stem
+from likeness.export import sourceapi, sources
+from likeness.names import file_stem
 
 MANAGER = "digiKam"
 CONFIRMED = "tagRegion"

@@ -1,0 +1,1 @@
+"""Crop: every face cut square from its original photo, with its quality measures."""

@@ -1,0 +1,1 @@
+"""Report: the figures and tables for `snakemake --report`."""
