@@ -25,7 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
 from likeness.caption import standin_tagger
-from likeness.caption.captions import run_captions
+from likeness.caption.captions import caption_faces
+from likeness.config import Section, validate_config
 
 
 def write_faces(root: Path, count: int) -> tuple[Path, Path]:
@@ -95,19 +96,24 @@ def build_synthetic_large(out_dir: Path) -> Path:
     return out_dir
 
 
+def caption_settings(section: dict) -> Section:
+    """The caption section as the workflow builds it: the schema's defaults filled in."""
+    return validate_config({"person": "bench", "source": {"url": "sqlite:///unused.db"}, "caption": section}).caption
+
+
 def measure(label: str, section: dict, faces: int, batch_size: int) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         manifest, images = write_faces(root, faces)
         stats_path = root / "stats.json"
         started = time.perf_counter()
-        section = {**section, "batch_size": batch_size, "provider": "cpu"}
-        run_captions(
+        section = {**section, "cache_dir": str(root / "cache"), "batch_size": batch_size, "provider": "cpu"}
+        caption_faces(
             manifest,
             images,
-            root / "cache",
-            section,
+            caption_settings(section),
             "ohwx",
+            root / "text",
             root / "captions.tsv",
             stats_path,
             log=lambda line: None,

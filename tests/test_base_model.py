@@ -12,32 +12,34 @@ from pathlib import Path
 
 import pytest
 from install_helpers import FILENAME, REPO_ID, REVISION, make_hub_cache
+from likeness.config import Section, validate_config
 from likeness.errors import ConfigError
 from likeness.train import base_model as bm
-from likeness.train import training
 
 CONTENT = b"safetensors bytes standing in for SDXL: only their hash matters here" * 1000
 
 
-def _cfg(tmp_path: Path, **overrides) -> dict:
-    cfg = training.train_config(
-        {
-            "base_model": REPO_ID,
-            "base_model_sha256": hashlib.sha256(CONTENT).hexdigest(),
-            "hub_cache": str(tmp_path / "hub"),
-            "cache_dir": str(tmp_path / "cache" / "train"),
-        }
-    )
-    cfg.update(overrides)
-    return cfg
+def _train(**values) -> Section:
+    """The train section as a job gets it: the schema's defaults filled in, frozen."""
+    return validate_config({"person": "p", "source": {"url": "sqlite:///p.db"}, "train": values}).train
+
+
+def _cfg(tmp_path: Path, **overrides) -> Section:
+    values = {
+        "base_model": REPO_ID,
+        "base_model_sha256": hashlib.sha256(CONTENT).hexdigest(),
+        "hub_cache": str(tmp_path / "hub"),
+        "cache_dir": str(tmp_path / "cache" / "train"),
+    }
+    return _train(**{**values, **overrides})
 
 
 def test_defaults_pin_sdxl_base_and_its_published_hash() -> None:
-    cfg = training.train_config({})
-    assert cfg["base_model"] == REPO_ID and cfg["base_model_file"] == FILENAME
-    assert cfg["base_model_revision"] == REVISION
-    assert cfg["base_model_sha256"] == "31e35c80fc4829d14f90153f4c74cd59c90b779f6afe05a74cd6120b893f7e5b"
-    assert bm.identity(cfg) == f"{REPO_ID}@{REVISION}/{FILENAME}"
+    settings = _train()
+    assert settings.base_model == REPO_ID and settings.base_model_file == FILENAME
+    assert settings.base_model_revision == REVISION
+    assert settings.base_model_sha256 == "31e35c80fc4829d14f90153f4c74cd59c90b779f6afe05a74cd6120b893f7e5b"
+    assert bm.identity(settings) == f"{REPO_ID}@{REVISION}/{FILENAME}"
 
 
 def test_repo_ids_and_paths_are_told_apart(tmp_path: Path) -> None:
@@ -46,7 +48,7 @@ def test_repo_ids_and_paths_are_told_apart(tmp_path: Path) -> None:
     assert bm.is_repo_id(REPO_ID)
     for value in (str(local), "./a/b", "models/sdxl.safetensors", "~/sdxl.ckpt", ""):
         assert not bm.is_repo_id(value), value
-    assert bm.identity({"base_model": str(local)}) == str(local)
+    assert bm.identity(_train(base_model=str(local))) == str(local)
 
 
 def test_a_local_file_is_used_as_it_is(tmp_path: Path) -> None:

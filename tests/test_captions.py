@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -13,12 +14,28 @@ import onnxruntime as ort
 import pytest
 import yaml
 from cap_fixtures import face_image, write_dataset
-from likeness.caption import captions, standin_tagger, tagger
-from likeness.caption.captions import CaptionRules, CaptionSettings, caption_line, caption_tags, run_captions
-from likeness.caption.tagger import TagTable
+from likeness.caption import model, standin_tagger, tagger
+from likeness.caption.captions import caption_faces
+from likeness.caption.model import TagTable
+from likeness.caption.preprocess import decode_image, preprocess
+from likeness.caption.rules import CaptionRules, caption_line, caption_tags, read_trait_tags
+from likeness.config import Section, validate_config
 from likeness.errors import ConfigError, LikenessError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(**top) -> Section:
+    """Settings as the workflow builds them: the schema's defaults filled in, validated, frozen."""
+    return validate_config({"person": "p", "source": {"url": "sqlite:///p.db"}, **top})
+
+
+def _caption(**values) -> Section:
+    return _config(caption=values).caption
+
+
+def _rules(**values) -> CaptionRules:
+    return CaptionRules.from_settings(_caption(**values))
 
 
 def _encode(image: np.ndarray, extension: str) -> bytes:
@@ -51,7 +68,7 @@ def test_preprocess_matches_independent_implementation(name: str) -> None:
         as_pil_sees_it = pixels[:, :, [2, 1, 0, 3]]
     else:
         as_pil_sees_it = pixels[:, :, ::-1]
-    ours = tagger.preprocess(tagger.decode_image(data), 448)
+    ours = preprocess(decode_image(data), 448)
     expected = cap_reference.reference_tensor(as_pil_sees_it, 448)
     assert ours.shape == (448, 448, 3) and ours.dtype == np.float32
     assert float(np.abs(ours - expected).max()) <= 1.0
@@ -61,7 +78,7 @@ def test_preprocess_matches_independent_implementation(name: str) -> None:
 def test_preprocess_is_bgr_padded_white_and_unscaled() -> None:
     red_strip = np.zeros((100, 448, 3), dtype=np.uint8)
     red_strip[:, :, 2] = 255  # pure red in cv2's BGR
-    tensor = tagger.preprocess(tagger.decode_image(_encode(red_strip, ".png")))
+    tensor = preprocess(decode_image(_encode(red_strip, ".png")))
     assert tensor[224, 224].tolist() == [0.0, 0.0, 255.0]  # B, G, R: red in the last channel
     assert tensor[0, 0].tolist() == [255.0, 255.0, 255.0]  # white padding above
     assert tensor[447, 447].tolist() == [255.0, 255.0, 255.0]  # and below
@@ -69,13 +86,13 @@ def test_preprocess_is_bgr_padded_white_and_unscaled() -> None:
 
 def test_transparent_pixels_become_white() -> None:
     clear = np.zeros((50, 50, 4), dtype=np.uint8)
-    tensor = tagger.preprocess(tagger.decode_image(_encode(clear, ".png")))
+    tensor = preprocess(decode_image(_encode(clear, ".png")))
     assert np.all(tensor == 255.0)
 
 
 def test_unreadable_bytes_decode_to_none() -> None:
-    assert tagger.decode_image(b"not an image") is None
-    assert tagger.decode_image(b"") is None
+    assert decode_image(b"not an image") is None
+    assert decode_image(b"") is None
 
 
 # ------------------------------------------------------------------------------ stand-in model
@@ -86,7 +103,7 @@ def test_standin_has_the_real_taggers_interface(tmp_path: Path, dynamic: bool) -
     folder = standin_tagger.build(tmp_path, dynamic_batch=dynamic)
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     model_input, model_output = session.get_inputs()[0], session.get_outputs()[0]
-    table = tagger.read_tag_table(folder / "selected_tags.csv")
+    table = model.read_tag_table(folder / "selected_tags.csv")
     assert model_input.name == "input" and model_input.type == "tensor(float)"
     assert model_input.shape[1:] == [448, 448, 3]
     assert isinstance(model_input.shape[0], str) == dynamic
@@ -100,9 +117,9 @@ def test_standin_has_the_real_taggers_interface(tmp_path: Path, dynamic: bool) -
 def test_standin_outputs_depend_on_the_image(tmp_path: Path) -> None:
     folder = standin_tagger.build(tmp_path)
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    batch = np.stack([tagger.preprocess(face_image(seed)) for seed in range(3)])
+    batch = np.stack([preprocess(face_image(seed)) for seed in range(3)])
     probabilities = session.run(None, {"input": batch})[0]
-    assert probabilities.shape == (3, len(tagger.read_tag_table(folder / "selected_tags.csv")))
+    assert probabilities.shape == (3, len(model.read_tag_table(folder / "selected_tags.csv")))
     assert np.all((probabilities > 0) & (probabilities < 1))
     assert np.abs(probabilities[0] - probabilities[1]).max() > 0.2
     expected = standin_tagger.reference_probabilities(batch, probabilities.shape[1])
@@ -134,19 +151,19 @@ def _probs(**by_name: float) -> np.ndarray:
 
 
 def test_thresholds_are_inclusive_and_per_category() -> None:
-    rules = CaptionRules(general_threshold=0.35, character_threshold=0.85)
+    rules = _rules(general_threshold=0.35, character_threshold=0.85)
     probs = _probs(smile=0.35, long_hair=0.3499, hatsune_miku=0.85, hakurei_reimu=0.84)
     assert caption_tags(probs, TABLE, rules) == ["smile", "hatsune miku"]
 
 
 def test_character_tag_high_above_general_threshold_needs_its_own() -> None:
-    rules = CaptionRules(general_threshold=0.2, character_threshold=0.9)
+    rules = _rules(general_threshold=0.2, character_threshold=0.9)
     assert caption_tags(_probs(hakurei_reimu=0.5), TABLE, rules) == []
 
 
 def test_tags_keep_the_taggers_order_not_probability_order() -> None:
     probs = _probs(looking_at_viewer=0.99, smile=0.4, **{"1girl": 0.6}, hatsune_miku=0.9)
-    assert caption_tags(probs, TABLE, CaptionRules()) == [
+    assert caption_tags(probs, TABLE, _rules()) == [
         "1girl",
         "smile",
         "looking at viewer",
@@ -157,29 +174,27 @@ def test_tags_keep_the_taggers_order_not_probability_order() -> None:
 def test_underscores_follow_remove_underscore() -> None:
     probs = _probs(long_hair=0.9, CARET=0.9)
     # tagger order: "^_^" comes before long_hair; short tags (kaomoji) keep their underscore
-    assert caption_tags(probs, TABLE, CaptionRules()) == ["^_^", "long hair"]
-    assert caption_tags(probs, TABLE, CaptionRules(remove_underscore=False)) == ["^_^", "long_hair"]
+    assert caption_tags(probs, TABLE, _rules()) == ["^_^", "long hair"]
+    assert caption_tags(probs, TABLE, _rules(remove_underscore=False)) == ["^_^", "long_hair"]
 
 
 def test_exclusions_match_either_spelling_and_the_replacement() -> None:
-    settings = CaptionSettings.from_config(
-        {"exclude_tags": ["Looking at viewer", "grin"], "replace_tags": {"smile": "grin", "1girl": "woman"},
-         "prune_traits": False}
-    )  # fmt: skip
+    rules = _rules(
+        exclude_tags=["Looking at viewer", "grin"], replace_tags={"smile": "grin", "1girl": "woman"}, prune_traits=False
+    )
     probs = _probs(smile=0.9, looking_at_viewer=0.9, **{"1girl": 0.9})
-    assert caption_tags(probs, TABLE, CaptionRules.from_settings(settings)) == ["woman"]
+    assert caption_tags(probs, TABLE, rules) == ["woman"]
 
 
 def test_replacement_keeps_the_tags_position() -> None:
-    settings = CaptionSettings.from_config({"replace_tags": {"1girl": "woman"}})
     probs = _probs(smile=0.9, **{"1girl": 0.9})
-    assert caption_tags(probs, TABLE, CaptionRules.from_settings(settings)) == ["woman", "smile"]
+    assert caption_tags(probs, TABLE, _rules(replace_tags={"1girl": "woman"})) == ["woman", "smile"]
 
 
 def test_trait_pruning_uses_the_documented_list() -> None:
     probs = _probs(brown_hair=0.9, beard=0.9, long_hair=0.9, smile=0.9)
-    pruned = CaptionRules.from_settings(CaptionSettings.from_config({}))
-    kept = CaptionRules.from_settings(CaptionSettings.from_config({"prune_traits": False}))
+    pruned = _rules()
+    kept = _rules(prune_traits=False)
     assert caption_tags(probs, TABLE, pruned) == ["smile", "long hair"]
     assert caption_tags(probs, TABLE, kept) == ["brown hair", "smile", "long hair", "beard"]
 
@@ -187,7 +202,7 @@ def test_trait_pruning_uses_the_documented_list() -> None:
 def test_trait_list_file_is_documented_and_holds_only_fixed_traits() -> None:
     path = REPO_ROOT / "resources" / "tagger" / "trait_tags.txt"
     text = path.read_text(encoding="utf-8")
-    traits = captions.read_trait_tags(path)
+    traits = read_trait_tags(path)
     assert text.startswith("#") and "prune_traits" in text
     assert {"brown hair", "blue eyes", "beard", "freckles"} <= traits
     assert not {"long hair", "smile", "glasses", "1girl"} & traits
@@ -196,14 +211,14 @@ def test_trait_list_file_is_documented_and_holds_only_fixed_traits() -> None:
 def test_custom_trait_file(tmp_path: Path) -> None:
     custom = tmp_path / "traits.txt"
     custom.write_text("# only the beard\nbeard\n", encoding="utf-8")
-    rules = CaptionRules.from_settings(CaptionSettings.from_config({"trait_tags_file": str(custom)}))
+    rules = _rules(trait_tags_file=str(custom))
     assert caption_tags(_probs(brown_hair=0.9, beard=0.9), TABLE, rules) == ["brown hair"]
 
 
 def test_rating_is_off_by_default_and_last_when_on() -> None:
     probs = _probs(general=0.2, sensitive=0.7, smile=0.9)
-    assert caption_tags(probs, TABLE, CaptionRules()) == ["smile"]
-    assert caption_tags(probs, TABLE, CaptionRules(include_rating=True)) == ["smile", "sensitive"]
+    assert caption_tags(probs, TABLE, _rules()) == ["smile"]
+    assert caption_tags(probs, TABLE, _rules(include_rating=True)) == ["smile", "sensitive"]
 
 
 def test_caption_line_puts_trigger_and_class_word_first_without_duplicates() -> None:
@@ -220,39 +235,44 @@ def test_caption_line_puts_trigger_and_class_word_first_without_duplicates() -> 
         ({"exclude_tags": "smile"}, "caption.exclude_tags"),
         ({"replace_tags": {"smile": ""}}, "caption.replace_tags"),
         ({"provider": "tpu"}, "caption.provider"),
-        ({"standin": "yes"}, "caption.standin"),
+        ({"standin": "maybe"}, "caption.standin"),
         ({"class_word": "a, b"}, "caption.class_word"),
         ({"treshold": 0.3}, "caption.treshold"),
     ],
 )
 def test_bad_config_names_the_key(section: dict, key: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        CaptionSettings.from_config(section)
-    assert caught.value.key == key
+        _caption(**section)
+    assert caught.value.key == key or caught.value.key.startswith(f"{key}.")  # replace_tags.smile
     assert "\n" not in str(caught.value)
 
 
-def test_schema_defaults_match_the_code() -> None:
+def test_a_replacement_is_one_line_of_text() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _caption(replace_tags={"smile": "grin\nsolo"})
+    assert caught.value.key == "caption.replace_tags.smile" and "\n" not in str(caught.value)
+
+
+def test_every_caption_key_is_documented_and_typos_are_refused() -> None:
     schema = yaml.safe_load((REPO_ROOT / "workflow" / "schemas" / "caption.schema.yaml").read_text())
-    defaults = CaptionSettings()
     assert schema["additionalProperties"] is False
     for name, spec in schema["properties"].items():
-        assert spec.get("description"), name
-        expected = getattr(defaults, name)
-        if isinstance(expected, tuple):
-            expected = dict(expected) if name == "replace_tags" else list(expected)
-        assert spec["default"] == expected, name
-    assert set(schema["properties"]) == set(CaptionSettings.__dataclass_fields__) - {"extra"}
-    assert CaptionSettings.from_config({k: v["default"] for k, v in schema["properties"].items()}) == defaults
+        assert spec.get("description") and "default" in spec, name
+    assert set(_caption().as_dict()) == set(schema["properties"])
 
 
 # ------------------------------------------------------------------------------ the stage
 
 
+def _text_dir(root: Path) -> Path:
+    return root / "results" / "captions" / "text"
+
+
 def _run(root: Path, manifest: Path, images: Path, section: dict, log: list[str] | None = None) -> dict:
     lines = log if log is not None else []
-    summary = run_captions(
-        manifest, images, root / "cache", {"standin": True, **section}, "ohwx",
+    settings = _caption(**{"standin": True, "cache_dir": str(root / "cache"), **section})
+    summary = caption_faces(
+        manifest, images, settings, "ohwx", _text_dir(root),
         root / "results" / "captions" / "captions.tsv", root / "results" / "captions" / "stats.json",
         log=lines.append,
     )  # fmt: skip
@@ -263,13 +283,14 @@ def _run(root: Path, manifest: Path, images: Path, section: dict, log: list[str]
 
 def test_captions_are_written_and_incremental(tmp_path: Path) -> None:
     manifest, images = write_dataset(tmp_path, ["a1", "b2", "c3"])
+    text = _text_dir(tmp_path)
     log: list[str] = []
     first = _run(tmp_path, manifest, images, {"batch_size": 2}, log)
     assert first["model_runs"] == 3 and "model ran on 3 images" in first["summary"]
     assert any("provider CPUExecutionProvider" in line for line in log)
     assert any("tagged 3/3 images" in line and "ETA" in line for line in log)
     for uid in ("a1", "b2", "c3"):
-        assert (images / f"{uid}.txt").read_text(encoding="utf-8").startswith("ohwx, person, ")
+        assert (text / f"{uid}.txt").read_text(encoding="utf-8").startswith("ohwx, person, ")
     table = (tmp_path / "results" / "captions" / "captions.tsv").read_text(encoding="utf-8").splitlines()
     assert table[0] == "marker_uid\tcaption" and [row.split("\t")[0] for row in table[1:]] == [
         "a1",
@@ -279,33 +300,42 @@ def test_captions_are_written_and_incremental(tmp_path: Path) -> None:
     assert len(list((tmp_path / "cache").glob("wd14-*/*.npy"))) == 3
 
     # Two more faces: the model runs on those two only; unchanged captions keep their mtime.
-    old_stamp = (images / "a1.txt").stat().st_mtime_ns
+    old_stamp = (text / "a1.txt").stat().st_mtime_ns
     manifest, images = write_dataset(tmp_path, ["a1", "b2", "c3", "d4", "e5"])
     second = _run(tmp_path, manifest, images, {})
     assert second["model_runs"] == 2 and second["from_cache"] == 3
-    assert (images / "a1.txt").stat().st_mtime_ns == old_stamp
+    assert (text / "a1.txt").stat().st_mtime_ns == old_stamp
+
+    # A run whose captions come out the same leaves the table's mtime alone: the training sees nothing new.
+    table_path = tmp_path / "results" / "captions" / "captions.tsv"
+    table_stamp = table_path.stat().st_mtime_ns
+    os.utime(table_path, ns=(table_stamp - 10**9, table_stamp - 10**9))
+    same = _run(tmp_path, manifest, images, {"batch_size": 3})
+    assert same["model_runs"] == 0 and same["captions_changed"] == 0
+    assert table_path.stat().st_mtime_ns == table_stamp - 10**9
 
     # A different threshold rewrites captions from the stored probabilities: no model run.
-    before = (images / "a1.txt").read_text(encoding="utf-8")
+    before = (text / "a1.txt").read_text(encoding="utf-8")
     third = _run(tmp_path, manifest, images, {"general_threshold": 0.9})
     assert third["model_runs"] == 0 and "model ran on 0 images" in third["summary"]
-    after = (images / "a1.txt").read_text(encoding="utf-8")
+    after = (text / "a1.txt").read_text(encoding="utf-8")
     assert after != before and len(after.split(", ")) < len(before.split(", "))
 
 
 def test_captions_equal_rules_applied_to_the_stored_probabilities(tmp_path: Path) -> None:
     manifest, images = write_dataset(tmp_path, ["a1", "b2"])
+    text = _text_dir(tmp_path)
     section = {"general_threshold": 0.5, "exclude_tags": ["solo"]}
     stats = _run(tmp_path, manifest, images, section)
-    folder = tmp_path / "cache" / captions.STANDIN_DIR
-    table = tagger.read_tag_table(folder / "selected_tags.csv")
-    rules = CaptionRules.from_settings(CaptionSettings.from_config({"standin": True, **section}))
+    folder = tmp_path / "cache" / model.STANDIN_DIR
+    table = model.read_tag_table(folder / "selected_tags.csv")
+    rules = _rules(standin=True, **section)
     for uid in ("a1", "b2"):
         data = (images / f"{uid}.jpg").read_bytes()
         session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-        probs = session.run(None, {"input": tagger.preprocess(tagger.decode_image(data))[None]})[0][0]
+        probs = session.run(None, {"input": preprocess(decode_image(data))[None]})[0][0]
         expected = caption_line("ohwx", "person", caption_tags(probs, table, rules))
-        assert (images / f"{uid}.txt").read_text(encoding="utf-8") == expected + "\n"
+        assert (text / f"{uid}.txt").read_text(encoding="utf-8") == expected + "\n"
     assert stats["captioned"] == 2
 
 
@@ -332,7 +362,7 @@ def test_model_loads_once_and_runs_in_batches(tmp_path: Path, monkeypatch: pytes
 def test_fixed_batch_model_runs_one_image_at_a_time(tmp_path: Path) -> None:
     fixed = standin_tagger.build(tmp_path / "fixed", dynamic_batch=False)
     loaded = tagger.load_tagger(fixed / "model.onnx", "cpu", lambda line: None)
-    batch = np.stack([tagger.preprocess(face_image(seed)) for seed in range(3)])
+    batch = np.stack([preprocess(face_image(seed)) for seed in range(3)])
     assert loaded.fixed_batch == 1
     dynamic = tagger.load_tagger(standin_tagger.build(tmp_path / "dyn") / "model.onnx", "cpu", lambda line: None)
     assert dynamic.fixed_batch is None
@@ -357,17 +387,19 @@ def test_model_dir_without_files_is_a_config_error(tmp_path: Path) -> None:
 
 def test_deselected_faces_lose_their_caption_but_nothing_else_is_removed(tmp_path: Path) -> None:
     manifest, images = write_dataset(tmp_path, ["a1", "b2", "c3"])
+    text = _text_dir(tmp_path)
     _run(tmp_path, manifest, images, {})
-    (images / "notes.md").write_text("keep me", encoding="utf-8")
+    (text / "notes.md").write_text("keep me", encoding="utf-8")
     manifest, images = write_dataset(tmp_path, ["a1", "c3"])
     stats = _run(tmp_path, manifest, images, {})
-    assert not (images / "b2.txt").exists() and stats["sidecars_removed"] == 1
-    assert (images / "b2.jpg").exists() and (images / "notes.md").exists()
-    assert (images / "a1.txt").exists() and (images / "c3.txt").exists()
+    assert not (text / "b2.txt").exists() and stats["sidecars_removed"] == 1
+    assert (images / "b2.jpg").exists() and (text / "notes.md").exists()
+    assert (text / "a1.txt").exists() and (text / "c3.txt").exists()
 
 
 def test_unreadable_and_missing_images_are_skipped_with_a_reason(tmp_path: Path) -> None:
     manifest, images = write_dataset(tmp_path, ["a1", "b2"])
+    text = _text_dir(tmp_path)
     (images / "b2.jpg").write_bytes(b"truncated")
     with manifest.open("a", encoding="utf-8") as handle:
         handle.write("gone\tresults/crops/gone.jpg\tdeadbeef\t0.5\n")
@@ -375,16 +407,42 @@ def test_unreadable_and_missing_images_are_skipped_with_a_reason(tmp_path: Path)
     stats = _run(tmp_path, manifest, images, {}, log)
     reasons = {item["marker_uid"]: item["reason"] for item in stats["skipped"]}
     assert set(reasons) == {"b2", "gone"} and "not a readable image" in reasons["b2"]
-    assert stats["captioned"] == 1 and stats["model_runs"] == 1 and (images / "a1.txt").exists()
+    assert stats["captioned"] == 1 and stats["model_runs"] == 1 and (text / "a1.txt").exists()
     assert any(line.startswith("caption: skipped face gone") for line in log)
 
 
-def test_trigger_must_be_a_single_caption_word(tmp_path: Path) -> None:
-    manifest, images = write_dataset(tmp_path, ["a1"])
+def test_trigger_must_be_a_single_caption_word() -> None:
     with pytest.raises(ConfigError) as caught:
-        run_captions(manifest, images, tmp_path / "cache", {"standin": True}, "ohwx, person",
-                     tmp_path / "captions.tsv", log=lambda line: None)  # fmt: skip
+        _config(trigger="ohwx, person")
     assert caught.value.key == "trigger"
+
+
+def _hub_cache_with(cache: Path, repo_id: str, revision: str, files: dict[str, bytes]) -> None:
+    """Lay out ``cache`` as huggingface_hub does after downloading ``files`` of ``repo_id`` at ``revision``."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    for name, content in files.items():
+        blob = hashlib.sha256(content).hexdigest()
+        (repo / "blobs" / blob).write_bytes(content)
+        (snapshot / name).symlink_to(Path("..") / ".." / "blobs" / blob)
+
+
+def test_a_cached_hub_model_is_used_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # found in the cache: the network is not needed
+    built = standin_tagger.build(tmp_path / "built")
+    settings = _caption(hub_cache=str(tmp_path / "hub"))
+    files = {name: (built / name).read_bytes() for name in (model.MODEL_FILE, model.TAGS_FILE)}
+    _hub_cache_with(tmp_path / "hub", settings.model, settings.revision, files)
+    manifest, images = write_dataset(tmp_path, ["a1"])
+    stats = _run(tmp_path, manifest, images, {"standin": False, "hub_cache": str(tmp_path / "hub")})
+    assert stats["model"] == f"{settings.model}@{settings.revision[:10]}" and stats["model_runs"] == 1
+    assert (_text_dir(tmp_path) / "a1.txt").read_text(encoding="utf-8").startswith("ohwx, person")
 
 
 def test_offline_without_cached_model_is_one_line_naming_the_key(
@@ -394,15 +452,13 @@ def test_offline_without_cached_model_is_one_line_naming_the_key(
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # no network in tests, on any machine
     manifest, images = write_dataset(tmp_path, ["a1"])
+    text = _text_dir(tmp_path)
     with pytest.raises(LikenessError) as caught:
-        run_captions(
-            manifest, images, tmp_path / "cache", {"hub_cache": str(tmp_path / "hub")}, "ohwx",
-            tmp_path / "captions.tsv", log=lambda line: None,
-        )  # fmt: skip
+        _run(tmp_path, manifest, images, {"standin": False, "hub_cache": str(tmp_path / "hub")})
     message = str(caught.value)
     assert "\n" not in message
     assert "SmilingWolf/wd-vit-tagger-v3" in message and "'caption.model_dir'" in message
-    assert not (images / "a1.txt").exists()
+    assert not (text / "a1.txt").exists()
 
 
 def test_provider_choice() -> None:

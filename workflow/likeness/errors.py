@@ -15,3 +15,9 @@ class ConfigError(LikenessError):
 
 class SourceError(LikenessError):
     """The PhotoPrism database could not be read or the person could not be resolved."""
+
+
+def one_line(error: BaseException, limit: int = 200) -> str:
+    """An exception's text as one line (whitespace folded), cut to ``limit`` characters."""
+    text = " ".join(str(error).split())
+    return text[:limit] or type(error).__name__

@@ -129,7 +129,12 @@ def count_rows(path: str | os.PathLike[str]) -> int | None:
 # crop (results/crops/)
 
 # select (results/dataset/): exclusion reasons, their order in summaries and the report
+# Placeholder until the select helper's section lands (same name; the lead keeps theirs at the merge):
+# the suffixes of dataset images, which the caption stage looks for.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
-# caption (results/captions/)
+# caption (results/captions/): captions.tsv, one row per captioned face (the caption file's text without
+# its line end); the caption files themselves are results/captions/text/<stem>.txt
+CAPTION_COLUMNS = ("marker_uid", "caption")
 
 # train (results/train/)

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from likeness.atomic import write_if_changed
+from likeness.caption.model import CHARACTER_CATEGORY, GENERAL_CATEGORY, MODEL_FILE, RATING_CATEGORY, TAGS_FILE
+from likeness.caption.preprocess import DEFAULT_INPUT_SIZE
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-INPUT_SIZE = 448
 OPSET = 17
 IR_VERSION = 9  # readable by onnxruntime 1.17 and later
 SEED = 20240229
@@ -40,16 +41,16 @@ CHARACTER_TAGS = ("hatsune_miku", "hakurei_reimu", "kirisame_marisa", "uzumaki_n
 
 def standin_tag_rows(n_tags: int | None = None) -> list[tuple[str, int]]:
     """(name, category) rows: ratings, general, character; padded with ``filler_tag_N`` (category 0)."""
-    rows = [(name, 9) for name in RATING_TAGS]
-    rows += [(name, 0) for name in GENERAL_TAGS]
+    rows = [(name, RATING_CATEGORY) for name in RATING_TAGS]
+    rows += [(name, GENERAL_CATEGORY) for name in GENERAL_TAGS]
     fillers = 0 if n_tags is None else max(0, n_tags - len(rows) - len(CHARACTER_TAGS))
-    rows += [(f"filler_tag_{index}", 0) for index in range(fillers)]
-    rows += [(name, 4) for name in CHARACTER_TAGS]
+    rows += [(f"filler_tag_{index}", GENERAL_CATEGORY) for index in range(fillers)]
+    rows += [(name, CHARACTER_CATEGORY) for name in CHARACTER_TAGS]
     if n_tags is not None and n_tags < len(rows):
         if n_tags < len(RATING_TAGS) + 2:
             raise ValueError(f"n_tags must be at least {len(RATING_TAGS) + 2}")
         keep_general = n_tags - len(RATING_TAGS) - 1
-        rows = [*rows[: len(RATING_TAGS) + keep_general], (CHARACTER_TAGS[0], 4)]
+        rows = [*rows[: len(RATING_TAGS) + keep_general], (CHARACTER_TAGS[0], CHARACTER_CATEGORY)]
     return rows
 
 
@@ -63,7 +64,7 @@ def standin_weights(n_tags: int) -> tuple[np.ndarray, np.ndarray]:
     return weights, bias
 
 
-def build_model_bytes(n_tags: int, dynamic_batch: bool = True, input_size: int = INPUT_SIZE) -> bytes:
+def build_model_bytes(n_tags: int, dynamic_batch: bool = True, input_size: int = DEFAULT_INPUT_SIZE) -> bytes:
     """Serialised ONNX graph: NHWC -> quadrant means -> scale -> MatMul + bias -> Sigmoid."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -115,8 +116,8 @@ def build(out_dir: str | os.PathLike[str], n_tags: int | None = None, dynamic_ba
     """Write ``model.onnx`` and ``selected_tags.csv`` into ``out_dir`` (unchanged files are kept)."""
     rows = standin_tag_rows(n_tags)
     folder = Path(out_dir)
-    write_if_changed(folder / "model.onnx", build_model_bytes(len(rows), dynamic_batch))
-    write_if_changed(folder / "selected_tags.csv", tags_csv_bytes(rows))
+    write_if_changed(folder / MODEL_FILE, build_model_bytes(len(rows), dynamic_batch))
+    write_if_changed(folder / TAGS_FILE, tags_csv_bytes(rows))
     return folder
 
 

@@ -17,16 +17,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
+from likeness import hub
 from likeness.atomic import atomic_write_json
+from likeness.config import Section
 from likeness.errors import ConfigError, LikenessError
 
 VERIFIED = "verified.json"
 REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
-Log = Callable[[str], None]
 
 
 def looks_like_path(value: str) -> bool:
@@ -39,12 +38,11 @@ def is_repo_id(value: str) -> bool:
     return bool(value) and not looks_like_path(value) and bool(REPO_ID.fullmatch(value))
 
 
-def identity(cfg: Mapping[str, Any]) -> str:
+def identity(settings: Section) -> str:
     """What the run id records for the base model: the path of a local file, or repo@revision/file."""
-    value = str(cfg.get("base_model") or "")
-    if is_repo_id(value):
-        return f"{value}@{cfg.get('base_model_revision')}/{cfg.get('base_model_file')}"
-    return value
+    if is_repo_id(settings.base_model):
+        return f"{settings.base_model}@{settings.base_model_revision}/{settings.base_model_file}"
+    return settings.base_model
 
 
 def file_sha256(path: Path) -> str:
@@ -55,7 +53,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verified_sha256(path: Path, cache_dir: Path, log: Log) -> str:
+def _verified_sha256(path: Path, cache_dir: Path, log: hub.Log) -> str:
     """The file's sha256, computed once per (path, size, mtime) and remembered in <cache_dir>/verified.json."""
     real = path.resolve()
     stat = real.stat()
@@ -75,68 +73,44 @@ def _verified_sha256(path: Path, cache_dir: Path, log: Log) -> str:
     return sha
 
 
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    from likeness.caption.tagger import _hub_resolvable  # the caption stage's quick DNS check, shared
-
-    return bool(constants.HF_HUB_OFFLINE) or not _hub_resolvable()
-
-
-def _not_available(repo: str, cfg: Mapping[str, Any], why: str) -> ConfigError:
-    from huggingface_hub import constants
-
-    where = cfg.get("hub_cache") or f"the Hugging Face cache {constants.HF_HUB_CACHE}"
+def _not_available(settings: Section, why: str) -> ConfigError:
+    where = settings.hub_cache or f"the Hugging Face cache {hub.default_cache()}"
     return ConfigError(
         "train.base_model",
-        f"{cfg.get('base_model_file')} of {repo} at {str(cfg.get('base_model_revision'))[:12]} is not in {where} "
-        f"and cannot be downloaded ({why}): run the same command where the hub can be reached, or set "
+        f"{settings.base_model_file} of {settings.base_model} at {settings.base_model_revision[:12]} is not in "
+        f"{where} and cannot be downloaded ({why}): run the same command where the hub can be reached, or set "
         "train.base_model to a local .safetensors file",
     )
 
 
-def hub_file(cfg: Mapping[str, Any], log: Log) -> Path:
+def hub_file(settings: Section, log: hub.Log) -> Path:
     """The repo file from the hub cache, downloaded (resumably, into the cache) when it is not there yet."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        LocalEntryNotFoundError,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
+    file = hub.HubFile(
+        repo=settings.base_model,
+        filename=settings.base_model_file,
+        revision=settings.base_model_revision,
+        cache_dir=settings.hub_cache,
+        repo_key="train.base_model",
+        revision_key="train.base_model_revision",
+        file_key="train.base_model_file",
     )
-
-    repo = str(cfg["base_model"])
-    filename = str(cfg["base_model_file"])
-    revision = str(cfg["base_model_revision"])
-    hub_cache = cfg.get("hub_cache") or None
+    announce = (
+        f"base model: downloading {file.filename} of {file.repo} at {settings.base_model_revision[:12]} "
+        "into the Hugging Face cache"
+    )
     try:
-        return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=hub_cache, local_files_only=True))
-    except LocalEntryNotFoundError:
-        pass  # not cached yet
-    if _offline():
-        raise _not_available(repo, cfg, "offline: HF_HUB_OFFLINE is set or the hub's name does not resolve")
-    log(f"base model: downloading {filename} of {repo} at {revision[:12]} into the Hugging Face cache")
-    try:
-        return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=hub_cache))
-    except RepositoryNotFoundError:
-        raise ConfigError(
-            "train.base_model", f"'{repo}' is not a model repository on the hub (or needs a login)"
-        ) from None
-    except RevisionNotFoundError:
-        raise ConfigError("train.base_model_revision", f"'{revision}' is not a revision of '{repo}'") from None
-    except RemoteEntryNotFoundError:
-        raise ConfigError("train.base_model_file", f"'{repo}' has no file {filename}") from None
-    except Exception as exc:  # offline, DNS, proxy, timeouts, hub errors: one line, not a traceback
-        raise _not_available(repo, cfg, f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}") from None
+        return hub.fetch(file, announce, log)
+    except hub.Unreachable as error:
+        raise _not_available(settings, error.reason) from None
 
 
-def resolve(cfg: Mapping[str, Any], log: Log = print) -> Path:
+def resolve(settings: Section, log: hub.Log = print) -> Path:
     """The base model file to train on (downloading and checking a hub file first).
 
-    ``cfg`` is the validated ``train`` section. A local file is used as it is; a repo id is fetched and its
+    ``settings`` is the ``train`` section. A local file is used as it is; a repo id is fetched and its
     sha256 compared with ``train.base_model_sha256`` (when set).
     """
-    value = str(cfg.get("base_model") or "")
+    value = settings.base_model
     if not value:
         raise ConfigError("train.base_model", "is not set")
     if not is_repo_id(value):
@@ -144,14 +118,14 @@ def resolve(cfg: Mapping[str, Any], log: Log = print) -> Path:
         if not path.exists():
             raise ConfigError("train.base_model", f"{value!r} does not exist")
         return path
-    path = hub_file(cfg, log)
-    expected = str(cfg.get("base_model_sha256") or "")
+    path = hub_file(settings, log)
+    expected = settings.base_model_sha256
     if expected:
-        actual = _verified_sha256(path, Path(str(cfg["cache_dir"])).expanduser(), log)
+        actual = _verified_sha256(path, Path(settings.cache_dir).expanduser(), log)
         if actual != expected:
             raise ConfigError(
                 "train.base_model_sha256",
-                f"{cfg['base_model_file']} of {value} has sha256 {actual}, not {expected}: the cached file "
+                f"{settings.base_model_file} of {value} has sha256 {actual}, not {expected}: the cached file "
                 f"{path} is damaged or the hash belongs to another file; delete it to download it again",
             )
     if not path.is_file():

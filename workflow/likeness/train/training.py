@@ -38,6 +38,7 @@ from typing import Any, TextIO
 import yaml
 
 from likeness.atomic import atomic_write_bytes, atomic_write_json, write_if_changed
+from likeness.config import section_settings
 from likeness.errors import ConfigError, LikenessError
 from likeness.train import base_model as bm
 from likeness.train import estimate as est
@@ -280,7 +281,7 @@ def prepare_run(
         "dataset_toml": kohya.dumps_toml(placeholder_dataset),
         "train_toml": kohya.dumps_toml(placeholder_train),
         "sample_prompts": prompts,
-        "base_model": bm.identity(cfg),  # a local path, or repo@revision/file
+        "base_model": bm.identity(section_settings("train", cfg)),  # a local path, or repo@revision/file
     }
     run_id = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:HASH_LENGTH]
     run_dir = Path(runs_root) / run_id
@@ -784,7 +785,7 @@ def _launch_inputs(
 
     model_file = None
     if bm.is_repo_id(str(cfg.get("base_model") or "")):  # first: offline without it fails at once
-        model_file = str(bm.resolve(cfg, log=say).absolute())
+        model_file = str(bm.resolve(section_settings("train", cfg), log=say).absolute())
         say(f"base model: {model_file}")
     settings, versions = dict(cfg), {}
     if str(cfg.get("sd_scripts")) == "auto":
