@@ -5,11 +5,14 @@ one path of a repo at a revision, looked up in huggingface_hub's cache without t
 download starts only when the hub can be reached, so that a machine without network fails at once
 instead of after huggingface_hub's retries (about 25 s). Each error is one line naming the config key
 that chose the repo, the revision or the file (ConfigError), or says that the hub cannot be reached
-(:class:`Unreachable`, which each caller words with its own advice).
+(:class:`Unreachable`, which each caller words with its own advice). Model files are large: their
+SHA-256 is computed once and remembered by path, size and modification time (:func:`remembered_sha256`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 from collections.abc import Callable
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from likeness.atomic import atomic_write_json
 from likeness.errors import ConfigError, LikenessError, one_line
 
 Log = Callable[[str], None]
@@ -116,3 +120,38 @@ def fetch(file: HubFile, announce: str, log: Log) -> Path:
         raise Unreachable(OFFLINE)
     log(announce)
     return download(file)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def remembered_sha256(path: Path, memo_path: Path, before_hashing: Callable[[int], None] | None = None) -> str:
+    """The file's SHA-256, computed once per (path, size, mtime) and remembered in the JSON ``memo_path``;
+    ``before_hashing(size)`` is called when it has to be computed (a 6.9 GB file takes half a minute)."""
+    real = path.resolve()
+    stat = real.stat()
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    entry = memo.get(str(real)) if isinstance(memo, dict) else None
+    if (
+        isinstance(entry, dict)
+        and entry.get("size") == stat.st_size
+        and entry.get("mtime_ns") == stat.st_mtime_ns
+        and isinstance(entry.get("sha256"), str)
+    ):
+        return entry["sha256"]
+    if before_hashing is not None:
+        before_hashing(stat.st_size)
+    sha = file_sha256(real)
+    memo = memo if isinstance(memo, dict) else {}
+    memo[str(real)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
+    memo_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(memo_path, memo)
+    return sha

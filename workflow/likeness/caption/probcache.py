@@ -10,48 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 
-from likeness.atomic import atomic_write_bytes, atomic_write_json
+from likeness.atomic import atomic_write_bytes
 from likeness.caption.model import ModelFiles
 from likeness.caption.preprocess import PREPROCESS_VERSION
+from likeness.hub import remembered_sha256
 
-HASH_MEMO = "file_hashes.json"  # in the cache dir: the model files' hashes by (path, size, mtime)
-
-
-def file_sha256(path: Path, memo_path: Path | None = None) -> str:
-    """SHA-256 of a file, remembered by (path, size, mtime) so a 1 GB model is hashed once."""
-    stat = path.stat()
-    stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
-    memo: dict[str, dict[str, str]] = {}
-    if memo_path is not None:
-        try:
-            memo = json.loads(memo_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            memo = {}
-        entry = memo.get(str(path.resolve()))
-        if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str):
-            return entry["sha256"]
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    sha = digest.hexdigest()
-    if memo_path is not None:
-        memo[str(path.resolve())] = {"stamp": stamp, "sha256": sha}
-        atomic_write_json(memo_path, memo)
-    return sha
+HASH_MEMO = "file_hashes.json"  # in caption.cache_dir: the model files' hashes (hub.remembered_sha256)
 
 
-def model_key(files: ModelFiles, memo_path: Path | None = None) -> str:
+def model_key(files: ModelFiles, memo_path: Path) -> str:
     """Names the model's probabilities in the cache: its two files' contents and the preprocessing."""
     parts = [
         PREPROCESS_VERSION,
-        file_sha256(files.onnx_path, memo_path),
-        file_sha256(files.tags_path, memo_path),
+        remembered_sha256(files.onnx_path, memo_path),
+        remembered_sha256(files.tags_path, memo_path),
     ]
     return "wd14-" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 

@@ -14,17 +14,14 @@ remembered in ``<train.cache_dir>/verified.json`` by path, size and modification
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 
 from likeness import hub
-from likeness.atomic import atomic_write_json
 from likeness.config import Section
 from likeness.errors import ConfigError, LikenessError
 
-VERIFIED = "verified.json"
+VERIFIED = "verified.json"  # in train.cache_dir: the sha256 of each checked file (hub.remembered_sha256)
 REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
@@ -43,34 +40,6 @@ def identity(settings: Section) -> str:
     if is_repo_id(settings.base_model):
         return f"{settings.base_model}@{settings.base_model_revision}/{settings.base_model_file}"
     return settings.base_model
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _verified_sha256(path: Path, cache_dir: Path, log: hub.Log) -> str:
-    """The file's sha256, computed once per (path, size, mtime) and remembered in <cache_dir>/verified.json."""
-    real = path.resolve()
-    stat = real.stat()
-    memo_path = cache_dir / VERIFIED
-    try:
-        memo = json.loads(memo_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        memo = {}
-    entry = memo.get(str(real))
-    if isinstance(entry, dict) and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
-        return str(entry.get("sha256"))
-    log(f"base model: checking the sha256 of {path.name} ({stat.st_size / 1e9:.1f} GB, once)")
-    sha = file_sha256(real)
-    memo[str(real)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(memo_path, memo)
-    return sha
 
 
 def _not_available(settings: Section, why: str) -> ConfigError:
@@ -121,7 +90,12 @@ def resolve(settings: Section, log: hub.Log = print) -> Path:
     path = hub_file(settings, log)
     expected = settings.base_model_sha256
     if expected:
-        actual = _verified_sha256(path, Path(settings.cache_dir).expanduser(), log)
+        memo = Path(settings.cache_dir).expanduser() / VERIFIED
+
+        def announce(size: int) -> None:
+            log(f"base model: checking the sha256 of {path.name} ({size / 1e9:.1f} GB, once)")
+
+        actual = hub.remembered_sha256(path, memo, announce)
         if actual != expected:
             raise ConfigError(
                 "train.base_model_sha256",
