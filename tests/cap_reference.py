@@ -1,7 +1,7 @@
 """An independent implementation of sd-scripts' WD14 preprocessing rules, for comparison in tests.
 
-Written from the rules, not from likeness.caption.tagger: floating-point maths and explicit loops where the
-module uses fixed-point arithmetic, np.pad and OpenCV. Results agree within 1 grey level (rounding).
+Written from the rules, not from likeness.caption.preprocess: floating-point maths and explicit loops
+where the module uses fixed-point arithmetic, np.pad and OpenCV. Results agree within 1 grey level (rounding).
 """
 
 from __future__ import annotations
