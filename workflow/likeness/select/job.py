@@ -19,8 +19,8 @@ from likeness.select.identity_check import check_identity, selected_centre
 from likeness.select.outputs import excluded_bytes, identity_json_bytes, image_name, manifest_bytes, summary_line
 from likeness.select.ranking import choose, rank_score
 
-# The export's columns the selection cannot do without (likeness.tables' export section names the
-# tables' full columns: MARKER_COLUMNS and NEIGHBOUR_COLUMNS).
+# The columns of the export's markers.tsv and neighbours.tsv that the selection cannot do without: it
+# requires only these (one readable error names a missing one) and reads any other column when present.
 MARKER_COLUMNS_READ = ("marker_uid", "marker_review", "subj_src", "score", "taken_at", "status", "reason")
 NEIGHBOUR_COLUMNS_READ = ("marker_uid", "file_uid", "x", "y", "w", "h")
 
