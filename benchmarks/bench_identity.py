@@ -33,7 +33,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from likeness.select import identity, selection  # noqa: E402
+from likeness.select import identity  # noqa: E402
+from likeness.select.identity_check import crop_face_box  # noqa: E402
 from likeness.synthlib import build_two_person_library  # noqa: E402
 
 KEEP_ALL = {
@@ -96,9 +97,7 @@ def main() -> None:
 
         # In-process, on the crops the workflow made, with an empty cache each round.
         records = [json.loads(p.read_text()) for p in sorted((workdir / "results" / "crops").glob("*.json"))]
-        crops = [
-            ((workdir / r["image"]).read_bytes(), selection.crop_face_box(r)) for r in records if r["status"] == "ok"
-        ]
+        crops = [((workdir / r["image"]).read_bytes(), crop_face_box(r)) for r in records if r["status"] == "ok"]
         started = time.perf_counter()
         model = identity.load_model()
         load = time.perf_counter() - started

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from likeness.select import selection
+from likeness import tables
 
 # The selection stage's own columns: the report reads what selection writes.
-MANIFEST_COLUMNS = selection.MANIFEST_COLUMNS
-EXCLUDED_COLUMNS = selection.EXCLUDED_COLUMNS
+MANIFEST_COLUMNS = tables.MANIFEST_COLUMNS
+EXCLUDED_COLUMNS = tables.EXCLUDED_COLUMNS
 
 # Solid tile colours (BGR) far from the sheet background and the placeholder grey, one per test face.
 COLOURS = [(0, 0, 200), (0, 200, 0), (200, 0, 0), (0, 200, 200), (200, 0, 200), (200, 200, 0), (90, 40, 10)]

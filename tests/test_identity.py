@@ -17,8 +17,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from likeness.config import Section, validate_config
 from likeness.errors import ConfigError, LikenessError
-from likeness.select import identity, selection
+from likeness.select import dlib_model, identity, identity_workers
+from likeness.select.faces import Face
+from likeness.select.identity_check import compare_with_photoprism
+from likeness.select.ranking import choose, pose_bin
+from likeness.select.reference import Reference, recent_indices, reference_from_folder, robust_centre
 from likeness.synthlib import PORTRAITS, build_two_person_library
 from sel_library import read_tsv_rows
 from workflow_helpers import KEEP_ALL, copy_workflow, snakemake, write_config
@@ -62,13 +67,13 @@ def test_head_pose_sign_follows_the_nose() -> None:
     points[36], points[45] = (100, 100), (200, 100)
     points[48], points[54] = (120, 200), (180, 200)
     points[30] = (150, 153)  # frontal: midway, 0.53 of the way to the mouth line
-    assert identity.head_pose(points) == pytest.approx((0.0, 0.0), abs=0.5)
+    assert dlib_model.head_pose(points) == pytest.approx((0.0, 0.0), abs=0.5)
     points[30] = (180, 153)
-    yaw, _ = identity.head_pose(points)
+    yaw, _ = dlib_model.head_pose(points)
     points[30] = (120, 153)
-    assert yaw > 20 and identity.head_pose(points)[0] == pytest.approx(-yaw)
+    assert yaw > 20 and dlib_model.head_pose(points)[0] == pytest.approx(-yaw)
     points[30] = (150, 180)
-    assert identity.head_pose(points)[1] > 20
+    assert dlib_model.head_pose(points)[1] > 20
 
 
 def test_robust_centre_ignores_a_large_minority() -> None:
@@ -76,7 +81,7 @@ def test_robust_centre_ignores_a_large_minority() -> None:
     person = rng.normal(0, 0.02, (12, 128)) + 0.1
     other = rng.normal(0, 0.02, (8, 128)) - 0.1
     vectors = np.vstack([other, person])
-    centre, members = identity.robust_centre(vectors, 0.6)
+    centre, members = robust_centre(vectors, 0.6)
     assert members == 12
     assert np.linalg.norm(centre - person.mean(axis=0)) < 0.05
 
@@ -84,8 +89,8 @@ def test_robust_centre_ignores_a_large_minority() -> None:
 def test_recent_faces_are_those_of_the_last_three_years_or_the_ten_newest() -> None:
     old = [dt.datetime(2010, 1, 1 + i) for i in range(10)]
     new = [dt.datetime(2023, 1, 1 + i) for i in range(12)]
-    assert identity.recent_indices([*old, *new, None]) == list(range(10, 22))
-    assert identity.recent_indices([*old, *new[:3]]) == list(range(3, 13))
+    assert recent_indices([*old, *new, None]) == list(range(10, 22))
+    assert recent_indices([*old, *new[:3]]) == list(range(3, 13))
 
 
 def test_cache_embeds_each_crop_content_once(model, tmp_path: Path) -> None:
@@ -101,14 +106,19 @@ def test_cache_embeds_each_crop_content_once(model, tmp_path: Path) -> None:
     assert again.computed == 1
 
 
+def select_settings(**keys) -> Section:
+    """The select section as the workflow validates it: the schema's defaults, then ``keys``."""
+    return validate_config({"person": "Grace Hopper", "source": {"url": "sqlite:///index.db"}, "select": keys}).select
+
+
 def test_settings_of_the_identity_check() -> None:
-    assert selection.SelectSettings.from_config({}).max_identity_distance == "model"
-    assert selection.SelectSettings.from_config({"max_identity_distance": None}).max_identity_distance is None
-    assert selection.SelectSettings.from_config({"max_identity_distance": 0.5}).max_identity_distance == 0.5
+    assert select_settings().max_identity_distance == "model"
+    assert select_settings(max_identity_distance=None).max_identity_distance is None
+    assert select_settings(max_identity_distance=0.5).max_identity_distance == 0.5
     with pytest.raises(ConfigError, match=r"select\.max_identity_distance"):
-        selection.SelectSettings.from_config({"max_identity_distance": "close"})
+        select_settings(max_identity_distance="close")
     with pytest.raises(ConfigError, match=r"select\.max_identity_distance"):
-        selection.SelectSettings.from_config({"max_identity_distance": 0})
+        select_settings(max_identity_distance=0)
 
 
 def _run_without_dlib(code: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -122,15 +132,18 @@ def _run_without_dlib(code: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_without_the_model_the_check_is_off_only_when_configured(tmp_path: Path) -> None:
     code = """
-        from pathlib import Path
-        from likeness.select import selection
+        from likeness.config import validate_config
         from likeness.errors import LikenessError
-        faces = [selection.Face("m1")]
+        from likeness.select.faces import Face
+        from likeness.select.identity_check import check_identity
+        def settings(**keys):
+            return validate_config({"person": "P", "source": {"url": "sqlite:///x.db"}, "select": keys}).select
+        faces = [Face("m1")]
         try:
-            selection.check_identity(faces, selection.SelectSettings.from_config({}), print)
+            check_identity(faces, settings(), print)
         except LikenessError as error:
             print("ERROR", error)
-        selection.check_identity(faces, selection.SelectSettings.from_config({"max_identity_distance": None}), print)
+        check_identity(faces, settings(max_identity_distance=None), print)
     """
     result = _run_without_dlib(code, tmp_path)
     lines = result.stdout.splitlines()
@@ -186,8 +199,8 @@ def test_faces_of_another_person_are_excluded_and_the_right_ones_pass(tmp_path: 
     assert len(read_tsv_rows(workdir / "results/dataset/manifest.tsv")) == 5
 
 
-def _face(uid: str, score: float, year: int, yaw: float = 0.0, pitch: float = 0.0, vector=None) -> selection.Face:
-    face = selection.Face(uid, taken_at=dt.datetime(year, 6, 1), score=score)
+def _face(uid: str, score: float, year: int, yaw: float = 0.0, pitch: float = 0.0, vector=None) -> Face:
+    face = Face(uid, taken_at=dt.datetime(year, 6, 1), score=score)
     face.record = {"measurements": {"phash": f"{int(uid[1:]) * 0x0F0F0F0F0F0F0F:016x}"[-16:]}}
     vector = np.full(128, int(uid[1:]) * 0.1, np.float32) if vector is None else vector
     face.identity = identity.Embedding(vector, (0, 0, 1, 1), True, yaw, pitch)
@@ -197,15 +210,15 @@ def _face(uid: str, score: float, year: int, yaw: float = 0.0, pitch: float = 0.
 def test_diversity_spreads_top_n_over_years_and_poses() -> None:
     faces = [_face(f"m{i}", 0.9 - i * 0.01, 2024) for i in range(6)]  # six frontal faces of one year, best
     faces += [_face("m7", 0.5, 2024, yaw=30), _face("m8", 0.4, 2019), _face("m9", 0.3, 2019, pitch=25)]
-    settings = selection.SelectSettings.from_config({"top_n": 4, "duplicate_distance": 0})
-    chosen = [f.marker_uid for f in selection.choose(faces, settings)]
+    settings = select_settings(top_n=4, duplicate_distance=0)
+    chosen = [f.marker_uid for f in choose(faces, settings)]
     assert chosen == ["m0", "m7", "m8", "m9"]  # one of each stratum, in score order
-    assert [selection.pose_bin(f) for f in faces[6:]] == ["turned right, level", "frontal, level", "frontal, down"]
+    assert [pose_bin(f) for f in faces[6:]] == ["turned right, level", "frontal, level", "frontal, down"]
     assert faces[1].reason.startswith("below top_n: rank 2; the 4 kept are spread over years and head poses")
     for face in faces:
         face.reason_key = face.reason = ""
-    plain = selection.SelectSettings.from_config({"top_n": 4, "duplicate_distance": 0, "diversity": False})
-    assert [f.marker_uid for f in selection.choose(faces, plain)] == ["m0", "m1", "m2", "m3"]
+    plain = select_settings(top_n=4, duplicate_distance=0, diversity=False)
+    assert [f.marker_uid for f in choose(faces, plain)] == ["m0", "m1", "m2", "m3"]
 
 
 def test_near_identical_embeddings_are_duplicates() -> None:
@@ -219,13 +232,13 @@ def test_near_identical_embeddings_are_duplicates() -> None:
         _face("m2", 0.8, 2024, vector=near),
         _face("m3", 0.7, 2024, vector=far),
     ]
-    settings = selection.SelectSettings.from_config({"duplicate_distance": 0})
-    assert [f.marker_uid for f in selection.choose(faces, settings)] == ["m1", "m3"]
+    settings = select_settings(duplicate_distance=0)
+    assert [f.marker_uid for f in choose(faces, settings)] == ["m1", "m3"]
     assert faces[1].reason == "duplicate of m1 (identity embeddings 0.050 apart)"
     for face in faces:
         face.reason_key = face.reason = ""
-    off = selection.SelectSettings.from_config({"duplicate_distance": 0, "duplicate_identity_distance": 0})
-    assert len(selection.choose(faces, off)) == 3
+    off = select_settings(duplicate_distance=0, duplicate_identity_distance=0)
+    assert len(choose(faces, off)) == 3
 
 
 def test_a_folder_of_reference_photos_makes_the_reference(model, tmp_path: Path) -> None:
@@ -237,7 +250,7 @@ def test_a_folder_of_reference_photos_makes_the_reference(model, tmp_path: Path)
         cv2.imwrite(str(folder / f"ref{index}.jpg"), big)
     (folder / "notes.txt").write_text("not a photo")
     cache = identity.EmbeddingCache(tmp_path / "cache", model)
-    reference = identity.reference_from_folder(str(folder), model, cache, 0.6)
+    reference = reference_from_folder(str(folder), model, cache, 0.6)
     assert reference.faces == 3 and reference.members == 3
     grace, eileen = (model.detect(portrait(n))[0].vector for n in ("grace_hopper", "eileen_collins"))
     assert identity.distance(grace, reference.centre) < 0.2 < 0.6 < identity.distance(eileen, reference.centre)
@@ -245,9 +258,9 @@ def test_a_folder_of_reference_photos_makes_the_reference(model, tmp_path: Path)
     empty.mkdir()
     cv2.imwrite(str(empty / "wall.jpg"), np.full((200, 200, 3), 90, np.uint8))
     with pytest.raises(ConfigError, match=r"select\.identity_reference.*no face found"):
-        identity.reference_from_folder(str(empty), model, cache, 0.6)
+        reference_from_folder(str(empty), model, cache, 0.6)
     with pytest.raises(ConfigError, match=r"select\.identity_reference.*not recent, all or a folder"):
-        identity.reference_from_folder(str(tmp_path / "nope"), model, cache, 0.6)
+        reference_from_folder(str(tmp_path / "nope"), model, cache, 0.6)
 
 
 def test_worker_processes_embed_into_the_cache_like_the_job_itself(model, tmp_path: Path, monkeypatch) -> None:
@@ -256,16 +269,16 @@ def test_worker_processes_embed_into_the_cache_like_the_job_itself(model, tmp_pa
         path = tmp_path / f"crop{index}.jpg"
         cv2.imwrite(str(path), cv2.resize(portrait(name), (300 - 40 * index, 300 - 40 * index)))
         crops.append((str(path), (0, 0, 300 - 40 * index, 300 - 40 * index)))
-    monkeypatch.setattr(identity, "PARALLEL_MIN_FACES", 2)
+    monkeypatch.setattr(identity_workers, "PARALLEL_MIN_FACES", 2)
     parallel = identity.EmbeddingCache(tmp_path / "a", model)
-    in_workers = identity.embed_crops(model, parallel, crops, workers=2)
+    in_workers = identity_workers.embed_crops(model, parallel, crops, workers=2)
     serial = identity.EmbeddingCache(tmp_path / "b", model)
-    in_process = identity.embed_crops(model, serial, crops, workers=1)
+    in_process = identity_workers.embed_crops(model, serial, crops, workers=1)
     assert (parallel.computed, parallel.hits, serial.computed) == (3, 0, 3)
     for a, b in zip(in_workers, in_process, strict=True):
         assert np.allclose(a.vector, b.vector, atol=1e-5) and a.detected == b.detected
     again = identity.EmbeddingCache(tmp_path / "a", model)
-    identity.embed_crops(model, again, crops, workers=2)
+    identity_workers.embed_crops(model, again, crops, workers=2)
     assert (again.computed, again.hits) == (0, 3)
 
 
@@ -314,12 +327,12 @@ def test_photoprism_disagreement_is_noted_both_ways() -> None:
         face.marker = {"embedding": pp(theirs)}
         face.identity_distance = ours
         faces.append(face)
-    reference = identity.Reference(np.zeros(128, np.float32), "recent", 4, 3, "", frozenset({"m1", "m2", "m3"}))
-    assert selection.compare_with_photoprism(faces, reference, 0.6) == ["m3", "m4"]
+    reference = Reference(np.zeros(128, np.float32), "recent", 4, 3, "", frozenset({"m1", "m2", "m3"}))
+    assert compare_with_photoprism(faces, reference, 0.6) == ["m3", "m4"]
     assert faces[2].identity_note.startswith("PhotoPrism's embeddings say another person (1.41 > 0.64)")
     assert faces[3].identity_note.startswith("PhotoPrism's embeddings say the same person (0.00 <= 0.64)")
     assert faces[0].identity_note == "" and faces[0].pp_identity_distance == 0.0
     # Without PhotoPrism's embeddings there is nothing to compare.
     for face in faces:
         face.marker = {}
-    assert selection.compare_with_photoprism(faces, reference, 0.6) == []
+    assert compare_with_photoprism(faces, reference, 0.6) == []

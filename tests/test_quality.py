@@ -7,11 +7,11 @@ import json
 import cv2
 import numpy as np
 import pytest
+from likeness.config import validate_config
 from likeness.crop import quality
-from likeness.select.selection import SelectSettings
 from sel_faces import blurred, burst_shot, face_crop, with_second_face
 
-DEFAULTS = SelectSettings()
+DEFAULTS = validate_config({"person": "P", "source": {"url": "sqlite:///index.db"}}).select
 
 
 def test_measure_returns_json_serialisable_measurements() -> None:

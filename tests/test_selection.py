@@ -1,4 +1,4 @@
-"""likeness.select.selection: filters, near-duplicates, ranking, outputs and the images/ folder, on drawn faces."""
+"""likeness.select: filters, near-duplicates, ranking, outputs and the images folder, on drawn faces."""
 
 from __future__ import annotations
 
@@ -10,10 +10,15 @@ from pathlib import Path
 import cv2
 import pytest
 import yaml
+from likeness.config import Section, section_settings, validate_config
 from likeness.crop import quality
 from likeness.errors import ConfigError, LikenessError
-from likeness.select import selection
-from likeness.select.selection import SelectSettings
+from likeness.select import crowding
+from likeness.select.duplicates import group_duplicates
+from likeness.select.faces import Face
+from likeness.select.filters import check_settings
+from likeness.select.job import SelectOutputs, run_selection
+from likeness.select.ranking import choose
 from sel_faces import blurred, burst_shot, face_crop, with_second_face
 from sel_library import Library, read_tsv_rows
 
@@ -21,6 +26,7 @@ SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "select.
 OUT = "results/dataset"
 # Drawn faces are not people: the identity check is tested on real portraits (test_identity.py).
 NO_ID = {"max_identity_distance": None}
+MINIMAL_CONFIG = {"person": "Grace Hopper", "source": {"url": "sqlite:///index.db"}}
 
 
 @pytest.fixture
@@ -30,9 +36,24 @@ def lib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Library:
     return Library(tmp_path)
 
 
+def select_settings(cfg: dict | None = None) -> Section:
+    """The select section as the workflow validates it: the schema's defaults, NO_ID, then ``cfg``."""
+    return validate_config({**MINIMAL_CONFIG, "select": {**NO_ID, **(cfg or {})}}).select
+
+
+def outputs(out: str = OUT) -> SelectOutputs:
+    """The select rule's outputs, laid out under ``out`` as the workflow lays them out."""
+    folder = Path(out)
+    return SelectOutputs(folder / "manifest.tsv", folder / "excluded.tsv", folder / "identity.json", folder / "images")
+
+
+def select(paths: list[str], markers: str, neighbours: str, cfg: dict | None = None, out: str = OUT) -> str:
+    return run_selection(paths, markers, neighbours, select_settings(cfg), outputs(out), log=lambda line: None)
+
+
 def run(library: Library, cfg: dict | None = None, out: str = OUT, **write_kwargs) -> str:
     paths, markers, neighbours = library.write(**write_kwargs)
-    return selection.run_selection(paths, markers, neighbours, {**NO_ID, **(cfg or {})}, out)
+    return select(paths, markers, neighbours, cfg, out)
 
 
 def manifest(out: str = OUT) -> list[dict[str, str]]:
@@ -60,11 +81,8 @@ def add_distinct(library: Library, seed: int, **kwargs) -> str:
 # Config
 
 
-def test_code_defaults_equal_the_schema_defaults() -> None:
+def test_the_schema_documents_every_key_and_refuses_unknown_ones() -> None:
     schema = yaml.safe_load(SCHEMA.read_text())
-    schema_defaults = {key: spec["default"] for key, spec in schema["properties"].items()}
-    code_defaults = {f: getattr(SelectSettings(), f) for f in SelectSettings.__dataclass_fields__}
-    assert schema_defaults == code_defaults
     assert schema["additionalProperties"] is False
     assert all(spec.get("description") for spec in schema["properties"].values())
 
@@ -73,17 +91,18 @@ def test_snakemake_validate_fills_defaults_and_catches_mistakes() -> None:
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
+    schema = yaml.safe_load(SCHEMA.read_text())
     section: dict = {"top_n": 40}
     validate(section, str(SCHEMA))
     assert section["top_n"] == 40
-    assert section["min_crop_side"] == SelectSettings.min_crop_side
-    assert SelectSettings.from_config(section).top_n == 40
+    assert section["min_crop_side"] == schema["properties"]["min_crop_side"]["default"]
+    assert section_settings("select", section).top_n == 40
 
     unquoted = yaml.safe_load("taken_after: 2020-01-31\ntaken_before: '2024-01-01'\n")
     validate(unquoted, str(SCHEMA))
-    settings = SelectSettings.from_config(unquoted)
-    assert settings.taken_after == dt.date(2020, 1, 31)
-    assert settings.taken_before == dt.date(2024, 1, 1)
+    window = check_settings(section_settings("select", unquoted))
+    assert window.after == dt.date(2020, 1, 31)
+    assert window.before == dt.date(2024, 1, 1)
 
     bad_sections = ({"top_nn": 5}, {"taken_after": 2020}, {"taken_after": "31.01.2020"}, {"top_n": 0},
                     {"keep_review": "yes"}, {"max_other_face_share": 1.5})  # fmt: skip
@@ -95,19 +114,25 @@ def test_snakemake_validate_fills_defaults_and_catches_mistakes() -> None:
 @pytest.mark.parametrize(
     ("section", "key"),
     [
+        # the schema's findings (likeness.config.validate_config)
         ({"top_nn": 5}, "select.top_nn"),
         ({"top_n": 0}, "select.top_n"),
         ({"top_n": True}, "select.top_n"),
         ({"max_other_face_share": 2}, "select.max_other_face_share"),
-        ({"keep_review": "yes"}, "select.keep_review"),
+        ({"keep_review": "maybe"}, "select.keep_review"),
         ({"taken_after": "last year"}, "select.taken_after"),
+        ({"max_identity_distance": "close"}, "select.max_identity_distance"),
+        ({"max_identity_distance": 0}, "select.max_identity_distance"),
+        ({"identity_reference": " "}, "select.identity_reference"),
+        # what the schema cannot express (likeness.select.filters.check_settings)
+        ({"taken_after": "2024-02-30"}, "select.taken_after"),
         ({"taken_after": "2024-01-01", "taken_before": "2020-01-01"}, "select.taken_after"),
         ({"brightness_min": 200, "brightness_max": 100}, "select.brightness_min"),
     ],
 )
 def test_config_errors_name_the_key(section: dict, key: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        SelectSettings.from_config(section)
+        check_settings(select_settings(section))
     assert caught.value.key == key
     assert f"'{key}'" in str(caught.value)
 
@@ -174,12 +199,12 @@ def test_other_face_share_geometry() -> None:
         {"marker_uid": "b", "x": "0.1", "y": "0.1", "w": "0.1", "h": "0.1"},  # px 100..200, overlaps a
         {"marker_uid": "far", "x": "0.8", "y": "0.8", "w": "0.1", "h": "0.1"},  # outside the crop
     ]
-    share = selection.other_face_share("self", (0, 0, 50, 50), [0, 0, 100, 100], (1000, 1000), neighbours)
+    share = crowding.other_face_share("self", (0, 0, 50, 50), [0, 0, 100, 100], (1000, 1000), neighbours)
     # Only a's part inside the crop (50..100 squared) counts; b starts at the crop's edge.
     assert share == pytest.approx(2500 / 10000)
-    assert selection.union_area([(0, 0, 10, 10), (5, 5, 15, 15), (20, 0, 30, 10)]) == 100 + 100 - 25 + 100
+    assert crowding.union_area([(0, 0, 10, 10), (5, 5, 15, 15), (20, 0, 30, 10)]) == 100 + 100 - 25 + 100
     # PhotoPrism clamps each fraction, then truncates and clamps the rectangle to the image.
-    assert selection.marker_rect(0.9, -0.1, 0.3, 0.5, 1000, 800) == (900, 0, 1000, 400)
+    assert crowding.marker_rect(0.9, -0.1, 0.3, 0.5, 1000, 800) == (900, 0, 1000, 400)
 
 
 def test_exposure_filters(lib: Library) -> None:
@@ -239,7 +264,7 @@ def test_unreadable_faces_are_listed_with_their_reason(lib: Library) -> None:
     paths, markers, neighbours = lib.write(skip_records=(no_record,))
     Path(f"results/crops/{broken}.json").write_text("{not json", encoding="utf-8")
     Path(f"results/crops/{vanished}.jpg").unlink()
-    line = selection.run_selection(paths, markers, neighbours, NO_ID, OUT)
+    line = select(paths, markers, neighbours)
     reasons = excluded()
     assert kept_uids() == [good]
     assert reasons[crop_failed]["reason"] == "unreadable: cannot decode photo"
@@ -256,7 +281,7 @@ def test_crop_record_without_a_marker_is_stale(lib: Library) -> None:
     paths, markers_path, neighbours = lib.write()
     rows = Path(markers_path).read_text().splitlines()
     Path(markers_path).write_text("\n".join(r for r in rows if gone not in r) + "\n")
-    selection.run_selection(paths, markers_path, neighbours, NO_ID, OUT)
+    select(paths, markers_path, neighbours)
     assert kept_uids() == [good]
     assert excluded()[gone]["reason_key"] == "stale"
 
@@ -265,11 +290,11 @@ def test_missing_input_table_is_one_readable_error(lib: Library) -> None:
     add_distinct(lib, 1)
     paths, _, neighbours = lib.write()
     with pytest.raises(LikenessError, match="cannot read") as caught:
-        selection.run_selection(paths, "results/export/nope.tsv", neighbours, NO_ID, OUT)
+        select(paths, "results/export/nope.tsv", neighbours)
     assert "\n" not in str(caught.value)
     Path("bad.tsv").write_text("marker_uid\tscore\nm1\t3\n")
     with pytest.raises(LikenessError, match="lacks the column"):
-        selection.run_selection(paths, "bad.tsv", neighbours, NO_ID, OUT)
+        select(paths, "bad.tsv", neighbours)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -305,12 +330,12 @@ def test_the_same_photo_imported_twice_is_a_duplicate(lib: Library) -> None:
 
 
 def test_group_duplicates_links_chains_and_keeps_rank_order() -> None:
-    def face(uid: str, phash: str) -> selection.Face:
-        return selection.Face(uid, record={"measurements": {"phash": phash}})
+    def face(uid: str, phash: str) -> Face:
+        return Face(uid, record={"measurements": {"phash": phash}})
 
     faces = [face("a", "0000000000000000"), face("b", "00000000000000ff"), face("c", "000000000000ffff"),
              face("d", "ffffffffffffffff")]  # fmt: skip
-    groups = selection.group_duplicates(faces, 8)
+    groups = group_duplicates(faces, 8)
     assert [[f.marker_uid for f in group] for group in groups] == [["a", "b", "c"], ["d"]]
     assert quality.hamming_distance("0000000000000000", "000000000000ffff") == 16
 
@@ -379,19 +404,19 @@ def test_every_face_is_listed_once_and_reruns_are_byte_identical(lib: Library) -
     lib.add(blurred(image, sigma=5), box)
     lib.add(burst_shot(distinct_face(1)[0], 2), distinct_face(1)[1], native_crop_side=700)
     paths, markers, neighbours = lib.write()
-    first_line = selection.run_selection(paths, markers, neighbours, {**NO_ID, "top_n": 3}, OUT)
+    first_line = select(paths, markers, neighbours, {"top_n": 3}, OUT)
     listed = kept_uids() + list(excluded())
     assert sorted(listed) == sorted(f.marker_uid for f in lib.faces)
     first = {name: (Path(OUT) / name).read_bytes() for name in ("manifest.tsv", "excluded.tsv")}
     stamps = {name: (Path(OUT) / name).stat().st_mtime_ns for name in first}
 
-    second_line = selection.run_selection(list(reversed(paths)), markers, neighbours, {**NO_ID, "top_n": 3}, OUT)
+    second_line = select(list(reversed(paths)), markers, neighbours, {"top_n": 3}, OUT)
     assert second_line == first_line
     for name, data in first.items():
         assert (Path(OUT) / name).read_bytes() == data
         assert (Path(OUT) / name).stat().st_mtime_ns == stamps[name]  # unchanged content: not rewritten
 
-    selection.run_selection(list(reversed(paths)), markers, neighbours, {**NO_ID, "top_n": 3}, "elsewhere")
+    select(list(reversed(paths)), markers, neighbours, {"top_n": 3}, "elsewhere")
     for name, data in first.items():
         assert (Path("elsewhere") / name).read_bytes() == data
 
@@ -418,7 +443,7 @@ def test_changing_the_selection_touches_only_the_changed_files(lib: Library) -> 
     for seed in range(1, 6):
         add_distinct(lib, seed, native_crop_side=1024 - 10 * seed)
     paths, markers, neighbours = lib.write()
-    selection.run_selection(paths, markers, neighbours, {**NO_ID, "top_n": 4}, OUT)
+    select(paths, markers, neighbours, {"top_n": 4}, OUT)
     order = kept_uids()
     images_dir = Path(OUT) / "images"
     # What later stages leave next to the images: a caption and latent caches.
@@ -444,7 +469,7 @@ def test_changing_the_selection_touches_only_the_changed_files(lib: Library) -> 
     record["image_sha256"] = "changed"
     record_path.write_text(json.dumps(record))
 
-    selection.run_selection(paths, markers, neighbours, {**NO_ID, "top_n": 3}, OUT)
+    select(paths, markers, neighbours, {"top_n": 3}, OUT)
     after = _images()
     assert f"{order[3]}.jpg" not in after
     assert not dropped_cache.exists()
@@ -469,23 +494,23 @@ def test_copies_when_hard_links_fail_and_keeps_identical_copies(lib: Library, mo
         raise OSError(18, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "link", refuse)
-    selection.run_selection(paths, markers, neighbours, NO_ID, OUT)
+    select(paths, markers, neighbours)
     before = _images()
     for uid in uids:
         copy = Path(OUT) / "images" / f"{uid}.jpg"
         crop = Path(f"results/crops/{uid}.jpg")
         assert not os.path.samefile(copy, crop)
         assert copy.read_bytes() == crop.read_bytes()
-    selection.run_selection(paths, markers, neighbours, NO_ID, OUT)
+    select(paths, markers, neighbours)
     after = _images()
     assert {n: s.st_mtime_ns for n, s in after.items()} == {n: s.st_mtime_ns for n, s in before.items()}
 
 
 def test_choose_breaks_score_ties_by_marker_uid_whatever_the_input_order() -> None:
-    def face(uid: str, phash: str) -> selection.Face:
-        return selection.Face(uid, record={"measurements": {"phash": phash}}, score=0.5)
+    def face(uid: str, phash: str) -> Face:
+        return Face(uid, record={"measurements": {"phash": phash}}, score=0.5)
 
     faces = [face("m3", "ffffffffffffffff"), face("m1", "0000000000000000"), face("m2", "00000000ffffffff")]
-    chosen = selection.choose(faces, SelectSettings(top_n=2))
+    chosen = choose(faces, select_settings({"top_n": 2}))
     assert [f.marker_uid for f in chosen] == ["m1", "m2"]
     assert faces[0].reason_key == "below top_n"

@@ -39,6 +39,17 @@ def test_selection_is_incremental_and_stable(tmp_path):
     # Nothing changed: nothing runs, the manifest is byte-identical and untouched.
     assert "Nothing to be done" in snakemake(workdir, "-n").stdout
     assert manifest.read_bytes() == manifest_bytes and manifest.stat().st_mtime_ns == manifest_mtime
+    # The job wrote its declared log through likeness.joblog; the images folder is a declared output.
+    assert (workdir / "logs" / "select_faces.log").read_text().splitlines()[-1].startswith("kept 3 of 9 faces")
+    summary = snakemake(workdir, "--summary").stdout
+    assert any(line.split("\t")[:3:2] == ["results/dataset/images", "select_faces"] for line in summary.splitlines())
+
+    # The selection run again on its own: its tables keep their bytes (Snakemake touches them after the
+    # job), and their checksums keep the later stages from running again.
+    snakemake(workdir, "--cores", "2", "--forcerun", "select_faces", "results/dataset/manifest.tsv")
+    assert manifest.read_bytes() == manifest_bytes
+    assert set(_images(workdir)) == set(first)
+    assert "Nothing to be done" in snakemake(workdir, "-n").stdout
 
     # Raising top_n re-runs selection only; the images already selected are left as they are.
     inodes = _images(workdir)

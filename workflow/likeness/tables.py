@@ -128,10 +128,65 @@ def count_rows(path: str | os.PathLike[str]) -> int | None:
 
 # crop (results/crops/)
 
-# select (results/dataset/): exclusion reasons, their order in summaries and the report
-# Placeholder until the select helper's section lands (same name; the lead keeps theirs at the merge):
-# the suffixes of dataset images, which the caption stage looks for.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# select (results/dataset/): the manifest, the excluded faces and why, the dataset images folder
+
+
+class Reason:
+    """The keys of the exclusion reasons (excluded.tsv's ``reason_key``); see REASON_ORDER."""
+
+    UNREADABLE = "unreadable"
+    STALE = "stale"
+    AWAITING_REVIEW = "awaiting review"
+    NOT_NAMED_BY_HAND = "not named by hand"
+    DATE_WINDOW = "date window"
+    TOO_SMALL = "too small"
+    CROWDED = "crowded"
+    BLURRED = "blurred"
+    EXPOSURE = "exposure"
+    NOT_THE_SAME_PERSON = "not the same person"
+    DUPLICATE = "duplicate"
+    DAY_CAP = "day cap"
+    BELOW_TOP_N = "below top_n"
+
+
+# The order in which the selection tests the reasons: a face gets the first that applies, and
+# summaries, excluded.tsv and the report list them in this order.
+REASON_ORDER = (
+    Reason.UNREADABLE,
+    Reason.STALE,
+    Reason.AWAITING_REVIEW,
+    Reason.NOT_NAMED_BY_HAND,
+    Reason.DATE_WINDOW,
+    Reason.TOO_SMALL,
+    Reason.CROWDED,
+    Reason.BLURRED,
+    Reason.EXPOSURE,
+    Reason.NOT_THE_SAME_PERSON,
+    Reason.DUPLICATE,
+    Reason.DAY_CAP,
+    Reason.BELOW_TOP_N,
+)
+
+# Image files the workflow's own stages accept (the dataset images folder, reference photos), any case.
+# sd-scripts has its own, case-sensitive list: that one belongs to the train stage.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+# Head-pose bins (select.diversity, the report's pose chart): yaw and pitch beyond this many degrees
+# are "turned left/right" and "up/down".
+POSE_BIN_DEGREES = 15.0
+
+MANIFEST_COLUMNS = (
+    "rank", "marker_uid", "score", "image", "crop", "file_uid", "photo_uid", "subj_uid", "subj_src",
+    "marker_src", "taken_at", "native_face_side", "native_crop_side", "output_side", "sharpness",
+    "brightness", "contrast", "clipped_dark", "clipped_bright", "other_face_share", "phash", "pp_score",
+    "pp_q", "duplicates", "source", "identity_distance", "face_found", "yaw", "pitch", "pp_face_dist",
+    "pp_identity_distance", "identity_note",
+)  # fmt: skip
+EXCLUDED_COLUMNS = (
+    "marker_uid", "reason_key", "reason", "score", "native_crop_side", "sharpness", "brightness",
+    "clipped_dark", "clipped_bright", "other_face_share", "taken_at", "phash", "file_uid", "crop", "source",
+    "identity_distance", "face_found", "yaw", "pitch", "pp_face_dist", "pp_identity_distance", "identity_note",
+)  # fmt: skip
 
 # caption (results/captions/): captions.tsv, one row per captioned face (the caption file's text without
 # its line end); the caption files themselves are results/captions/text/<stem>.txt

@@ -11,7 +11,7 @@ from likeness.train import bundle as lk_bundle
 from likeness.caption import captions as lk_captions
 from likeness.crop import cropping as lk_crop
 from likeness import names as lk_names
-from likeness.select import selection as lk_selection
+from likeness.select import job as lk_select_job
 from likeness.export import sources as lk_sources
 from likeness.export import sourceapi as lk_sourceapi
 from likeness import tables as lk_tables
@@ -24,16 +24,6 @@ from likeness.errors import LikenessError
 def fail(error):
     """Stop with one line, not a traceback: the message names the config key or the problem."""
     sys.exit(f"likeness: {error}")
-
-
-def one_line_errors(log_path, job, *args, **kwargs):
-    """Run a job that writes its own log; a LikenessError becomes one line in the log and the console."""
-    try:
-        return job(*args, **kwargs)
-    except LikenessError as error:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(log_path).write_text(f"error: {error}\n")
-        raise WorkflowError(f"likeness: {error}") from None
 
 
 EXPORT_DIR = "results/export"

@@ -1,10 +1,15 @@
 # Choose the training set from all crops: filter, drop near-duplicates, rank, keep the best N.
-# One job reads every crop record (cheap JSON) and writes the manifests; results/dataset/images/ is
-# synced file by file. update(): Snakemake would otherwise delete the manifests before the job runs,
-# and an unchanged manifest must keep its mtime so later stages see nothing new.
+# One job reads every crop record (cheap JSON) and writes the tables and the dataset images folder.
+# update(): Snakemake would otherwise delete the tables before the job runs; the job rewrites a table
+# only when its bytes change, and Snakemake's input checksums then keep later stages from re-running
+# on an unchanged selection. The images folder is a directory(): Snakemake empties it before the job
+# (its .snakemake_timestamp records when the job ran) and the job links the selected crops into it.
 
 
 rule select_faces:
+    """Choose the training set from every face's crop: filter (each excluded face gets its first reason),
+    drop near-duplicates and faces of other people, rank, keep select.top_n; write the manifest, the
+    excluded faces, identity.json and the dataset images folder."""
     input:
         records=crop_records(),
         markers="results/export/markers.tsv",
@@ -13,6 +18,7 @@ rule select_faces:
         manifest=update("results/dataset/manifest.tsv"),
         excluded=update("results/dataset/excluded.tsv"),
         identity=update("results/dataset/identity.json"),
+        images=directory("results/dataset/images"),
     log:
         "logs/select_faces.log",
     # New faces are embedded by the identity model in one process per thread.
@@ -20,14 +26,15 @@ rule select_faces:
     params:
         settings=config["select"],
     run:
-        # One line (the identity model missing, a bad reference folder), not a traceback.
-        one_line_errors(
+        run_logged(
             log[0],
-            lk_selection.run_selection_job,
+            lk_select_job.select_faces,
             input.records,
             input.markers,
             input.neighbours,
             params.settings,
-            log[0],
+            lk_select_job.SelectOutputs(
+                output.manifest, output.excluded, output.identity, output.images
+            ),
             workers=threads,
         )

@@ -29,6 +29,7 @@ import numpy as np
 
 from likeness import tables
 from likeness.atomic import write_if_changed
+from likeness.tables import REASON_ORDER
 
 PathLike = str | os.PathLike[str]
 
@@ -39,13 +40,6 @@ PLACEHOLDER = (208, 208, 214)
 PLACEHOLDER_LINE = (178, 178, 186)
 GAP = 6  # pixels around and between cells
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-# Exclusion reasons in the order the selection stage tests them (likeness.select.selection.REASON_ORDER);
-# repeated here so that the report does not import the selection stage. Unknown keys sort after these.
-REASON_ORDER = (
-    "unreadable", "stale", "awaiting review", "not named by hand", "date window", "too small", "crowded",
-    "blurred", "exposure", "not the same person", "duplicate", "day cap", "below top_n",
-)  # fmt: skip
 
 
 class Tile(NamedTuple):
@@ -781,7 +775,7 @@ def _estimate_of_status(record: dict[str, Any]) -> dict[str, Any]:
 
 def pose_counts(rows: Iterable[dict[str, str]]) -> list[tuple[str, int]]:
     """(head-pose bin, faces) of the selected faces, bins in a fixed order (likeness.select.selection.pose_bin)."""
-    from likeness.select.selection import POSE_BIN_DEGREES
+    from likeness.tables import POSE_BIN_DEGREES
 
     counts: Counter[str] = Counter()
     for row in rows:

@@ -337,7 +337,7 @@ def best_lora_stage(
     log_path: str | Path,
 ) -> dict[str, Any]:
     """Score every headshot, pick the epoch, copy its LoRA beside ``out_json``; returns the record."""
-    from likeness.select.selection import SelectSettings
+    from likeness.config import section_settings
 
     shots = _read_json(headshots_status)
     out_json = Path(out_json)
@@ -374,7 +374,7 @@ def best_lora_stage(
         say(f"best LoRA: epoch {epoch}; {why}")
         record.update(epoch=epoch, why=why, scores={})
     else:
-        settings = SelectSettings.from_config(select_cfg)
+        settings = section_settings("select", select_cfg)
         model = identity.load_model()
         if model.key != summary.get("model_key"):
             raise LikenessError(
