@@ -6,13 +6,14 @@ import json
 import os
 from pathlib import Path
 
-import cap_reference
 import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
 import yaml
-from cap_fixtures import face_image, write_dataset
+from fixtures import cap_reference
+from fixtures.images import face_image
+from fixtures.stage_inputs import write_dataset
 from likeness.caption import captions, standin_tagger, tagger
 from likeness.caption.captions import CaptionRules, CaptionSettings, caption_line, caption_tags, run_captions
 from likeness.caption.tagger import TagTable

@@ -17,11 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fixtures.runs import KEEP_ALL, copy_workflow, snakemake, write_config
+from fixtures.stage_inputs import read_tsv_rows
 from likeness.errors import ConfigError, LikenessError
 from likeness.select import identity, selection
-from likeness.synthlib import PORTRAITS, build_two_person_library
-from sel_library import read_tsv_rows
-from workflow_helpers import KEEP_ALL, copy_workflow, snakemake, write_config
+from synthlib.portraits import PORTRAITS, build_two_person_library
 
 WITH_IDENTITY = {**KEEP_ALL, "max_identity_distance": "model"}
 

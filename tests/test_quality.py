@@ -7,9 +7,9 @@ import json
 import cv2
 import numpy as np
 import pytest
+from fixtures.images import blurred, burst_shot, face_crop, with_second_face
 from likeness.crop import quality
 from likeness.select.selection import SelectSettings
-from sel_faces import blurred, burst_shot, face_crop, with_second_face
 
 DEFAULTS = SelectSettings()
 

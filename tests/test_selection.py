@@ -10,12 +10,12 @@ from pathlib import Path
 import cv2
 import pytest
 import yaml
+from fixtures.images import blurred, burst_shot, face_crop, with_second_face
+from fixtures.stage_inputs import Library, read_tsv_rows
 from likeness.crop import quality
 from likeness.errors import ConfigError, LikenessError
 from likeness.select import selection
 from likeness.select.selection import SelectSettings
-from sel_faces import blurred, burst_shot, face_crop, with_second_face
-from sel_library import Library, read_tsv_rows
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "select.schema.yaml"
 OUT = "results/dataset"
