@@ -7,6 +7,12 @@
 # the person's markers while this file is read, so a dry run shows every per-face job.
 
 
+from snakemake.utils import min_version
+
+# An older Snakemake stops here with a clear message (pyproject pins 9.27.1, which the tests run).
+min_version("9.27")
+
+
 configfile: "config.yaml"
 
 

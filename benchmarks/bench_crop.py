@@ -3,7 +3,7 @@
 
     python benchmarks/bench_crop.py [N] [--rounds 3] [--noop-faces 1000] [--noop-baseline REV] [--workdir DIR] [--keep]
 
-Builds a PhotoPrism library (likeness.synthlib) of N faces of one person on 24-megapixel JPEGs (6000x4000,
+Builds a PhotoPrism library (resources/synthlib) of N faces of one person on 24-megapixel JPEGs (6000x4000,
 EXIF orientations 1-8 in turn, 1-3 faces a photo, face boxes of 200-900 px), then measures on the same
 faces, one after the other in this run:
 
@@ -45,11 +45,13 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow"))
+# likeness from workflow/, the fake-library builder from resources/synthlib/.
+sys.path[:0] = [str(REPO / "workflow"), str(REPO / "resources")]
 
 from likeness import geometry, tables  # noqa: E402
 from likeness.imageheader import read_header  # noqa: E402
-from likeness.synthlib import Face, LibraryBuilder, Photo, background, draw_face, sqlite_engine  # noqa: E402
+from synthlib.drawing import background, draw_face  # noqa: E402
+from synthlib.photoprism import Face, LibraryBuilder, Photo, sqlite_engine  # noqa: E402
 
 PERSON = "Bench Person"
 CONVERT = "/usr/bin/convert"  # Debian's ImageMagick 6, called directly

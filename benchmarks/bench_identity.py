@@ -1,6 +1,6 @@
 """Identity check speed on this machine: faces per second, and proof that a second run embeds nothing.
 
-Builds a PhotoPrism library with likeness.synthlib.build_two_person_library (the demo's two public-domain
+Builds a PhotoPrism library with resources/synthlib's build_two_person_library (the demo's two public-domain
 portraits pasted into 1600x1200 photos at different sizes, angles and lighting; N faces in all), runs the
 workflow up to selection through `snakemake --cores 2` (crops at 1024 px, the default), then:
 
@@ -31,11 +31,12 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow"))
+# likeness from workflow/, the fake-library builder from resources/synthlib/.
+sys.path[:0] = [str(ROOT / "workflow"), str(ROOT / "resources")]
 
 from likeness.select import identity  # noqa: E402
 from likeness.select.identity_check import crop_face_box  # noqa: E402
-from likeness.synthlib import build_two_person_library  # noqa: E402
+from synthlib.portraits import build_two_person_library  # noqa: E402
 
 KEEP_ALL = {
     "min_crop_side": 64,

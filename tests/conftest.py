@@ -1,9 +1,9 @@
-"""Shared test setup: import the ``likeness`` package from this checkout's ``workflow/`` folder."""
+"""Shared test setup: ``likeness`` from this checkout's ``workflow/``, ``synthlib`` from its ``resources/``."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "workflow"))
+from fixtures import REPO_ROOT
+
+sys.path[:0] = [str(REPO_ROOT / "workflow"), str(REPO_ROOT / "resources")]

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from install_helpers import FILENAME, REPO_ID, REVISION, make_hub_cache
+from fixtures.training import FILENAME, REPO_ID, REVISION, make_hub_cache
 from likeness.config import Section, validate_config
 from likeness.errors import ConfigError
 from likeness.train import base_model as bm

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fixtures import REPO_ROOT
+from fixtures.training import CLASS_WORD, TRIGGER, double_config, make_images
 from likeness.errors import LikenessError
 from likeness.train import bundle, training
-from train_helpers import CLASS_WORD, REPO_ROOT, TRIGGER, double_config, make_images
 
 
 def _workdir(tmp_path: Path, reg: bool) -> tuple[Path, dict, training.RunPlan]:

@@ -7,13 +7,14 @@ import json
 import os
 from pathlib import Path
 
-import cap_reference
 import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
 import yaml
-from cap_fixtures import face_image, write_dataset
+from fixtures import cap_reference
+from fixtures.images import face_image
+from fixtures.stage_inputs import write_dataset
 from likeness.caption import model, standin_tagger, tagger
 from likeness.caption.captions import caption_faces
 from likeness.caption.model import TagTable

@@ -14,7 +14,7 @@ import pytest
 from likeness.crop.cropping import CropSettings, crop_face
 from likeness.export import sources
 from likeness.imageheader import read_header
-from likeness.synthlib import encode_jpeg
+from synthlib.drawing import encode_jpeg
 
 RED, BLUE = (0, 0, 255), (255, 0, 0)
 

@@ -7,11 +7,11 @@ import unicodedata
 
 import pytest
 import sqlalchemy as sa
-from library_helpers import MariaDBDatabase
+from fixtures.databases import MariaDBDatabase, digikam_path_map, file_digest, write_digikam_sqlite
+from fixtures.library import PERSON, build_cross_library
+from fixtures.managers import write_digikam
 from likeness.errors import ConfigError
 from likeness.export import digikam, sourceapi, sources
-from likeness.synthlib_sources import write_digikam
-from source_libraries import PERSON, build_cross_library, digikam_path_map, file_digest, write_digikam_sqlite
 
 
 def _config(library, db, **extra) -> dict:

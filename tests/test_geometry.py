@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from likeness import geometry
 from likeness.geometry import GeometryError, Rect, SquareCrop
-from likeness.synthlib import encode_jpeg
+from synthlib.drawing import encode_jpeg
 
 
 def test_marker_rect_truncates_like_photoprism():
@@ -112,7 +112,7 @@ def test_apply_orientation_matches_opencv_decoding(tmp_path, orientation):
     """OpenCV applies EXIF orientation while decoding; our transform must agree for all eight."""
     stored = _quadrant_image()
     data = encode_jpeg(stored, orientation=1, quality=98)
-    from likeness.synthlib import with_exif_orientation
+    from synthlib.drawing import with_exif_orientation
 
     path = tmp_path / f"o{orientation}.jpg"
     path.write_bytes(with_exif_orientation(data, orientation) if orientation != 1 else data)

@@ -22,10 +22,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from library_helpers import SmallLibrary, write_sqlite
-from likeness.synthlib import Face, LibraryBuilder, Photo, background, draw_face, encode_jpeg
-from rel_helpers import KEEP_ALL, snapshot, write_cmyk_jpeg, write_png_header_only
-from workflow_helpers import copy_workflow, snakemake, write_config
+from fixtures.images import write_cmyk_jpeg, write_png_header_only
+from fixtures.library import SmallLibrary, write_sqlite
+from fixtures.ondisk import snapshot
+from fixtures.runs import KEEP_ALL, copy_workflow, snakemake, write_config
+from synthlib.drawing import background, draw_face, encode_jpeg
+from synthlib.photoprism import Face, LibraryBuilder, Photo
 
 pytestmark = pytest.mark.snakemake
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fixtures.runs import KEEP_ALL, copy_workflow, snakemake, write_config
+from fixtures.stage_inputs import read_tsv_rows
 from likeness.config import Section, validate_config
 from likeness.errors import ConfigError, LikenessError
 from likeness.select import dlib_model, identity, identity_workers
@@ -24,9 +26,7 @@ from likeness.select.faces import Face
 from likeness.select.identity_check import compare_with_photoprism
 from likeness.select.ranking import choose, pose_bin
 from likeness.select.reference import Reference, recent_indices, reference_from_folder, robust_centre
-from likeness.synthlib import PORTRAITS, build_two_person_library
-from sel_library import read_tsv_rows
-from workflow_helpers import KEEP_ALL, copy_workflow, snakemake, write_config
+from synthlib.portraits import PORTRAITS, build_two_person_library
 
 WITH_IDENTITY = {**KEEP_ALL, "max_identity_distance": "model"}
 

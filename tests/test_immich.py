@@ -6,10 +6,11 @@ import unicodedata
 
 import pytest
 import sqlalchemy as sa
+from fixtures.databases import PG_PORT, PG_TCP_HOST, immich_path_map, write_immich_postgres
+from fixtures.library import PERSON, build_cross_library
+from fixtures.managers import IMMICH_LAYOUTS, stable_uuid
 from likeness.errors import ConfigError, SourceError
 from likeness.export import immich, sourceapi
-from likeness.synthlib_sources import IMMICH_LAYOUTS, stable_uuid
-from source_libraries import PERSON, PG_PORT, PG_TCP_HOST, build_cross_library, immich_path_map, write_immich_postgres
 
 pytestmark = pytest.mark.postgres
 PASSWORD_ENV = "LIKENESS_TEST_PG_PASSWORD"

@@ -25,19 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from library_helpers import write_sqlite
+from fixtures.library import build_many_faces_library, write_sqlite
+from fixtures.ondisk import FileState, assert_same_results, incomplete_outputs, snapshot
+from fixtures.runs import KEEP_ALL, copy_workflow, snakemake, start_snakemake, wait_for, write_config
 from likeness.atomic import remove_stale_temporaries
-from rel_helpers import (
-    KEEP_ALL,
-    FileState,
-    assert_same_results,
-    build_many_faces_library,
-    incomplete_outputs,
-    snapshot,
-    start_snakemake,
-    wait_for,
-)
-from workflow_helpers import copy_workflow, snakemake, write_config
 
 pytestmark = pytest.mark.snakemake
 
@@ -164,7 +155,7 @@ def _interrupt(workdir: Path, stage: str, signum: int, attempt: int = 0) -> bool
         command = Path(f"/proc/{run.process.pid}/cmdline").read_bytes().split(b"\0")
         assert command[1:3] == [b"-m", b"snakemake"], command
         moment = _moment(stage, workdir, random.Random(f"{stage}/{signum}/{attempt}"))
-        assert wait_for(moment, run, timeout=180), f"the run ended before the {stage} moment:\n{run.output}"
+        assert wait_for(moment, timeout=180, run=run), f"the run ended before the {stage} moment:\n{run.output}"
         if signum == signal.SIGKILL:
             run.signal_group(signal.SIGSTOP)
             landed = _stage_unfinished(stage, workdir)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from likeness.crop import jpegregion
 from likeness.geometry import Rect, apply_orientation, displayed_size, stored_from_displayed
-from likeness.synthlib import background, draw_face, encode_jpeg, with_exif_orientation
+from synthlib.drawing import background, draw_face, encode_jpeg, with_exif_orientation
 
 ORIENTATIONS = range(1, 9)
 REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}

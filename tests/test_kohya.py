@@ -7,9 +7,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from fixtures.training import CLASS_WORD, TRIGGER, double_config, make_images
 from likeness.errors import ConfigError
 from likeness.train import kohya, step_budget, training
-from train_helpers import CLASS_WORD, TRIGGER, double_config, make_images
 
 TSV = Path(__file__).resolve().parents[1] / "resources" / "kohya" / "sdxl_train_network_v0.10.1_options.tsv"
 

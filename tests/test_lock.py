@@ -9,9 +9,9 @@ a job. The first run then finishes normally and its results equal those of a run
 from __future__ import annotations
 
 import pytest
-from library_helpers import write_sqlite
-from rel_helpers import KEEP_ALL, assert_same_results, build_many_faces_library, start_snakemake, wait_for
-from workflow_helpers import copy_workflow, snakemake, write_config
+from fixtures.library import build_many_faces_library, write_sqlite
+from fixtures.ondisk import assert_same_results
+from fixtures.runs import KEEP_ALL, copy_workflow, snakemake, start_snakemake, wait_for, write_config
 
 pytestmark = pytest.mark.snakemake
 
@@ -36,7 +36,7 @@ def test_second_run_is_refused_and_the_first_is_unaffected(tmp_path):
 
     first = start_snakemake(workdir, "--cores", "2", name="first")
     try:
-        started = wait_for(running_with_lock, first)
+        started = wait_for(running_with_lock, run=first)
         assert started, f"the first run ended before it could be caught:\n{first.output}"
 
         second = snakemake(workdir, "--cores", "1", check=False)

@@ -15,11 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fixtures.images import IMAGEMAGICK_CONVERT, encode_jpeg_xmp_first
 from likeness import imageheader
 from likeness.crop.cropping import CropSettings, crop_face
 from likeness.geometry import stored_from_displayed
-from likeness.synthlib import encode_jpeg
-from rel_helpers import IMAGEMAGICK_CONVERT, encode_jpeg_xmp_first
+from synthlib.drawing import encode_jpeg
 
 RED, BLUE = (0, 0, 255), (255, 0, 0)
 WIDTH, HEIGHT, FACE = 1200, 800, (700, 200, 900, 400)

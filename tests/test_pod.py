@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from library_helpers import build_small_library, write_sqlite
+from fixtures import DOUBLES
+from fixtures.library import build_small_library, write_sqlite
+from fixtures.runs import copy_workflow, snakemake, wait_for, write_config
+from fixtures.training import double_config, double_env, read_jsonl
 from likeness.train import estimate as est
-from train_helpers import DOUBLES, double_config, double_env, read_jsonl, wait_for
-from workflow_helpers import copy_workflow, snakemake, write_config
 
 pytestmark = pytest.mark.snakemake
 

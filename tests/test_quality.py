@@ -7,9 +7,9 @@ import json
 import cv2
 import numpy as np
 import pytest
+from fixtures.images import blurred, burst_shot, face_crop, with_second_face
 from likeness.config import validate_config
 from likeness.crop import quality
-from sel_faces import blurred, burst_shot, face_crop, with_second_face
 
 DEFAULTS = validate_config({"person": "P", "source": {"url": "sqlite:///index.db"}}).select
 

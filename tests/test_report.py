@@ -11,17 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fixtures.images import COLOURS, solid_png, textured_jpeg
+from fixtures.stage_inputs import write_table
+from fixtures.training import sample_name, tqdm_log
 from likeness.report import report
-from rep_helpers import (
-    COLOURS,
-    EXCLUDED_COLUMNS,
-    MANIFEST_COLUMNS,
-    sample_name,
-    solid_png,
-    textured_jpeg,
-    tqdm_log,
-    write_table,
-)
+from likeness.tables import EXCLUDED_COLUMNS, MANIFEST_COLUMNS
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -490,8 +484,8 @@ def test_samples_sheet_without_samples(tmp_path):
 
 @pytest.mark.snakemake
 def test_snakemake_report_includes_every_figure(tmp_path):
-    from library_helpers import build_small_library, write_sqlite
-    from workflow_helpers import copy_workflow, snakemake, write_config
+    from fixtures.library import build_small_library, write_sqlite
+    from fixtures.runs import copy_workflow, snakemake, write_config
 
     library = build_small_library(tmp_path / "library")
     write_sqlite(library)

@@ -18,9 +18,9 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from fixtures.library import build_small_library, write_sqlite
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from library_helpers import build_small_library, write_sqlite
 from likeness import names
 from likeness.errors import ConfigError
 from likeness.export import sources

@@ -22,11 +22,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from likeness.synthlib import build_two_person_library
+from fixtures.runs import copy_workflow, kill_group, snakemake, snakemake_env, wait_for, write_config
+from fixtures.training import only_run_dir
 from likeness.train import estimate as est
 from likeness.train import training
-from train_helpers import kill_group, only_run_dir, wait_for
-from workflow_helpers import copy_workflow, snakemake, snakemake_env, write_config
+from synthlib.portraits import build_two_person_library
 
 SD_SCRIPTS = os.environ.get("LIKENESS_SD_SCRIPTS", "")
 

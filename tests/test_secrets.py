@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from library_helpers import MariaDBDatabase, build_small_library
-from rel_helpers import KEEP_ALL
-from workflow_helpers import copy_workflow, snakemake, write_config
+from fixtures.databases import MariaDBDatabase
+from fixtures.library import build_small_library
+from fixtures.runs import KEEP_ALL, copy_workflow, snakemake, write_config
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.snakemake]
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import cv2
 import pytest
 import yaml
+from fixtures.images import blurred, burst_shot, face_crop, with_second_face
+from fixtures.stage_inputs import Library, read_tsv_rows
 from likeness.config import Section, section_settings, validate_config
 from likeness.crop import quality
 from likeness.errors import ConfigError, LikenessError
@@ -19,8 +21,6 @@ from likeness.select.faces import Face
 from likeness.select.filters import check_settings
 from likeness.select.job import SelectOutputs, run_selection
 from likeness.select.ranking import choose
-from sel_faces import blurred, burst_shot, face_crop, with_second_face
-from sel_library import Library, read_tsv_rows
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "select.schema.yaml"
 OUT = "results/dataset"

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-from library_helpers import build_small_library, write_sqlite
-from train_helpers import double_config, double_env, read_jsonl, wait_for
-from workflow_helpers import copy_workflow, snakemake_env, write_config
+from fixtures.library import build_small_library, write_sqlite
+from fixtures.runs import copy_workflow, snakemake_env, wait_for, write_config
+from fixtures.training import double_config, double_env, read_jsonl
 
 pytestmark = [pytest.mark.slurm, pytest.mark.snakemake]
 

@@ -6,7 +6,7 @@ import sqlite3
 import unicodedata
 
 import pytest
-from library_helpers import build_small_library, write_sqlite
+from fixtures.library import build_small_library, write_sqlite
 from likeness import geometry
 from likeness.errors import ConfigError
 from likeness.export import sourceapi, sources

@@ -8,7 +8,8 @@ import re
 
 import pytest
 import sqlalchemy as sa
-from library_helpers import MariaDBDatabase, build_small_library, write_sqlite
+from fixtures.databases import MariaDBDatabase
+from fixtures.library import build_small_library, write_sqlite
 from likeness.errors import ConfigError, SourceError
 from likeness.export import sources
 

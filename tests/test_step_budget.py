@@ -6,10 +6,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from fixtures.training import CLASS_WORD, TRIGGER, double_config, make_images
 from likeness.errors import ConfigError
 from likeness.train import estimate as est
 from likeness.train import step_budget, training
-from train_helpers import CLASS_WORD, TRIGGER, double_config, make_images
 
 
 @pytest.mark.parametrize(

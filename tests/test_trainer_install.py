@@ -15,11 +15,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from install_helpers import REQUIREMENT, TORCH_STANDIN_NAME, install_config, make_remote, make_wheels, pip_env
+from fixtures import REPO_ROOT
+from fixtures.runs import wait_for
+from fixtures.training import REQUIREMENT, TORCH_STANDIN_NAME, install_config, make_remote, make_wheels, pip_env
 from likeness.errors import ConfigError, LikenessError
 from likeness.train import trainer_install as ti
 from likeness.train import training
-from train_helpers import REPO_ROOT, wait_for
 
 NVIDIA_SMI_HEADER = """\
 Mon Nov 30 10:00:00 2026

@@ -14,22 +14,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from likeness.errors import LikenessError
-from likeness.train import estimate as est
-from likeness.train import training
-from train_helpers import (
+from fixtures.runs import kill_group, start_stage, wait_for
+from fixtures.training import (
     CLASS_WORD,
     TRIGGER,
     double_config,
     double_env,
-    kill_group,
     load_double,
     make_images,
     only_run_dir,
     read_jsonl,
-    start_stage,
-    wait_for,
 )
+from likeness.errors import LikenessError
+from likeness.train import estimate as est
+from likeness.train import training
 
 
 def prepare(tmp_path: Path, cfg: dict, dataset: Path | None = None) -> training.RunPlan:

@@ -31,11 +31,13 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from library_helpers import SmallLibrary, write_sqlite
+from fixtures.images import encode_jpeg_xmp_first
+from fixtures.library import SmallLibrary, write_sqlite
+from fixtures.ondisk import snapshot
+from fixtures.runs import copy_workflow, snakemake, write_config
 from likeness import names, tables
-from likeness.synthlib import Face, LibraryBuilder, Photo, background, draw_face, encode_jpeg
-from rel_helpers import encode_jpeg_xmp_first, snapshot
-from workflow_helpers import copy_workflow, snakemake, write_config
+from synthlib.drawing import background, draw_face, encode_jpeg
+from synthlib.photoprism import Face, LibraryBuilder, Photo
 
 pytestmark = pytest.mark.snakemake
 

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 import pytest
-from likeness.synthlib import build_two_person_library
-from train_helpers import double_config, double_env, read_jsonl
-from workflow_helpers import KEEP_ALL, copy_workflow, snakemake, write_config
+from fixtures.runs import KEEP_ALL, copy_workflow, snakemake, write_config
+from fixtures.training import double_config, double_env, read_jsonl
+from synthlib.portraits import build_two_person_library
 
 pytestmark = pytest.mark.snakemake
 

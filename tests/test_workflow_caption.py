@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from library_helpers import build_small_library, write_sqlite
+from fixtures.library import build_small_library, write_sqlite
+from fixtures.runs import copy_workflow, snakemake, write_config
 from test_workflow_select import _manifest_uids
-from workflow_helpers import copy_workflow, snakemake, write_config
 
 pytestmark = pytest.mark.snakemake
 # The caption stage's own output as the target: the stages before it run, the training does not.

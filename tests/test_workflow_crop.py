@@ -6,8 +6,8 @@ import json
 
 import pytest
 import sqlalchemy as sa
-from library_helpers import build_small_library, write_photo_file, write_sqlite
-from workflow_helpers import copy_workflow, planned_jobs, snakemake, uids_of, write_config
+from fixtures.library import build_small_library, write_photo_file, write_sqlite
+from fixtures.runs import copy_workflow, planned_jobs, snakemake, uids_of, write_config
 
 pytestmark = pytest.mark.snakemake
 

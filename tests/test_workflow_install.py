@@ -11,12 +11,21 @@ import json
 from pathlib import Path
 
 import pytest
-from install_helpers import FILENAME, REPO_ID, REQUIREMENT, install_config, make_hub_cache, make_remote, make_wheels
-from install_helpers import pip_env as make_pip_env
-from library_helpers import build_small_library, write_sqlite
+from fixtures.library import build_small_library, write_sqlite
+from fixtures.runs import copy_workflow, snakemake, write_config
+from fixtures.training import (
+    FILENAME,
+    REPO_ID,
+    REQUIREMENT,
+    double_config,
+    double_env,
+    install_config,
+    make_hub_cache,
+    make_remote,
+    make_wheels,
+)
+from fixtures.training import pip_env as make_pip_env
 from likeness.train import trainer_install as ti
-from train_helpers import double_config, double_env
-from workflow_helpers import copy_workflow, snakemake, write_config
 
 pytestmark = pytest.mark.snakemake
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from library_helpers import build_small_library, write_photo_file, write_sqlite
-from likeness.synthlib import Face, Photo
-from workflow_helpers import copy_workflow, planned_jobs, snakemake, uids_of, write_config
+from fixtures.library import build_small_library, write_photo_file, write_sqlite
+from fixtures.runs import copy_workflow, planned_jobs, snakemake, uids_of, write_config
+from synthlib.photoprism import Face, Photo
 
 pytestmark = pytest.mark.snakemake
 

@@ -1,6 +1,6 @@
 """The same library in PhotoPrism, Immich (PostgreSQL) and digiKam: the workflow gives the same crops.
 
-Each source's database is written from the same photos and boxes (tests/source_libraries.py); the
+Each source's database is written from the same photos and boxes (tests/fixtures/); the
 workflow runs through the snakemake CLI on each. Every source must list every crop job in a dry run,
 crop every face to the same bytes, put each crop where the face is (position, size and orientation
 checked against the drawn photo), and leave its database exactly as it was.
@@ -15,10 +15,11 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from fixtures.databases import file_digest, source_configs, write_all
+from fixtures.library import PERSON, build_cross_library
+from fixtures.runs import copy_workflow, planned_jobs, snakemake, uids_of, write_config
 from likeness import geometry
 from likeness.export import sourceapi
-from source_libraries import PERSON, build_cross_library, file_digest, source_configs, write_all
-from workflow_helpers import copy_workflow, planned_jobs, snakemake, uids_of, write_config
 
 pytestmark = [pytest.mark.snakemake, pytest.mark.postgres]
 KINDS = ("photoprism", "immich", "digikam")

@@ -25,17 +25,11 @@ import cv2
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1] / "workflow"))
+# The fake-library builder (resources/synthlib) and the likeness package's geometry it uses.
+sys.path[:0] = [str(HERE.parent), str(HERE.parents[1] / "workflow")]
 
-from likeness.synthlib import (  # noqa: E402
-    Face,
-    LibraryBuilder,
-    Photo,
-    background,
-    draw_face,
-    paste_portrait,
-    sqlite_engine,
-)
+from synthlib.drawing import background, draw_face, paste_portrait  # noqa: E402
+from synthlib.photoprism import Face, LibraryBuilder, Photo, sqlite_engine  # noqa: E402
 
 WIDTH, HEIGHT = 2400, 1800
 

@@ -13,6 +13,8 @@ rule caption_faces:
     """Caption the selected faces with the WD14 tagger: results/captions/text/<stem>.txt and captions.tsv."""
     input:
         manifest="results/dataset/manifest.tsv",
+        # ancient(): the folder's mtime changes with every selection run; the manifest carries what changed.
+        images=ancient("results/dataset/images"),
     output:
         table=update("results/captions/captions.tsv"),
         text=update(directory("results/captions/text")),
@@ -22,14 +24,12 @@ rule caption_faces:
     params:
         settings=config["caption"],
         trigger=config["trigger"],
-        # The dataset images the selection writes (an input once select_faces declares the folder).
-        images="results/dataset/images",
     run:
         run_logged(
             log[0],
             lk_captions.caption_faces,
             input.manifest,
-            params.images,
+            input.images,
             section_settings("caption", params.settings),
             params.trigger,
             output.text,
