@@ -104,7 +104,15 @@ def test_time_is_steps_times_table_speed_plus_overheads() -> None:
     assert result.cost == pytest.approx(result.total_hours * 0.8)
     assert result.runtime_minutes >= math.ceil(result.total_seconds / 60)
     lines = result.format_lines()
-    assert any("4000 steps" in line for line in lines) and any("cost" in line for line in lines)
+    assert any("4000 steps" in line for line in lines)
+    (cost,) = [line for line in lines if line.strip().startswith("cost:")]
+    assert cost.endswith(f"x 0.8 USD/h = {result.cost:.2f} USD")  # train.currency's default
+
+
+def test_cost_line_names_the_configured_currency() -> None:
+    result = est.estimate(cfg(gpu_hourly_cost=0.5, currency="EUR"), 40)
+    (cost,) = [line for line in result.format_lines() if line.strip().startswith("cost:")]
+    assert cost.endswith(f"x 0.5 EUR/h = {result.cost:.2f} EUR")
 
 
 def test_batch_sizes_between_table_rows_are_interpolated() -> None:
@@ -191,6 +199,11 @@ def test_image_sizes_from_headers(tmp_path: Path) -> None:
     assert est.read_image_size(tmp_path / "a.jpg") == (500, 300)
     assert est.read_image_size(tmp_path / "b.png") == (32, 64)
     assert est.read_image_size(tmp_path / "c.jpg") is None
+    # sd-scripts (PIL) sees the stored size: the header of a WebP is read too (likeness.imageheader).
+    webp = tmp_path / "webp" / "d.webp"
+    webp.parent.mkdir()
+    cv2.imwrite(str(webp), np.zeros((40, 70, 3), np.uint8))
+    assert est.read_image_size(webp) == (70, 40)
     assert est.image_sizes(tmp_path) == [(500, 300), (32, 64)]
 
 

@@ -10,14 +10,13 @@ GPU measured it (``results/train/calibration.tsv``), which then takes precedence
 from __future__ import annotations
 
 import math
-import struct
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from likeness import tables
+from likeness import imageheader, tables
 from likeness.atomic import atomic_write_bytes
 from likeness.errors import ConfigError, LikenessError
 from likeness.train import step_budget
@@ -48,38 +47,15 @@ RUNTIME_EXTRA_MINUTES = 10
 # --- image sizes ------------------------------------------------------------------------------------------
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    pos = 2
-    while pos + 9 < len(data):
-        if data[pos] != 0xFF:
-            pos += 1
-            continue
-        marker = data[pos + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-            pos += 1 if marker == 0xFF else 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return width, height
-        pos += 2 + length
-    return None
-
-
 def read_image_size(path: str | Path) -> tuple[int, int] | None:
-    """(width, height) from the file header (JPEG, PNG), else by decoding; None when unreadable."""
-    path = Path(path)
+    """(width, height) as stored (what sd-scripts' PIL sees), from the header, else by decoding; None when
+    unreadable."""
     try:
-        with path.open("rb") as handle:
-            head = handle.read(256 * 1024)
+        header = imageheader.read_header(path)
     except OSError:
         return None
-    if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24:
-        return struct.unpack(">II", head[16:24])
-    if head.startswith(b"\xff\xd8"):
-        size = _jpeg_size(head)
-        if size:
-            return size
+    if header is not None:
+        return header.width, header.height
     import cv2  # decode only when the header did not tell
 
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -391,10 +367,11 @@ def estimated_vram_gb(cfg: Mapping[str, Any]) -> float:
     and 9 GB without (they grow with the pixel count); text encoders another 1.7 GB when their outputs are
     not cached; optimizer state of a LoRA is small.
     """
-    resolution = int(cfg.get("resolution", 1024))
-    batch = int(cfg.get("batch_size", 1))
-    per_image = 1.5 if cfg.get("gradient_checkpointing", True) else 9.0
+    resolution = int(cfg["resolution"])
+    batch = int(cfg["batch_size"])
+    per_image = 1.5 if cfg["gradient_checkpointing"] else 9.0
     gb = 5.5 + batch * per_image * (resolution / 1024) ** 2
+    # These two are sd-scripts options outside the schema (train.extra; likeness.train.kohya turns them on).
     if not cfg.get("cache_text_encoder_outputs", True):
         gb += 1.7
     if not cfg.get("network_train_unet_only", True):
@@ -414,6 +391,7 @@ class Estimate:
     speed_source: str
     overhead_seconds: dict[str, float]
     hourly_cost: float
+    currency: str  # of hourly_cost and cost (train.currency)
     max_gpu_hours: float
     warnings: list[str] = field(default_factory=list)
     under_budget_hints: list[str] = field(default_factory=list)
@@ -487,7 +465,8 @@ class Estimate:
             f"{self.training_seconds / 3600:.2f} h"
             f" + overhead {sum(self.overhead_seconds.values()) / 3600:.2f} h ({overhead})"
             f" = {self.total_hours:.2f} h",
-            f"  cost: {self.total_hours:.2f} h x {self.hourly_cost:g}/h = {self.cost:.2f}",
+            f"  cost: {self.total_hours:.2f} h x {self.hourly_cost:g} {self.currency}/h"
+            f" = {self.cost:.2f} {self.currency}",
         ]
         lines += [f"  {note}" for note in self.notes]
         lines += [f"  WARNING: {w}" for w in self.warnings]
@@ -501,7 +480,7 @@ def _configured_sample_steps(cfg: Mapping[str, Any], resolution: int) -> list[in
     """Sampling steps of each prompt line the run's sample_prompts.txt will hold (likeness.train.kohya)."""
     from likeness.train import kohya
 
-    text = kohya.sample_prompts_text(cfg.get("sample_prompts"), trigger="t", class_word="c", resolution=resolution)
+    text = kohya.sample_prompts_text(cfg["sample_prompts"], trigger="t", class_word="c", resolution=resolution)
     return kohya.prompt_sampling_steps(text)
 
 
@@ -509,11 +488,11 @@ def _overheads(
     cfg: Mapping[str, Any], plan: StepPlan, seconds_per_step: float, sample_steps: Sequence[int]
 ) -> dict[str, float]:
     unique_images = plan.n_images + plan.reg_images_used
-    flips = 2 if cfg.get("flip_aug", False) else 1
+    flips = 2 if cfg["flip_aug"] else 1
     epochs = plan.epochs
-    every_save = max(1, int(cfg.get("save_every_n_epochs", 1)))
+    every_save = max(1, int(cfg["save_every_n_epochs"]))
     saves = sum(1 for e in range(1, epochs) if e % every_save == 0) + 1  # per-epoch saves + the final one
-    sample_every = int(cfg.get("sample_every_n_epochs", 0) or 0)
+    sample_every = int(cfg["sample_every_n_epochs"] or 0)
     sample_events = epochs // sample_every if sample_every > 0 else 0
     overheads = {
         "model loading": MODEL_LOAD_SECONDS,
@@ -526,12 +505,12 @@ def _overheads(
     overheads["saving"] = saves * (SAVE_LORA_SECONDS + SAVE_STATE_SECONDS)
     # The headshots rule renders every saved LoRA's headshots afterwards on the same GPU: one
     # sdxl_gen_img.py run per saved epoch (it loads the base model each time), priced like samples.
-    prompts = [p for p in cfg.get("headshot_prompts") or [] if str(p).strip()]
+    prompts = [p for p in cfg["headshot_prompts"] or [] if str(p).strip()]
     if prompts:
-        resolution = int(cfg.get("resolution", 1024))
-        side = int(cfg.get("headshot_size") or 0) or resolution
+        resolution = int(cfg["resolution"])
+        side = int(cfg["headshot_size"] or 0) or resolution
         area = (side / resolution) ** 2
-        per_image = int(cfg.get("headshot_steps", 30)) * SAMPLING_STEP_FRACTION * seconds_per_step * area
+        per_image = int(cfg["headshot_steps"]) * SAMPLING_STEP_FRACTION * seconds_per_step * area
         overheads["headshots"] = saves * (MODEL_LOAD_SECONDS + len(prompts) * per_image)
     return overheads
 
@@ -572,26 +551,26 @@ def estimate(
     """Estimate for the ``train`` section and the training (and regularisation) image sizes or counts."""
     table = list(table) if table is not None else load_speed_table()
     calibration = load_calibration(calibration_path)
-    resolution = int(cfg.get("resolution", 1024))
+    resolution = int(cfg["resolution"])
     train_sizes = _as_sizes(images, resolution)
     reg_sizes = _as_sizes(reg_images, resolution)
     budget = step_budget.step_budget(cfg, len(train_sizes))  # "auto" repeats/epochs follow the image count
     cfg = {**cfg, "num_repeats": budget.num_repeats, "max_train_epochs": budget.max_train_epochs}
     plan = plan_steps(
         train_sizes,
-        num_repeats=int(cfg.get("num_repeats", 10)),
-        batch_size=int(cfg.get("batch_size", 1)),
-        gradient_accumulation_steps=int(cfg.get("gradient_accumulation_steps", 1)),
-        epochs=int(cfg.get("max_train_epochs", 10)),
+        num_repeats=int(cfg["num_repeats"]),
+        batch_size=int(cfg["batch_size"]),
+        gradient_accumulation_steps=int(cfg["gradient_accumulation_steps"]),
+        epochs=int(cfg["max_train_epochs"]),
         reg_sizes=reg_sizes,
         settings=bucket_settings(cfg),
     )
-    gpu = str(cfg.get("gpu", "RTX 4090"))
+    gpu = str(cfg["gpu"])
     seconds, source, row = lookup_speed(
         gpu,
         resolution=resolution,
         batch_size=plan.batch_size,
-        gradient_checkpointing=bool(cfg.get("gradient_checkpointing", True)),
+        gradient_checkpointing=bool(cfg["gradient_checkpointing"]),
         table=table,
         calibration=calibration,
     )
@@ -604,8 +583,9 @@ def estimate(
         seconds_per_step=seconds,
         speed_source=source,
         overhead_seconds=_overheads(cfg, plan, seconds, sample_steps),
-        hourly_cost=float(cfg.get("gpu_hourly_cost", 0.0) or 0.0),
-        max_gpu_hours=float(cfg.get("max_gpu_hours", 0.0) or 0.0),
+        hourly_cost=float(cfg["gpu_hourly_cost"]),
+        currency=str(cfg["currency"]),
+        max_gpu_hours=float(cfg["max_gpu_hours"]),
     )
     note = budget.note(len(train_sizes))
     if note:
@@ -649,7 +629,7 @@ def _under_budget_hints(
     sample_steps: Sequence[int],
     auto_keys: Sequence[str] = (),
 ) -> list[str]:
-    budget = float(cfg.get("max_gpu_hours", 0.0))
+    budget = float(cfg["max_gpu_hours"])
 
     def with_changes(images: list[tuple[int, int]] | None = None, **changes: int) -> Estimate:
         return estimate(
@@ -663,8 +643,8 @@ def _under_budget_hints(
         )
 
     hints = []
-    epochs = int(cfg.get("max_train_epochs", 10))
-    repeats = int(cfg.get("num_repeats", 10))
+    epochs = int(cfg["max_train_epochs"])
+    repeats = int(cfg["num_repeats"])
     fit = _largest_fitting(epochs, lambda e: with_changes(max_train_epochs=e), budget)
     if fit:
         hints.append(f"train.max_train_epochs {fit} (now {epochs})")
@@ -691,7 +671,7 @@ def estimate_for_folders(
     Returns the estimate and a note saying where the image count came from.
     """
     sizes = image_sizes(image_dir)
-    reg_dir = str(cfg.get("reg_images") or "")
+    reg_dir = str(cfg["reg_images"] or "")
     reg_sizes = image_sizes(reg_dir) if reg_dir else []
     if sizes:
         note = f"{len(sizes)} images in {image_dir}"
