@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from likeness.errors import ConfigError
 from likeness.train import estimate as est
-from likeness.train import training
+from likeness.train import overheads, training
 
 
 def cfg(**overrides: object) -> dict:
@@ -227,7 +227,7 @@ def test_headshots_of_every_saved_epoch_are_priced_and_count_against_the_budget(
     base = cfg(num_repeats=10, batch_size=1, max_train_epochs=10, headshot_steps=30, max_gpu_hours=2.0)
     result = est.estimate(base, 40)
     # 10 saved LoRAs (9 per-epoch + the final one) x (model load + 6 prompts x 30 steps x 0.35 x 1.45 s)
-    expected = 10 * (est.MODEL_LOAD_SECONDS + 6 * 30 * est.SAMPLING_STEP_FRACTION * 1.45)
+    expected = 10 * (overheads.MODEL_LOAD_SECONDS + 6 * 30 * overheads.SAMPLING_STEP_FRACTION * 1.45)
     assert result.overhead_seconds["headshots"] == pytest.approx(expected)
     assert any("headshots" in line for line in result.format_lines())
     without = est.estimate({**base, "headshot_prompts": []}, 40)

@@ -19,7 +19,7 @@ from typing import Any
 from likeness import imageheader, tables
 from likeness.atomic import atomic_write_bytes
 from likeness.errors import ConfigError, LikenessError
-from likeness.train import step_budget
+from likeness.train import overheads, step_budget
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 GPU_SPEEDS_TSV = REPO_ROOT / "resources" / "gpu_speeds.tsv"
@@ -29,16 +29,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # sd-scripts' IMAGE
 # 1.080/0.606 and 1.029/0.585 s/step, i.e. about 1.77x. Used only when no row has the requested setting.
 GRADIENT_CHECKPOINTING_FACTOR = 1.77
 
-# Overheads as fractions of one training step (forward+backward of the U-Net at the training size).
-# Rough rules of thumb, stated here so they can be checked: encoding one image with the VAE costs about a
-# quarter of a step, one caption through both text encoders a twentieth, one sampling step (two U-Net
-# forward passes for classifier-free guidance, no backward) about a third.
-LATENT_CACHE_STEP_FRACTION = 0.25
-TEXT_ENCODER_CACHE_STEP_FRACTION = 0.05
-SAMPLING_STEP_FRACTION = 0.35
-MODEL_LOAD_SECONDS = 60.0  # reading a 7 GB checkpoint and building the models
-SAVE_LORA_SECONDS = 3.0
-SAVE_STATE_SECONDS = 6.0
 # Snakemake's runtime must not cut a slow run short: margin on the estimate plus a fixed allowance.
 RUNTIME_MARGIN = 1.5
 RUNTIME_EXTRA_MINUTES = 10
@@ -357,28 +347,6 @@ def lookup_speed(
     return seconds, text, best
 
 
-# --- memory -----------------------------------------------------------------------------------------------
-
-
-def estimated_vram_gb(cfg: Mapping[str, Any]) -> float:
-    """Rough peak GPU memory of an SDXL LoRA training with these settings (for a warning only).
-
-    bf16 U-Net weights about 5 GB; activations per image at 1024 px about 1.5 GB with gradient checkpointing
-    and 9 GB without (they grow with the pixel count); text encoders another 1.7 GB when their outputs are
-    not cached; optimizer state of a LoRA is small.
-    """
-    resolution = int(cfg["resolution"])
-    batch = int(cfg["batch_size"])
-    per_image = 1.5 if cfg["gradient_checkpointing"] else 9.0
-    gb = 5.5 + batch * per_image * (resolution / 1024) ** 2
-    # These two are sd-scripts options outside the schema (train.extra; likeness.train.kohya turns them on).
-    if not cfg.get("cache_text_encoder_outputs", True):
-        gb += 1.7
-    if not cfg.get("network_train_unet_only", True):
-        gb += 1.0
-    return gb
-
-
 # --- the estimate ------------------------------------------------------------------------------------------
 
 
@@ -476,45 +444,6 @@ class Estimate:
         return lines
 
 
-def _configured_sample_steps(cfg: Mapping[str, Any], resolution: int) -> list[int]:
-    """Sampling steps of each prompt line the run's sample_prompts.txt will hold (likeness.train.kohya)."""
-    from likeness.train import kohya
-
-    text = kohya.sample_prompts_text(cfg["sample_prompts"], trigger="t", class_word="c", resolution=resolution)
-    return kohya.prompt_sampling_steps(text)
-
-
-def _overheads(
-    cfg: Mapping[str, Any], plan: StepPlan, seconds_per_step: float, sample_steps: Sequence[int]
-) -> dict[str, float]:
-    unique_images = plan.n_images + plan.reg_images_used
-    flips = 2 if cfg["flip_aug"] else 1
-    epochs = plan.epochs
-    every_save = max(1, int(cfg["save_every_n_epochs"]))
-    saves = sum(1 for e in range(1, epochs) if e % every_save == 0) + 1  # per-epoch saves + the final one
-    sample_every = int(cfg["sample_every_n_epochs"] or 0)
-    sample_events = epochs // sample_every if sample_every > 0 else 0
-    overheads = {
-        "model loading": MODEL_LOAD_SECONDS,
-        "latent caching": unique_images * flips * LATENT_CACHE_STEP_FRACTION * seconds_per_step,
-    }
-    if cfg.get("cache_text_encoder_outputs", True):
-        overheads["text-encoder caching"] = unique_images * TEXT_ENCODER_CACHE_STEP_FRACTION * seconds_per_step
-    if sample_events and sample_steps:
-        overheads["samples"] = sample_events * sum(sample_steps) * SAMPLING_STEP_FRACTION * seconds_per_step
-    overheads["saving"] = saves * (SAVE_LORA_SECONDS + SAVE_STATE_SECONDS)
-    # The headshots rule renders every saved LoRA's headshots afterwards on the same GPU: one
-    # sdxl_gen_img.py run per saved epoch (it loads the base model each time), priced like samples.
-    prompts = [p for p in cfg["headshot_prompts"] or [] if str(p).strip()]
-    if prompts:
-        resolution = int(cfg["resolution"])
-        side = int(cfg["headshot_size"] or 0) or resolution
-        area = (side / resolution) ** 2
-        per_image = int(cfg["headshot_steps"]) * SAMPLING_STEP_FRACTION * seconds_per_step * area
-        overheads["headshots"] = saves * (MODEL_LOAD_SECONDS + len(prompts) * per_image)
-    return overheads
-
-
 def bucket_settings(cfg: Mapping[str, Any]) -> BucketSettings:
     from likeness.train.kohya import bucket_limits  # the same limits the dataset.toml gets
 
@@ -575,14 +504,16 @@ def estimate(
         calibration=calibration,
     )
     if sample_steps is None:  # the prompts the run would get, with their own --s options
-        sample_steps = _configured_sample_steps(cfg, resolution)
+        sample_steps = overheads.configured_sample_steps(cfg, resolution)
     result = Estimate(
         gpu=gpu,
         resolution=resolution,
         steps=plan,
         seconds_per_step=seconds,
         speed_source=source,
-        overhead_seconds=_overheads(cfg, plan, seconds, sample_steps),
+        overhead_seconds=overheads.overheads(
+            cfg, plan.n_images + plan.reg_images_used, plan.epochs, seconds, sample_steps
+        ),
         hourly_cost=float(cfg["gpu_hourly_cost"]),
         currency=str(cfg["currency"]),
         max_gpu_hours=float(cfg["max_gpu_hours"]),
@@ -591,7 +522,7 @@ def estimate(
     if note:
         result.notes.append(note)
     vram = max((r.vram_gb for r in table if r.gpu == gpu), default=row.vram_gb)
-    needed = estimated_vram_gb(cfg)
+    needed = overheads.estimated_vram_gb(cfg)
     if vram > 0 and needed > vram:
         result.warnings.append(
             f"these settings need roughly {needed:.0f} GB of GPU memory, more than the {gpu}'s {vram:g} GB: "
