@@ -23,7 +23,7 @@ from likeness.report.sheets import PathLike, Tile, contact_sheet
 # The caption stats' "model" of a run with the offline stand-in tagger (caption.standin) starts with this
 # (the label likeness.caption.captions.locate_model gives it); the tag chart then says:
 STANDIN_MODEL_PREFIX = "offline stand-in"
-STANDIN_NOTE = "stand-in tagger: these tags are random and mean nothing about the faces"
+STANDIN_NOTE = "offline stand-in tagger (caption.standin): its tags mean nothing about the faces"
 
 
 def read_tsv(path: PathLike) -> list[dict[str, str]]:

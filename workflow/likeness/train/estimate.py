@@ -19,7 +19,7 @@ from typing import Any
 from likeness import imageheader, tables
 from likeness.atomic import atomic_write_bytes
 from likeness.errors import ConfigError, LikenessError
-from likeness.train import overheads, step_budget
+from likeness.train import budget_hints, overheads, step_budget
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 GPU_SPEEDS_TSV = REPO_ROOT / "resources" / "gpu_speeds.tsv"
@@ -532,62 +532,15 @@ def estimate(
     if plan.n_images == 0:
         result.warnings.append("no training images")
     if with_hints and result.exceeds_budget:
-        result.under_budget_hints = _under_budget_hints(
-            cfg, train_sizes, reg_sizes, calibration_path, table, sample_steps, budget.auto_keys
-        )
+
+        def hours_with(images: int, **changes: int) -> float:
+            """The estimate's hours with the first ``images`` training images and changed settings."""
+            changed = {**cfg, **changes}
+            return estimate(changed, train_sizes[:images], reg_sizes, calibration_path=calibration_path,
+                            table=table, sample_steps=sample_steps, with_hints=False).total_hours  # fmt: skip
+
+        result.under_budget_hints = budget_hints.under_budget_hints(cfg, len(train_sizes), hours_with, budget.auto_keys)
     return result
-
-
-def _largest_fitting(current: int, build: Any, budget_hours: float) -> int | None:
-    """The largest value below ``current`` whose estimate fits the budget (None when even 1 does not)."""
-    low, high = 1, current - 1  # estimates grow with each of these knobs: search for the boundary
-    best = None
-    while low <= high:
-        middle = (low + high) // 2
-        if build(middle).total_hours <= budget_hours:
-            best, low = middle, middle + 1
-        else:
-            high = middle - 1
-    return best
-
-
-def _under_budget_hints(
-    cfg: Mapping[str, Any],
-    train_sizes: list[tuple[int, int]],
-    reg_sizes: list[tuple[int, int]],
-    calibration_path: str | Path | None,
-    table: Sequence[SpeedRow],
-    sample_steps: Sequence[int],
-    auto_keys: Sequence[str] = (),
-) -> list[str]:
-    budget = float(cfg["max_gpu_hours"])
-
-    def with_changes(images: list[tuple[int, int]] | None = None, **changes: int) -> Estimate:
-        return estimate(
-            {**cfg, **changes},
-            images if images is not None else train_sizes,
-            reg_sizes,
-            calibration_path=calibration_path,
-            table=table,
-            sample_steps=sample_steps,
-            with_hints=False,
-        )
-
-    hints = []
-    epochs = int(cfg["max_train_epochs"])
-    repeats = int(cfg["num_repeats"])
-    fit = _largest_fitting(epochs, lambda e: with_changes(max_train_epochs=e), budget)
-    if fit:
-        hints.append(f"train.max_train_epochs {fit} (now {epochs})")
-    fit = _largest_fitting(repeats, lambda r: with_changes(num_repeats=r), budget)
-    if fit:
-        hints.append(f"train.num_repeats {fit} (now {repeats})")
-    fit = _largest_fitting(len(train_sizes), lambda n: with_changes(images=train_sizes[:n]), budget)
-    if fit:
-        # with num_repeats "auto" fewer images would get more repeats: the hint holds for fixed repeats
-        pinned = f" with train.num_repeats {repeats}" if "num_repeats" in auto_keys else ""
-        hints.append(f"at most {fit} training images (now {len(train_sizes)}){pinned}")
-    return hints
 
 
 def estimate_for_folders(
