@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from likeness.errors import ConfigError
 from likeness.train import estimate as est
-from likeness.train import training
+from likeness.train import overheads, training
 
 
 def cfg(**overrides: object) -> dict:
@@ -104,7 +104,15 @@ def test_time_is_steps_times_table_speed_plus_overheads() -> None:
     assert result.cost == pytest.approx(result.total_hours * 0.8)
     assert result.runtime_minutes >= math.ceil(result.total_seconds / 60)
     lines = result.format_lines()
-    assert any("4000 steps" in line for line in lines) and any("cost" in line for line in lines)
+    assert any("4000 steps" in line for line in lines)
+    (cost,) = [line for line in lines if line.strip().startswith("cost:")]
+    assert cost.endswith(f"x 0.8 USD/h = {result.cost:.2f} USD")  # train.currency's default
+
+
+def test_cost_line_names_the_configured_currency() -> None:
+    result = est.estimate(cfg(gpu_hourly_cost=0.5, currency="EUR"), 40)
+    (cost,) = [line for line in result.format_lines() if line.strip().startswith("cost:")]
+    assert cost.endswith(f"x 0.5 EUR/h = {result.cost:.2f} EUR")
 
 
 def test_batch_sizes_between_table_rows_are_interpolated() -> None:
@@ -191,6 +199,11 @@ def test_image_sizes_from_headers(tmp_path: Path) -> None:
     assert est.read_image_size(tmp_path / "a.jpg") == (500, 300)
     assert est.read_image_size(tmp_path / "b.png") == (32, 64)
     assert est.read_image_size(tmp_path / "c.jpg") is None
+    # sd-scripts (PIL) sees the stored size: the header of a WebP is read too (likeness.imageheader).
+    webp = tmp_path / "webp" / "d.webp"
+    webp.parent.mkdir()
+    cv2.imwrite(str(webp), np.zeros((40, 70, 3), np.uint8))
+    assert est.read_image_size(webp) == (70, 40)
     assert est.image_sizes(tmp_path) == [(500, 300), (32, 64)]
 
 
@@ -214,7 +227,7 @@ def test_headshots_of_every_saved_epoch_are_priced_and_count_against_the_budget(
     base = cfg(num_repeats=10, batch_size=1, max_train_epochs=10, headshot_steps=30, max_gpu_hours=2.0)
     result = est.estimate(base, 40)
     # 10 saved LoRAs (9 per-epoch + the final one) x (model load + 6 prompts x 30 steps x 0.35 x 1.45 s)
-    expected = 10 * (est.MODEL_LOAD_SECONDS + 6 * 30 * est.SAMPLING_STEP_FRACTION * 1.45)
+    expected = 10 * (overheads.MODEL_LOAD_SECONDS + 6 * 30 * overheads.SAMPLING_STEP_FRACTION * 1.45)
     assert result.overhead_seconds["headshots"] == pytest.approx(expected)
     assert any("headshots" in line for line in result.format_lines())
     without = est.estimate({**base, "headshot_prompts": []}, 40)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from fixtures.images import COLOURS, solid_png, textured_jpeg
 from fixtures.stage_inputs import write_table
-from fixtures.training import sample_name, tqdm_log
-from likeness.report import report
+from fixtures.tb_events import write_events
+from fixtures.training import sample_name
+from likeness.report import charts, dataset, estimate_page, sheets, text, training_figures
 from likeness.tables import EXCLUDED_COLUMNS, MANIFEST_COLUMNS
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -37,7 +38,13 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def _is_background(region: np.ndarray) -> np.ndarray:
-    return _colour_mask(region, report.BACKGROUND)
+    return _colour_mask(region, sheets.BACKGROUND)
+
+
+def _fitted_lines(captions: list[list[str]], tile: int) -> int:
+    """How many text lines a sheet gives each cell: long labels wrap (likeness.report.text.fit_lines)."""
+    size = text.font_size(sheets.line_height_of(tile))
+    return max(len(text.fit_lines(lines, tile, size)) for lines in captions)
 
 
 def _ink(region: np.ndarray) -> int:
@@ -53,11 +60,11 @@ def test_sheet_places_every_tile_once_in_order(tmp_path):
     tile, columns = 48, 3
     paths = [solid_png(tmp_path / f"c{i}.png", colour) for i, colour in enumerate(COLOURS)]
     tiles = [(path, [f"tile {i}", "second line"]) for i, path in enumerate(paths)]
-    size = report.contact_sheet(tiles, tmp_path / "sheet.png", columns=columns, tile=tile)
+    size = sheets.contact_sheet(tiles, tmp_path / "sheet.png", columns=columns, tile=tile)
     sheet = _read(tmp_path / "sheet.png")
     assert size == (sheet.shape[1], sheet.shape[0])
 
-    layout = report.sheet_layout(len(tiles), columns, tile, lines=2)
+    layout = sheets.sheet_layout(len(tiles), columns, tile, lines=2)
     assert (layout.width, layout.height) == size
     origins = []
     for index, colour in enumerate(COLOURS):
@@ -77,7 +84,7 @@ def test_sheet_grows_by_one_tile_per_column_and_row(tmp_path):
     path = solid_png(tmp_path / "c.png", COLOURS[0])
     sizes = {}
     for count in (1, 2, 4, 5):
-        sizes[count] = report.contact_sheet([(path, ["x"])] * count, tmp_path / f"s{count}.png", columns=4, tile=40)
+        sizes[count] = sheets.contact_sheet([(path, ["x"])] * count, tmp_path / f"s{count}.png", columns=4, tile=40)
     column_step = sizes[2][0] - sizes[1][0]
     assert column_step > 40  # a tile plus a gap
     assert sizes[4][0] == sizes[1][0] + 3 * column_step
@@ -89,9 +96,9 @@ def test_sheet_grows_by_one_tile_per_column_and_row(tmp_path):
 def test_tile_pixels_are_the_resized_crop(tmp_path):
     crop = textured_jpeg(tmp_path / "crop.jpg", seed=3, side=300)
     tile = 120
-    report.contact_sheet([(crop, ["#1"])], tmp_path / "sheet.png", columns=4, tile=tile)
+    sheets.contact_sheet([(crop, ["#1"])], tmp_path / "sheet.png", columns=4, tile=tile)
     sheet = _read(tmp_path / "sheet.png")
-    x, y = report.sheet_layout(1, 4, tile, lines=1).image_origin(0)
+    x, y = sheets.sheet_layout(1, 4, tile, lines=1).image_origin(0)
     expected = cv2.resize(_read(crop), (tile, tile), interpolation=cv2.INTER_AREA)
     assert np.array_equal(sheet[y : y + tile, x : x + tile], expected)
 
@@ -99,9 +106,9 @@ def test_tile_pixels_are_the_resized_crop(tmp_path):
 def test_wide_crop_is_letterboxed_in_the_middle(tmp_path):
     crop = solid_png(tmp_path / "wide.png", COLOURS[1], side=200, height=100)
     tile = 80
-    report.contact_sheet([(crop, [])], tmp_path / "sheet.png", columns=1, tile=tile)
+    sheets.contact_sheet([(crop, [])], tmp_path / "sheet.png", columns=1, tile=tile)
     sheet = _read(tmp_path / "sheet.png")
-    x, y = report.sheet_layout(1, 1, tile).image_origin(0)
+    x, y = sheets.sheet_layout(1, 1, tile).image_origin(0)
     bx, by, bw, bh = _bbox(_colour_mask(sheet, COLOURS[1]))
     assert (bw, bh) == (tile, tile // 2)
     assert (bx, by) == (x, y + (tile - tile // 2) // 2)
@@ -110,9 +117,9 @@ def test_wide_crop_is_letterboxed_in_the_middle(tmp_path):
 def test_caption_text_is_drawn_under_each_tile(tmp_path):
     paths = [solid_png(tmp_path / f"c{i}.png", COLOURS[i]) for i in range(3)]
     tiles = [(paths[0], ["#1  0.93", "2021-05-02"]), (paths[1], []), (paths[2], ["#3"])]
-    report.contact_sheet(tiles, tmp_path / "sheet.png", columns=3, tile=64)
+    sheets.contact_sheet(tiles, tmp_path / "sheet.png", columns=3, tile=64)
     sheet = _read(tmp_path / "sheet.png")
-    layout = report.sheet_layout(3, 3, 64, lines=2)
+    layout = sheets.sheet_layout(3, 3, 64, lines=2)
     inked = []
     for index in range(3):
         x, y, w, h = layout.text_box(index)
@@ -125,22 +132,22 @@ def test_caption_text_is_drawn_under_each_tile(tmp_path):
 
 def test_missing_image_gives_a_placeholder_with_its_note(tmp_path):
     tiles = [(None, ["photo missing"], "photo missing on disk"), (tmp_path / "absent.jpg", ["gone"])]
-    report.contact_sheet(tiles, tmp_path / "sheet.png", columns=2, tile=96)
+    sheets.contact_sheet(tiles, tmp_path / "sheet.png", columns=2, tile=96)
     sheet = _read(tmp_path / "sheet.png")
-    layout = report.sheet_layout(2, 2, 96, lines=1)
+    layout = sheets.sheet_layout(2, 2, 96, lines=1)
     for index in range(2):
         x, y = layout.image_origin(index)
         square = sheet[y : y + 96, x : x + 96]
-        grey = _colour_mask(square, report.PLACEHOLDER).sum()
+        grey = _colour_mask(square, sheets.PLACEHOLDER).sum()
         assert grey > 96 * 96 // 2
         assert _ink(square) > 0
 
 
 def test_blank_cells_stay_empty(tmp_path):
     path = solid_png(tmp_path / "c.png", COLOURS[0])
-    report.contact_sheet([(None, []), (path, ["x"])], tmp_path / "sheet.png", columns=2, tile=40)
+    sheets.contact_sheet([(None, []), (path, ["x"])], tmp_path / "sheet.png", columns=2, tile=40)
     sheet = _read(tmp_path / "sheet.png")
-    x, y = report.sheet_layout(2, 2, 40, lines=1).image_origin(0)
+    x, y = sheets.sheet_layout(2, 2, 40, lines=1).image_origin(0)
     assert _is_background(sheet[y : y + 40, x : x + 40]).all()
 
 
@@ -148,27 +155,51 @@ def test_sheet_is_deterministic_and_not_rewritten(tmp_path):
     crop = textured_jpeg(tmp_path / "crop.jpg", seed=5)
     tiles = [(crop, ["Zoë O'Brien", "a caption far too long to fit under a small tile at all"])]
     out = tmp_path / "sheet.png"
-    report.contact_sheet(tiles, out, tile=64)
+    sheets.contact_sheet(tiles, out, tile=64)
     first, mtime = out.read_bytes(), out.stat().st_mtime_ns
-    report.contact_sheet(tiles, out, tile=64)
+    sheets.contact_sheet(tiles, out, tile=64)
     assert out.read_bytes() == first
     assert out.stat().st_mtime_ns == mtime
     other = tmp_path / "other.png"
-    report.contact_sheet(tiles, other, tile=64)
+    sheets.contact_sheet(tiles, other, tile=64)
     assert other.read_bytes() == first
 
 
-def test_text_helpers_fit_and_ascii():
-    assert report.to_ascii("Zoë O’Brien\tx") == "Zoe O?Brien x"
-    scale = 0.4
+def test_labels_shrink_then_wrap_and_lose_no_character():
+    size, width = 12, 100
+    assert text.fit_line("ok", width, size) == [("ok", size)]
+    slightly = "m" * 10  # a little too wide at 12 px: drawn smaller on one line
+    assert text.text_width(slightly, size) > width
+    ((line, smaller),) = text.fit_line(slightly, width, size)
+    assert line == slightly and smaller < size and text.text_width(line, smaller) <= width
     long = "unreadable: photo missing on disk: originals/2017/07/IMG_1008.jpg"
-    short = report.fit_text(long, 100, scale)
-    assert short.endswith("..") and cv2.getTextSize(short, report.FONT, scale, 1)[0][0] <= 100
-    assert report.fit_text("ok", 100, scale) == "ok"
-    wrapped = report.wrap_text(long, 100, scale)
+    wrapped = text.fit_line(long, width, size)
     assert len(wrapped) > 1
-    assert all(cv2.getTextSize(line, report.FONT, scale, 1)[0][0] <= 100 for line in wrapped)
-    assert "".join(wrapped).replace(" ", "") == long.replace(" ", "")
+    assert all(text.text_width(part, part_size) <= width for part, part_size in wrapped)
+    assert "".join(part for part, _ in wrapped).replace(" ", "") == long.replace(" ", "")
+    assert text.clean("Zoë\tO’Brien\n李\x07") == "Zoë O’Brien 李?"
+
+
+def test_non_ascii_names_are_drawn_with_their_own_letters(tmp_path):
+    def ink(name: str) -> np.ndarray:
+        sheets.contact_sheet([(None, [name], "x")], tmp_path / "sheet.png", columns=1, tile=96)
+        sheet = _read(tmp_path / "sheet.png")
+        x, y, w, h = sheets.sheet_layout(1, 1, 96, lines=1).text_box(0)
+        return sheet[y : y + h, x : x + w]
+
+    plain, accented, chinese = ink("Zoe"), ink("Zoë"), ink("李")
+    assert not np.array_equal(plain, accented)  # the diaeresis is drawn, not dropped
+    assert _ink(chinese) > 0 and not np.array_equal(chinese, ink("?"))
+
+
+def test_long_tile_labels_are_wrapped_not_cut(tmp_path):
+    uid = "pt7qk3zxm2abcdefghij0123456789"
+    rows = [(None, ["#1  0.9312", uid], "crop missing"), (None, ["#2"], "crop missing")]
+    sheets.contact_sheet(rows, tmp_path / "sheet.png", columns=2, tile=64)
+    fitted = text.fit_lines(["#1  0.9312", uid], 64, text.font_size(sheets.line_height_of(64)))
+    assert "".join(line for line, _ in fitted[1:]) == uid  # every character of the uid is drawn
+    layout = sheets.sheet_layout(2, 2, 64, lines=len(fitted))
+    assert _read(tmp_path / "sheet.png").shape[:2] == (layout.height, layout.width)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -191,10 +222,10 @@ def test_selected_sheet_is_in_rank_order(tmp_path):
     rows = _manifest_rows(tmp_path, 5)
     manifest = write_table(tmp_path / "manifest.tsv", MANIFEST_COLUMNS, [rows[i] for i in (3, 0, 4, 2, 1)])
     out = tmp_path / "selected.png"
-    size = report.selected_sheet(manifest, out, columns=3, tile=48, root=tmp_path)
+    size = dataset.selected_sheet(manifest, out, columns=3, tile=48, root=tmp_path)
     sheet = _read(out)
     assert size == (sheet.shape[1], sheet.shape[0])
-    layout = report.sheet_layout(5, 3, 48, lines=3, title="training set: 5 faces in rank order")
+    layout = sheets.sheet_layout(5, 3, 48, lines=3, title="training set: 5 faces in rank order")
     assert (layout.width, layout.height) == size
     for rank in range(5):
         mask = _colour_mask(sheet, COLOURS[rank])
@@ -205,13 +236,13 @@ def test_selected_sheet_is_in_rank_order(tmp_path):
 def test_selected_tiles_carry_rank_score_date_and_placeholder_for_missing_crop(tmp_path):
     rows = _manifest_rows(tmp_path, 2)
     rows[1]["crop"] = "results/crops/not-there.jpg"
-    tiles = report.selected_tiles(rows, root=tmp_path)
+    tiles = dataset.selected_tiles(rows, root=tmp_path)
     assert tiles[0].lines == ["#1  0.9000", "2021-01-02", "m00"]
     assert tiles[0].path == tmp_path / rows[0]["crop"]
-    report.contact_sheet(tiles, tmp_path / "s.png", tile=48)
+    sheets.contact_sheet(tiles, tmp_path / "s.png", tile=48)
     sheet = _read(tmp_path / "s.png")
-    x, y = report.sheet_layout(2, 8, 48, lines=3).image_origin(1)
-    assert _colour_mask(sheet[y : y + 48, x : x + 48], report.PLACEHOLDER).sum() > 48 * 48 // 2
+    x, y = sheets.sheet_layout(2, 8, 48, lines=3).image_origin(1)
+    assert _colour_mask(sheet[y : y + 48, x : x + 48], sheets.PLACEHOLDER).sum() > 48 * 48 // 2
 
 
 def _excluded_rows(tmp_path: Path) -> list[dict[str, str]]:
@@ -238,36 +269,38 @@ def test_excluded_sheets_one_per_reason_with_safe_names(tmp_path):
     out_dir = tmp_path / "report" / "excluded"
     out_dir.mkdir(parents=True)
     (out_dir / "excluded_day-cap.png").write_bytes(b"stale")
-    paths = report.excluded_sheets(excluded, out_dir, columns=4, tile=48)
+    paths = dataset.excluded_sheets(excluded, out_dir, columns=4, tile=48)
     names = [path.name for path in paths]
     # Reasons in the selection's order; the stale sheet of a reason that no longer occurs is gone.
     assert names == ["excluded_unreadable.png", "excluded_too-small.png", "excluded_below-top-n.png"]
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(names)
 
     small = _read(out_dir / "excluded_too-small.png")
-    layout = report.sheet_layout(3, 4, 48, lines=3, title="excluded, too small: 3 faces")
+    too_small = [row for row in _excluded_rows(tmp_path) if row["reason_key"] == "too small"]
+    lines = _fitted_lines([tile.lines for tile in dataset.excluded_tiles(too_small)], 48)
+    layout = sheets.sheet_layout(3, 4, 48, lines=lines, title="excluded, too small: 3 faces")
     assert small.shape[:2] == (layout.height, layout.width)
     # Best score first: a2 (0.7), a3 (0.6), a1 (0.5).
     for position, colour in enumerate([COLOURS[1], COLOURS[2], COLOURS[0]]):
         assert _bbox(_colour_mask(small, colour))[:2] == layout.image_origin(position)
 
     unreadable = _read(out_dir / "excluded_unreadable.png")
-    layout = report.sheet_layout(2, 4, 48, lines=3, title="excluded, unreadable: 2 faces")
+    layout = sheets.sheet_layout(2, 4, 48, lines=3, title="excluded, unreadable: 2 faces")
     for position in range(2):
         x, y = layout.image_origin(position)
         square = unreadable[y : y + 48, x : x + 48]
-        assert _colour_mask(square, report.PLACEHOLDER).sum() > 48 * 48 // 3
+        assert _colour_mask(square, sheets.PLACEHOLDER).sum() > 48 * 48 // 3
         assert _ink(square) > 0
 
 
 def test_excluded_tile_text_drops_the_reason_key(tmp_path):
-    tiles = report.excluded_tiles(_excluded_rows(tmp_path)[:1])
+    tiles = dataset.excluded_tiles(_excluded_rows(tmp_path)[:1])
     assert tiles[0].lines[0] == "native crop 601 px < 768"
 
 
 def test_excluded_sheet_caps_its_tiles(tmp_path):
     excluded = write_table(tmp_path / "excluded.tsv", EXCLUDED_COLUMNS, _excluded_rows(tmp_path)[:3])
-    report.excluded_sheets(excluded, tmp_path / "out", columns=8, tile=48, limit=2)
+    dataset.excluded_sheets(excluded, tmp_path / "out", columns=8, tile=48, limit=2)
     sheet = _read(tmp_path / "out" / "excluded_too-small.png")
     assert _colour_mask(sheet, COLOURS[1]).sum() == 48 * 48
     assert _colour_mask(sheet, COLOURS[2]).sum() == 48 * 48
@@ -285,7 +318,7 @@ SLUGS = [
 
 @pytest.mark.parametrize(("key", "slug"), SLUGS)
 def test_reason_slug(key, slug):
-    assert report.reason_slug(key) == slug
+    assert dataset.reason_slug(key) == slug
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -303,7 +336,7 @@ def _bars(svg_path: Path) -> list[tuple[str, int, float]]:
 
 def test_reasons_chart_one_bar_per_reason_with_counts(tmp_path):
     excluded = write_table(tmp_path / "excluded.tsv", EXCLUDED_COLUMNS, _excluded_rows(tmp_path))
-    counts = report.reasons_chart(excluded, tmp_path / "reasons.svg")
+    counts = dataset.reasons_chart(excluded, tmp_path / "reasons.svg")
     bars = _bars(tmp_path / "reasons.svg")
     assert [(label, count) for label, count, _ in bars] == counts
     assert counts == [("unreadable", 2), ("too small", 3), ("below top_n", 1)]
@@ -315,7 +348,7 @@ def test_reasons_chart_one_bar_per_reason_with_counts(tmp_path):
 
 def test_reasons_chart_without_exclusions(tmp_path):
     excluded = write_table(tmp_path / "excluded.tsv", EXCLUDED_COLUMNS, [])
-    assert report.reasons_chart(excluded, tmp_path / "reasons.svg") == []
+    assert dataset.reasons_chart(excluded, tmp_path / "reasons.svg") == []
     assert _bars(tmp_path / "reasons.svg") == []
     assert "no face was excluded" in (tmp_path / "reasons.svg").read_text()
 
@@ -330,7 +363,7 @@ def test_tags_chart_counts_tags_after_trigger_and_class(tmp_path):
     ]
     path = tmp_path / "captions.tsv"
     path.write_text("marker_uid\tcaption\n" + "".join(f"m{i}\t{c}\n" for i, c in enumerate(captions)))
-    counts = report.tags_chart(path, tmp_path / "tags.svg", top=3)
+    counts = dataset.tags_chart(path, tmp_path / "tags.svg", top=3)
     assert counts == [("glasses", 4), ("smile", 2), ("<b>&amp</b>", 1)]
     bars = _bars(tmp_path / "tags.svg")  # parses: the markup in a tag is escaped
     assert [(label, count) for label, count, _ in bars] == counts
@@ -338,27 +371,66 @@ def test_tags_chart_counts_tags_after_trigger_and_class(tmp_path):
     assert "ohwx" not in labels and "woman" not in labels
 
 
+def test_tags_chart_of_the_standin_tagger_says_its_tags_mean_nothing(tmp_path):
+    captions = tmp_path / "captions.tsv"
+    captions.write_text("marker_uid\tcaption\nm1\tohwx, woman, tag_017\n")
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"model": "offline stand-in (its tags mean nothing)", "captioned": 1}))
+    dataset.tags_chart(captions, tmp_path / "standin.svg", stats_json=stats)
+    (note,) = [el.text for el in ET.parse(tmp_path / "standin.svg").getroot().iter(f"{SVG}text")
+               if el.get("class") == "note"]  # fmt: skip
+    assert note == dataset.STANDIN_NOTE
+    stats.write_text(json.dumps({"model": "SmilingWolf/wd-eva02-large-tagger-v3@abcdef1234", "captioned": 1}))
+    dataset.tags_chart(captions, tmp_path / "real.svg", stats_json=stats)
+    assert 'class="note"' not in (tmp_path / "real.svg").read_text()
+    dataset.tags_chart(captions, tmp_path / "no-stats.svg", stats_json=tmp_path / "missing.json")
+    assert 'class="note"' not in (tmp_path / "no-stats.svg").read_text()
+
+
 # ---------------------------------------------------------------------------------------------------
 # estimate
 
 
-def test_estimate_html_shows_the_numbers_and_the_warning(tmp_path):
-    estimate = {
+def _status_with_estimate(tmp_path: Path, **estimate: object) -> Path:
+    record = {
         "gpu": "NVIDIA H100 80GB HBM3", "total_steps": 2800, "steps_per_epoch": 280, "epochs": 10,
-        "seconds_per_step": 0.61, "hours": 1.75, "cost": 4.2, "currency": "EUR",
-        "warning": "settings may not fit in 24 GB <check>", "resolution": 1024,
+        "seconds_per_step": 0.61, "total_hours": 1.75, "cost": 4.2, "resolution": 1024,
+        "overhead_seconds": {"model loading": 60.0, "latent caching": 9.0, "saving": 90.0},
+        "budget_warning": None, "lines": ["training estimate (...)"], **estimate,
     }  # fmt: skip
-    (tmp_path / "estimate.json").write_text(json.dumps(estimate))
-    rows = dict(report.estimate_html(tmp_path / "estimate.json", tmp_path / "estimate.html"))
+    status = {"state": "ready", "run_dir": "results/train/run-1", "estimate": record}
+    (tmp_path / "status.json").write_text(json.dumps(status))
+    return tmp_path / "status.json"
+
+
+def test_estimate_html_shows_the_numbers_currency_overheads_and_budget(tmp_path):
+    status = _status_with_estimate(tmp_path, warning="settings may not fit in 24 GB <check>")
+    rows = dict(estimate_page.estimate_html(status, tmp_path / "estimate.html", "EUR", 2.0))
     page = (tmp_path / "estimate.html").read_text()
     for number in ("2800", "280", "10", "0.61", "1024", "NVIDIA H100 80GB HBM3"):
         assert f"<td>{number}" in page
     assert rows["Estimated time"] == "1.75 h (1 h 45 min)"
     assert rows["Estimated cost"] == "4.20 EUR"
-    assert "Currency" not in rows  # shown with the cost
+    assert rows["Overhead: model loading"] == "1.0 min"
+    assert rows["Overhead: latent caching"] == "0.1 min"
+    assert rows["Overhead: saving"] == "1.5 min"
+    assert rows["Overhead in all"] == "2.6 min"
+    assert rows["Budget"] == "2 GPU hours (train.max_gpu_hours): the estimate fits (0.25 h to spare)"
     assert rows["Resolution"] == "1024"  # keys it does not know are shown too
+    assert rows["Training"] == "ready in results/train/run-1/"
+    assert "Lines" not in rows and "Overhead seconds" not in rows
     assert "settings may not fit in 24 GB &lt;check&gt;" in page
     assert "<check>" not in page
+
+
+def test_estimate_html_says_when_the_budget_does_not_fit(tmp_path):
+    status = _status_with_estimate(tmp_path, budget_warning="estimated 1.75 GPU hours exceeds 1")
+    rows = dict(estimate_page.estimate_html(status, tmp_path / "estimate.html", "USD", 1.0))
+    assert rows["Estimated cost"] == "4.20 USD"
+    assert rows["Budget"] == "1 GPU hours (train.max_gpu_hours): the estimate does not fit: 0.75 h over"
+    assert "estimated 1.75 GPU hours exceeds 1" in (tmp_path / "estimate.html").read_text()
+    rows = dict(estimate_page.estimate_html(status, tmp_path / "estimate.html", "USD", 0.0))
+    assert rows["Budget"] == "no limit (train.max_gpu_hours 0)"
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", None])
@@ -366,58 +438,88 @@ def test_estimate_html_survives_bad_input(tmp_path, content):
     source = tmp_path / "estimate.json"
     if content is not None:
         source.write_text(content)
-    assert report.estimate_html(source, tmp_path / "estimate.html") == []
+    assert estimate_page.estimate_html(source, tmp_path / "estimate.html", "USD", 4.0) == []
     page = (tmp_path / "estimate.html").read_text()
     assert 'class="warning"' in page and "estimate" in page
 
 
 # ---------------------------------------------------------------------------------------------------
-# loss curve
+# loss and learning rate (TensorBoard event files in the run folder)
 
 
-def test_loss_curve_reads_the_last_value_of_each_step():
-    losses = [0.2 - step * 0.004 for step in range(30)]
-    points = report.loss_curve(tqdm_log(losses, redraws=3))
-    assert [step for step, _ in points] == list(range(1, 31))
-    assert [loss for _, loss in points] == pytest.approx(losses, abs=5e-5)
-
-
-def test_loss_curve_other_postfix_keys_ansi_and_odd_numbers():
-    text = (
-        "\x1b[A\rsteps:  10%|#         | 1/10 [00:01<00:09,  1.0s/it, Keys Scaled=0, avr_loss=0.125]"
-        "\rsteps:  20%|##        | 2/10 [00:02<00:08,  1.0s/it, avr_loss=1.5e-05]\n"
-        "steps:  30%|###       | 3/10 [00:03<00:07,  1.0s/it, avr_loss=nan]\n"
-        "validation steps: 100%|##| 2/2 [00:01<00:00, val_avr_loss=9.9]\n"
-        "epoch 1/10\n"
-        "steps:  40%|####      | 4/10 [00:04<00:06,  1.0s/it, avr_loss=.5]\r"
-    )
-    assert report.loss_curve(text) == [(1, 0.125), (2, 1.5e-05), (4, 0.5)]
-    assert report.loss_curve("no progress here\n") == []
-
-
-def test_loss_svg_draws_one_vertex_per_point(tmp_path):
-    points = [(step, 0.1 + 0.05 / step) for step in range(1, 41)]
-    assert report.loss_svg(points, tmp_path / "loss.svg") == 40
+def test_loss_chart_draws_loss_average_and_learning_rate_by_step(tmp_path):
+    losses = [0.1 + 0.05 / step for step in range(1, 41)]
+    write_events(tmp_path / "run" / "logs" / "20260101000000" / "network_train", {
+        "loss/current": list(enumerate(losses, 1)),
+        "loss/average": [(step, 0.12) for step in range(1, 41)],
+        "lr/unet": [(step, 1e-4 * (1 - step / 80)) for step in range(1, 41)],
+    })  # fmt: skip
+    points, why = training_figures.loss_chart(tmp_path / "run", tmp_path / "loss.svg")
+    assert (points, why) == (40, "")
     root = ET.parse(tmp_path / "loss.svg").getroot()
-    (line,) = [el for el in root.iter(f"{SVG}polyline") if el.get("class") == "loss"]
-    vertices = [tuple(map(float, pair.split(","))) for pair in line.get("points").split()]
+    lines = {el.get("class"): el for el in root.iter(f"{SVG}polyline")}
+    assert set(lines) == {"loss", "loss-average", "lr"}
+    assert lines["lr"].get("data-name") == "lr/unet"
+    vertices = [tuple(map(float, pair.split(","))) for pair in lines["loss"].get("points").split()]
     assert len(vertices) == 40
     xs = [x for x, _ in vertices]
     ys = [y for _, y in vertices]
     assert xs == sorted(xs) and len(set(xs)) == 40
     assert ys == sorted(ys)  # loss falls, so y (downwards in SVG) grows
+    rates = [tuple(map(float, pair.split(","))) for pair in lines["lr"].get("points").split()]
+    assert [x for x, _ in rates] == xs  # one step axis for both panels
 
 
-def test_loss_chart_without_a_log(tmp_path):
-    assert report.loss_chart(tmp_path / "missing.log", tmp_path / "loss.svg") == 0
-    text = (tmp_path / "loss.svg").read_text()
-    assert "no loss values" in text and "polyline" not in text
+def test_loss_chart_of_a_run_without_event_files_says_so(tmp_path):
+    (tmp_path / "run").mkdir()
+    points, why = training_figures.loss_chart(tmp_path / "run", tmp_path / "loss.svg")
+    assert points == 0 and "no TensorBoard event files" in why
+    page = (tmp_path / "loss.svg").read_text()
+    assert "no TensorBoard event files" in page and "polyline" not in page
     ET.parse(tmp_path / "loss.svg")
+
+
+def test_loss_chart_with_a_damaged_event_file_says_so(tmp_path):
+    folder = tmp_path / "run" / "logs"
+    write_events(folder, {"loss/current": [(1, 0.2), (2, 0.1)]})
+    (event_file,) = folder.glob("events.out.tfevents.*")
+    data = bytearray(event_file.read_bytes())
+    data[-6] ^= 0xFF  # inside the last record's payload: its checksum no longer matches
+    event_file.write_bytes(bytes(data))
+    points, why = training_figures.loss_chart(tmp_path / "run", tmp_path / "loss.svg")
+    assert points == 0 and "could not be read" in why
+    assert "could not be read" in (tmp_path / "loss.svg").read_text()
+
+
+def test_the_training_doubles_event_files_give_the_loss_chart(tmp_path):
+    import subprocess
+    import sys
+
+    from train_helpers import DOUBLES, make_images
+
+    make_images(tmp_path / "images", 3, size=64, captions=False)
+    run = tmp_path / "run"
+    (tmp_path / "dataset.toml").write_text(
+        f'[general]\nresolution = 64\n\n[[datasets]]\n\n[[datasets.subsets]]\n'
+        f'image_dir = "{tmp_path / "images"}"\nnum_repeats = 2\n'
+    )  # fmt: skip
+    (tmp_path / "train.toml").write_text(
+        f'[saving]\noutput_dir = "{run / "output"}"\nlogging_dir = "{run / "logs"}"\n'
+        "[training]\nmax_train_epochs = 2\nnetwork_train_unet_only = true\nunet_lr = 0.0002\n"
+    )  # fmt: skip
+    command = [sys.executable, str(DOUBLES / "sdxl_train_network.py"), "--config_file", str(tmp_path / "train.toml"),
+               "--dataset_config", str(tmp_path / "dataset.toml")]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    points, why = training_figures.loss_chart(run, tmp_path / "loss.svg")
+    assert (points, why) == (12, "")  # 3 images x 2 repeats, batch 1, 2 epochs
+    series, _ = training_figures.training_series(run)
+    assert [step for step, _ in series["loss/current"]] == list(range(1, 13))
+    assert [value for _, value in series["lr/unet"]] == pytest.approx([0.0002] * 12)
 
 
 def test_nice_ticks_are_round_and_cover_the_range():
     for low, high in [(0.0731, 0.1962), (0, 4000), (1, 37), (0.5, 0.52)]:
-        ticks = report.nice_ticks(low, high, count=5)
+        ticks = charts.nice_ticks(low, high, count=5)
         assert low <= ticks[0] and ticks[-1] <= high
         assert 3 <= len(ticks) <= 11
         step = ticks[1] - ticks[0]
@@ -426,7 +528,7 @@ def test_nice_ticks_are_round_and_cover_the_range():
         assert all(b - a == pytest.approx(step) for a, b in itertools.pairwise(ticks))
         # Round: every tick is a whole multiple of the step.
         assert all(abs(t / step - round(t / step)) < 1e-6 for t in ticks)
-    assert report.nice_ticks(1, 1) == [1]
+    assert charts.nice_ticks(1, 1) == [1]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -434,14 +536,14 @@ def test_nice_ticks_are_round_and_cover_the_range():
 
 
 def test_parse_sample_name_both_forms():
-    by_epoch = report.parse_sample_name(sample_name(3, 1, "20240101120000"))
+    by_epoch = training_figures.parse_sample_name(sample_name(3, 1, "20240101120000"))
     assert (by_epoch.by_epoch, by_epoch.number, by_epoch.prompt, by_epoch.label) == (True, 3, 1, "epoch 3")
-    by_step = report.parse_sample_name(sample_name(120, 0, "20240101120000", by_epoch=False, seed=42))
+    by_step = training_figures.parse_sample_name(sample_name(120, 0, "20240101120000", by_epoch=False, seed=42))
     assert (by_step.by_epoch, by_step.number, by_step.prompt, by_step.label) == (False, 120, 0, "step 120")
-    bare = report.parse_sample_name(sample_name(0, 2, "20240101120000", output_name=""))
+    bare = training_figures.parse_sample_name(sample_name(0, 2, "20240101120000", output_name=""))
     assert (bare.number, bare.prompt, bare.label) == (0, 2, "before training")
-    assert report.parse_sample_name("ohwx_lora-000001.safetensors") is None
-    assert report.parse_sample_name("notes.png") is None
+    assert training_figures.parse_sample_name("ohwx_lora-000001.safetensors") is None
+    assert training_figures.parse_sample_name("notes.png") is None
 
 
 def test_samples_sheet_one_row_per_epoch_newest_wins(tmp_path):
@@ -459,11 +561,12 @@ def test_samples_sheet_one_row_per_epoch_newest_wins(tmp_path):
     # Epoch 3 has only prompt 1: its prompt-0 cell stays blank and prompt 1 keeps its column.
     solid_png(folder / sample_name(3, 1, "20240103000000"), (30, 30, 30), side=64)
 
-    groups = report.sample_groups(folder)
+    groups = training_figures.sample_groups(folder)
     assert [label for label, _ in groups] == ["before training", "epoch 1", "epoch 2", "epoch 3"]
-    assert report.samples_sheet(folder, tmp_path / "samples.png", tile=40) == 4
+    assert training_figures.samples_sheet(folder, tmp_path / "samples.png", tile=40) == 4
     sheet = _read(tmp_path / "samples.png")
-    layout = report.sheet_layout(8, 2, 40, lines=2, title="samples by epoch (4 rounds)")
+    captions = [[label, f"prompt {prompt}"] for label, _ in groups for prompt in (0, 1)]
+    layout = sheets.sheet_layout(8, 2, 40, lines=_fitted_lines(captions, 40), title="samples by epoch (4 rounds)")
     assert sheet.shape[:2] == (layout.height, layout.width)
     for (epoch, prompt), colour in expected.items():
         assert _bbox(_colour_mask(sheet, colour))[:2] == layout.image_origin(epoch * 2 + prompt)
@@ -474,7 +577,7 @@ def test_samples_sheet_one_row_per_epoch_newest_wins(tmp_path):
 
 
 def test_samples_sheet_without_samples(tmp_path):
-    assert report.samples_sheet(tmp_path / "missing", tmp_path / "samples.png") == 0
+    assert training_figures.samples_sheet(tmp_path / "missing", tmp_path / "samples.png") == 0
     assert _read(tmp_path / "samples.png").size > 0
 
 
@@ -502,11 +605,10 @@ def test_snakemake_report_includes_every_figure(tmp_path):
     captions = workdir / "results" / "captions" / "captions.tsv"
     captions.parent.mkdir(parents=True)
     captions.write_text("marker_uid\tcaption\nm1\tohwx, woman, glasses, smile\nm2\tohwx, woman, glasses\n")
+    (captions.parent / "stats.json").write_text(json.dumps({"model": "offline stand-in (its tags mean nothing)"}))
     estimate = workdir / "results" / "train" / "estimate.json"
     estimate.parent.mkdir(parents=True)
     estimate.write_text(json.dumps({"gpu": "RTX 4090", "total_steps": 400, "hours": 0.16}))
-    (workdir / "logs").mkdir(exist_ok=True)
-    (workdir / "logs" / "train.log").write_text(tqdm_log([0.2, 0.15, 0.12, 0.1]))
     (workdir / "results" / "train" / "lora.safetensors").write_bytes(b"weights")
     samples = workdir / "results" / "train" / "output" / "sample"
     solid_png(samples / sample_name(1, 0, "20240101000000"), COLOURS[0], side=64)
@@ -541,7 +643,7 @@ def test_selected_tiles_show_the_identity_distance_when_measured(tmp_path):
             "identity_distance": "0.2345",
         }
     ]
-    assert report.selected_tiles(rows, root=tmp_path)[0].lines == ["#1  0.9", "2021-01-02  id 0.23", "m1"]
+    assert dataset.selected_tiles(rows, root=tmp_path)[0].lines == ["#1  0.9", "2021-01-02  id 0.23", "m1"]
 
 
 def test_pose_chart_counts_the_bins(tmp_path):
@@ -552,7 +654,7 @@ def test_pose_chart_counts_the_bins(tmp_path):
         {"yaw": "1", "pitch": "1"},
         {"yaw": "", "pitch": ""},
     ]
-    assert report.pose_counts(rows) == [
+    assert dataset.pose_counts(rows) == [
         ("frontal, level", 2),
         ("turned left, level", 1),
         ("turned right, down", 1),
@@ -561,7 +663,7 @@ def test_pose_chart_counts_the_bins(tmp_path):
     manifest = write_table(tmp_path / "manifest.tsv", ["marker_uid", "yaw", "pitch"], [
         {"marker_uid": f"m{i}", **row} for i, row in enumerate(rows)
     ])  # fmt: skip
-    report.pose_chart(manifest, tmp_path / "poses.svg")
+    dataset.pose_chart(manifest, tmp_path / "poses.svg")
     svg = (tmp_path / "poses.svg").read_text()
     assert 'data-label="turned left, level" data-count="1"' in svg and "Head poses of the training set (5 faces)" in svg
 
@@ -579,11 +681,11 @@ def test_headshot_grid_marks_the_chosen_epoch_and_every_score(tmp_path):
                                              {"path": str(image), "distance": 0.12, "note": ""}]},
         },
     }  # fmt: skip
-    tiles, columns = report.headshot_tiles(record)
+    tiles, columns = training_figures.headshot_tiles(record)
     assert columns == 2 and len(tiles) == 4
     assert tiles[1].lines == ["epoch 1", "prompt 2: no face found", "median 0.400"]
     assert tiles[2].lines == ["epoch 2 CHOSEN", "prompt 1: d 0.100", "median 0.100"]
     best = tmp_path / "best.json"
     best.write_text(json.dumps(record))
-    assert report.headshots_sheet(best, tmp_path / "grid.png", tile=64) == 2
+    assert training_figures.headshots_sheet(best, tmp_path / "grid.png", tile=64) == 2
     assert cv2.imread(str(tmp_path / "grid.png")) is not None

@@ -87,7 +87,9 @@ def test_prepared_run_writes_the_resolved_numbers(tmp_path: Path) -> None:
     assert train["training"]["max_train_epochs"] == 10
     assert plan.train_cfg["num_repeats"] == 40 and plan.train_cfg["max_train_epochs"] == 10
     # the run's estimate (recomputed at launch from the plan) counts the same steps
-    estimate = training.plan_estimate(plan, {**plan.train_cfg, "gpu": "CPU"}, None)
+    # as at launch: the plan's settings and the current config's runtime keys (GPU, price, budget)
+    current = training.train_config(cfg)
+    estimate = training.plan_estimate(plan, {**plan.train_cfg, **{k: current[k] for k in training.RUNTIME_KEYS}}, None)
     assert estimate.total_steps == 5 * 40 * 10
 
 

@@ -45,7 +45,7 @@ def test_dry_run_shows_the_training_job_and_its_estimate(workflow):
     assert "5 images x 10 repeats = 50 samples/epoch in 1 bucket(s) -> 50 batches = 50 steps/epoch" in text
     assert "x 10 epochs = 500 steps" in text
     assert re.search(r"resources: gpu=1, runtime=\d+ min", text)
-    assert "cost:" in text and "x 2/h" in text
+    assert "cost:" in text and "x 2 USD/h" in text  # train.currency, default USD
 
 
 def test_without_gpu_or_sd_scripts_the_run_prepares_training_and_exits_0(workflow):

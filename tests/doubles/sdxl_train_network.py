@@ -9,7 +9,8 @@ per epoch ``<name>-<E:06d>.safetensors`` and (with save_state) ``<name>-<E:06d>-
 train_state.json, model.safetensors, optimizer.bin, scheduler.bin and random_states_0.pkl, written one
 after another and not atomically (as accelerate does), so a SIGKILL while saving leaves a half-written
 state; at the end ``<name>-state/`` and ``<name>.safetensors``; samples under ``<output_dir>/sample/``
-(training images warped by epoch, as tests/doubles/sdxl_gen_img.py renders headshots).
+(training images warped by epoch, as tests/doubles/sdxl_gen_img.py renders headshots); with
+``logging_dir`` set, TensorBoard event files as sd-scripts' accelerate tracker writes them (see EventLog).
 
 Knobs (environment): LIKENESS_DOUBLE_STEP_SECONDS (sleep per step), LIKENESS_DOUBLE_SAVE_SECONDS (sleep
 between the files of a state), LIKENESS_DOUBLE_BEST_EPOCH (the epoch whose LoRA the generation double
@@ -246,6 +247,49 @@ def progress_line(done: int, total: int, started: float) -> str:
     )
 
 
+class EventLog:
+    """sd-scripts' TensorBoard logging: ``<logging_dir>/<log_prefix><YYYYmmddHHMMSS>/network_train/`` per
+    launch, and each step ``loss/current``, ``loss/average`` and the learning rate (``lr/unet``, with
+    ``lr/textencoder`` when the text encoders train) at step = global step, as train_network.py v0.10.1
+    logs them. Written with TensorBoard's own writer (torch.utils.tensorboard's) where it is importable,
+    else not at all. The losses are made up: a falling curve that depends on the step alone."""
+
+    def __init__(self, train_args: dict) -> None:
+        self.writer = None
+        self.losses: list[float] = []
+        self.learning_rate = float(train_args.get("unet_lr") or train_args.get("learning_rate") or 1e-4)
+        self.text_encoder = not train_args.get("network_train_unet_only")
+        if not train_args.get("logging_dir"):
+            return
+        try:
+            from tensorboard.compat.proto import event_pb2, summary_pb2
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        except ImportError:
+            return
+        launch = f"{train_args.get('log_prefix') or ''}{time.strftime('%Y%m%d%H%M%S')}"
+        folder = Path(train_args["logging_dir"]) / launch / "network_train"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.writer = EventFileWriter(str(folder))
+        self.event, self.summary = event_pb2.Event, summary_pb2.Summary
+
+    def step(self, global_step: int) -> None:
+        if self.writer is None:
+            return
+        loss = 0.08 + 0.04 / math.sqrt(global_step)
+        self.losses = [*self.losses[-9:], loss]  # sd-scripts' moving average over the last steps
+        logs = {"loss/current": loss, "loss/average": sum(self.losses) / len(self.losses)}
+        if self.text_encoder:
+            logs["lr/textencoder"] = self.learning_rate
+        logs["lr/unet"] = self.learning_rate
+        for tag, value in logs.items():  # accelerate's tracker: one add_scalar (one event) per value
+            summary = self.summary(value=[self.summary.Value(tag=tag, simple_value=value)])
+            self.writer.add_event(self.event(wall_time=time.time(), step=global_step, summary=summary))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def append_jsonl(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as handle:
@@ -321,12 +365,14 @@ def main() -> None:
     }
     started = time.monotonic()
     done = 0
+    events = EventLog(train_args)
     for epoch in range(epoch_to_start + 1, epochs + 1):
         print(f"\nepoch {epoch}/{epochs}\n", flush=True)
         for step in range(steps_per_epoch):
             time.sleep(step_seconds)
             done += 1
             append_jsonl(output_dir / "double_steps.jsonl", {"epoch": epoch, "step": step, "pid": os.getpid()})
+            events.step((epoch - 1) * steps_per_epoch + step + 1)
             sys.stdout.write(progress_line(done, total, started))
             sys.stdout.flush()
         if save_every and epoch % save_every == 0 and epoch < epochs:
@@ -341,6 +387,7 @@ def main() -> None:
     if train_args.get("save_state") or train_args.get("save_state_on_train_end"):
         write_state(output_dir / f"{name}-state", epochs, total, save_pause)
     write_safetensors(output_dir / f"{name}.safetensors", epochs, lora_meta)
+    events.close()
     print("\nmodel saved.", flush=True)
 
 

@@ -1,12 +1,16 @@
 # Figures for `snakemake --report report.html`: contact sheets, charts, the training estimate and,
 # after training, the loss curve and the sample images. Cheap jobs that read the stages' tables.
-from likeness.report import report as lk_report
+from likeness.report import dataset as lk_report_dataset
+from likeness.report import estimate_page as lk_estimate_page
+from likeness.report import training_figures as lk_training_figures
 
 
 report: "../report/workflow.rst"
 
 
 rule report_selection:
+    """Contact sheets of the selected faces (rank order) and of the excluded ones (one per reason),
+    and bar charts of the exclusion reasons and the training set's head poses."""
     input:
         manifest="results/dataset/manifest.tsv",
         excluded="results/dataset/excluded.tsv",
@@ -41,20 +45,24 @@ rule report_selection:
     log:
         "logs/report/selection.log",
     run:
-        lk_report.selection_figures(
+        run_logged(
+            log[0],
+            lk_report_dataset.selection_figures,
             input.manifest,
             input.excluded,
             output.selected,
             output.excluded,
             output.reasons,
-            log[0],
             output.poses,
         )
 
 
 rule report_tags:
+    """Bar chart of the most frequent caption tags; it says so when the stand-in tagger made them."""
     input:
         captions="results/captions/captions.tsv",
+        # The caption job's stats name the tagger model (the offline stand-in's tags mean nothing).
+        stats="results/captions/stats.json",
     output:
         tags=report(
             "results/report/caption_tags.svg",
@@ -65,10 +73,19 @@ rule report_tags:
     log:
         "logs/report/tags.log",
     run:
-        lk_report.tags_chart(input.captions, output.tags, top=25)
+        run_logged(
+            log[0],
+            lk_report_dataset.tags_job,
+            input.captions,
+            input.stats,
+            output.tags,
+            25,
+        )
 
 
 rule report_estimate:
+    """The training estimate as a table: steps, time, cost in train.currency, each overhead and
+    whether it fits train.max_gpu_hours."""
     input:
         # The training job records its estimate (and whether it ran) in its status file.
         estimate="results/train/status.json",
@@ -81,14 +98,24 @@ rule report_estimate:
         ),
     log:
         "logs/report/estimate.log",
+    params:
+        train=config["train"],
     run:
-        lk_report.estimate_html(input.estimate, output.html)
+        run_logged(
+            log[0],
+            lk_estimate_page.estimate_job,
+            input.estimate,
+            output.html,
+            params.train,
+        )
 
 
 rule report_training:
+    """Loss and learning rate by step from sd-scripts' TensorBoard event files in the run folder,
+    and the sample images by epoch."""
     input:
+        # The status file names the run folder, whose event files and samples the figures show.
         status="results/train/status.json",
-        train_log="logs/train.log",
     output:
         loss=report(
             "results/report/loss.svg",
@@ -105,12 +132,17 @@ rule report_training:
     log:
         "logs/report/training.log",
     run:
-        lk_report.training_figures(
-            input.status, input.train_log, output.loss, output.samples
+        run_logged(
+            log[0],
+            lk_training_figures.training_figures,
+            input.status,
+            output.loss,
+            output.samples,
         )
 
 
 rule report_headshots:
+    """Grid of the headshots of every saved epoch with their identity distances; the chosen epoch marked."""
     input:
         record=BEST_LORA_JSON,
     output:
@@ -123,8 +155,7 @@ rule report_headshots:
     log:
         "logs/report/headshots.log",
     run:
-        rows = lk_report.headshots_sheet(input.record, output.grid)
-        Path(log[0]).write_text(f"{rows} epochs drawn\n")
+        run_logged(log[0], lk_training_figures.headshots_job, input.record, output.grid)
 
 
 # What `rule all` lists: the loss curve and samples once a training has finished.
@@ -136,7 +167,10 @@ REPORT_FIGURES = [
     "results/report/caption_tags.svg",
     "results/report/estimate.html",
 ]
-if lk_report.training_done("results/train/status.json") or TRAIN_FINISHED_ELSEWHERE:
+if (
+    lk_training_figures.training_done("results/train/status.json")
+    or TRAIN_FINISHED_ELSEWHERE
+):
     REPORT_FIGURES += [
         "results/report/loss.svg",
         "results/report/samples.png",

@@ -2,7 +2,7 @@
 
 The crop stage calls :func:`measure` once, right after it writes a crop, and stores the result in the
 crop's JSON record; the measurements therefore stay cached with the crop and are recomputed only when
-the crop itself is rewritten. Selection (``likeness.select.selection``) filters and ranks on them.
+the crop itself is rewritten. Selection (``likeness.select``) filters and ranks on them.
 
 Every number is made comparable across faces of different sizes:
 

@@ -10,17 +10,16 @@ GPU measured it (``results/train/calibration.tsv``), which then takes precedence
 from __future__ import annotations
 
 import math
-import struct
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from likeness import tables
+from likeness import imageheader, tables
 from likeness.atomic import atomic_write_bytes
 from likeness.errors import ConfigError, LikenessError
-from likeness.train import step_budget
+from likeness.train import budget_hints, overheads, step_budget
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 GPU_SPEEDS_TSV = REPO_ROOT / "resources" / "gpu_speeds.tsv"
@@ -30,16 +29,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # sd-scripts' IMAGE
 # 1.080/0.606 and 1.029/0.585 s/step, i.e. about 1.77x. Used only when no row has the requested setting.
 GRADIENT_CHECKPOINTING_FACTOR = 1.77
 
-# Overheads as fractions of one training step (forward+backward of the U-Net at the training size).
-# Rough rules of thumb, stated here so they can be checked: encoding one image with the VAE costs about a
-# quarter of a step, one caption through both text encoders a twentieth, one sampling step (two U-Net
-# forward passes for classifier-free guidance, no backward) about a third.
-LATENT_CACHE_STEP_FRACTION = 0.25
-TEXT_ENCODER_CACHE_STEP_FRACTION = 0.05
-SAMPLING_STEP_FRACTION = 0.35
-MODEL_LOAD_SECONDS = 60.0  # reading a 7 GB checkpoint and building the models
-SAVE_LORA_SECONDS = 3.0
-SAVE_STATE_SECONDS = 6.0
 # Snakemake's runtime must not cut a slow run short: margin on the estimate plus a fixed allowance.
 RUNTIME_MARGIN = 1.5
 RUNTIME_EXTRA_MINUTES = 10
@@ -48,38 +37,15 @@ RUNTIME_EXTRA_MINUTES = 10
 # --- image sizes ------------------------------------------------------------------------------------------
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    pos = 2
-    while pos + 9 < len(data):
-        if data[pos] != 0xFF:
-            pos += 1
-            continue
-        marker = data[pos + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-            pos += 1 if marker == 0xFF else 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return width, height
-        pos += 2 + length
-    return None
-
-
 def read_image_size(path: str | Path) -> tuple[int, int] | None:
-    """(width, height) from the file header (JPEG, PNG), else by decoding; None when unreadable."""
-    path = Path(path)
+    """(width, height) as stored (what sd-scripts' PIL sees), from the header, else by decoding; None when
+    unreadable."""
     try:
-        with path.open("rb") as handle:
-            head = handle.read(256 * 1024)
+        header = imageheader.read_header(path)
     except OSError:
         return None
-    if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24:
-        return struct.unpack(">II", head[16:24])
-    if head.startswith(b"\xff\xd8"):
-        size = _jpeg_size(head)
-        if size:
-            return size
+    if header is not None:
+        return header.width, header.height
     import cv2  # decode only when the header did not tell
 
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -381,27 +347,6 @@ def lookup_speed(
     return seconds, text, best
 
 
-# --- memory -----------------------------------------------------------------------------------------------
-
-
-def estimated_vram_gb(cfg: Mapping[str, Any]) -> float:
-    """Rough peak GPU memory of an SDXL LoRA training with these settings (for a warning only).
-
-    bf16 U-Net weights about 5 GB; activations per image at 1024 px about 1.5 GB with gradient checkpointing
-    and 9 GB without (they grow with the pixel count); text encoders another 1.7 GB when their outputs are
-    not cached; optimizer state of a LoRA is small.
-    """
-    resolution = int(cfg.get("resolution", 1024))
-    batch = int(cfg.get("batch_size", 1))
-    per_image = 1.5 if cfg.get("gradient_checkpointing", True) else 9.0
-    gb = 5.5 + batch * per_image * (resolution / 1024) ** 2
-    if not cfg.get("cache_text_encoder_outputs", True):
-        gb += 1.7
-    if not cfg.get("network_train_unet_only", True):
-        gb += 1.0
-    return gb
-
-
 # --- the estimate ------------------------------------------------------------------------------------------
 
 
@@ -414,6 +359,7 @@ class Estimate:
     speed_source: str
     overhead_seconds: dict[str, float]
     hourly_cost: float
+    currency: str  # of hourly_cost and cost (train.currency)
     max_gpu_hours: float
     warnings: list[str] = field(default_factory=list)
     under_budget_hints: list[str] = field(default_factory=list)
@@ -487,7 +433,8 @@ class Estimate:
             f"{self.training_seconds / 3600:.2f} h"
             f" + overhead {sum(self.overhead_seconds.values()) / 3600:.2f} h ({overhead})"
             f" = {self.total_hours:.2f} h",
-            f"  cost: {self.total_hours:.2f} h x {self.hourly_cost:g}/h = {self.cost:.2f}",
+            f"  cost: {self.total_hours:.2f} h x {self.hourly_cost:g} {self.currency}/h"
+            f" = {self.cost:.2f} {self.currency}",
         ]
         lines += [f"  {note}" for note in self.notes]
         lines += [f"  WARNING: {w}" for w in self.warnings]
@@ -495,45 +442,6 @@ class Estimate:
         if message:
             lines.append(f"  WARNING: {message}")
         return lines
-
-
-def _configured_sample_steps(cfg: Mapping[str, Any], resolution: int) -> list[int]:
-    """Sampling steps of each prompt line the run's sample_prompts.txt will hold (likeness.train.kohya)."""
-    from likeness.train import kohya
-
-    text = kohya.sample_prompts_text(cfg.get("sample_prompts"), trigger="t", class_word="c", resolution=resolution)
-    return kohya.prompt_sampling_steps(text)
-
-
-def _overheads(
-    cfg: Mapping[str, Any], plan: StepPlan, seconds_per_step: float, sample_steps: Sequence[int]
-) -> dict[str, float]:
-    unique_images = plan.n_images + plan.reg_images_used
-    flips = 2 if cfg.get("flip_aug", False) else 1
-    epochs = plan.epochs
-    every_save = max(1, int(cfg.get("save_every_n_epochs", 1)))
-    saves = sum(1 for e in range(1, epochs) if e % every_save == 0) + 1  # per-epoch saves + the final one
-    sample_every = int(cfg.get("sample_every_n_epochs", 0) or 0)
-    sample_events = epochs // sample_every if sample_every > 0 else 0
-    overheads = {
-        "model loading": MODEL_LOAD_SECONDS,
-        "latent caching": unique_images * flips * LATENT_CACHE_STEP_FRACTION * seconds_per_step,
-    }
-    if cfg.get("cache_text_encoder_outputs", True):
-        overheads["text-encoder caching"] = unique_images * TEXT_ENCODER_CACHE_STEP_FRACTION * seconds_per_step
-    if sample_events and sample_steps:
-        overheads["samples"] = sample_events * sum(sample_steps) * SAMPLING_STEP_FRACTION * seconds_per_step
-    overheads["saving"] = saves * (SAVE_LORA_SECONDS + SAVE_STATE_SECONDS)
-    # The headshots rule renders every saved LoRA's headshots afterwards on the same GPU: one
-    # sdxl_gen_img.py run per saved epoch (it loads the base model each time), priced like samples.
-    prompts = [p for p in cfg.get("headshot_prompts") or [] if str(p).strip()]
-    if prompts:
-        resolution = int(cfg.get("resolution", 1024))
-        side = int(cfg.get("headshot_size") or 0) or resolution
-        area = (side / resolution) ** 2
-        per_image = int(cfg.get("headshot_steps", 30)) * SAMPLING_STEP_FRACTION * seconds_per_step * area
-        overheads["headshots"] = saves * (MODEL_LOAD_SECONDS + len(prompts) * per_image)
-    return overheads
 
 
 def bucket_settings(cfg: Mapping[str, Any]) -> BucketSettings:
@@ -572,46 +480,49 @@ def estimate(
     """Estimate for the ``train`` section and the training (and regularisation) image sizes or counts."""
     table = list(table) if table is not None else load_speed_table()
     calibration = load_calibration(calibration_path)
-    resolution = int(cfg.get("resolution", 1024))
+    resolution = int(cfg["resolution"])
     train_sizes = _as_sizes(images, resolution)
     reg_sizes = _as_sizes(reg_images, resolution)
     budget = step_budget.step_budget(cfg, len(train_sizes))  # "auto" repeats/epochs follow the image count
     cfg = {**cfg, "num_repeats": budget.num_repeats, "max_train_epochs": budget.max_train_epochs}
     plan = plan_steps(
         train_sizes,
-        num_repeats=int(cfg.get("num_repeats", 10)),
-        batch_size=int(cfg.get("batch_size", 1)),
-        gradient_accumulation_steps=int(cfg.get("gradient_accumulation_steps", 1)),
-        epochs=int(cfg.get("max_train_epochs", 10)),
+        num_repeats=int(cfg["num_repeats"]),
+        batch_size=int(cfg["batch_size"]),
+        gradient_accumulation_steps=int(cfg["gradient_accumulation_steps"]),
+        epochs=int(cfg["max_train_epochs"]),
         reg_sizes=reg_sizes,
         settings=bucket_settings(cfg),
     )
-    gpu = str(cfg.get("gpu", "RTX 4090"))
+    gpu = str(cfg["gpu"])
     seconds, source, row = lookup_speed(
         gpu,
         resolution=resolution,
         batch_size=plan.batch_size,
-        gradient_checkpointing=bool(cfg.get("gradient_checkpointing", True)),
+        gradient_checkpointing=bool(cfg["gradient_checkpointing"]),
         table=table,
         calibration=calibration,
     )
     if sample_steps is None:  # the prompts the run would get, with their own --s options
-        sample_steps = _configured_sample_steps(cfg, resolution)
+        sample_steps = overheads.configured_sample_steps(cfg, resolution)
     result = Estimate(
         gpu=gpu,
         resolution=resolution,
         steps=plan,
         seconds_per_step=seconds,
         speed_source=source,
-        overhead_seconds=_overheads(cfg, plan, seconds, sample_steps),
-        hourly_cost=float(cfg.get("gpu_hourly_cost", 0.0) or 0.0),
-        max_gpu_hours=float(cfg.get("max_gpu_hours", 0.0) or 0.0),
+        overhead_seconds=overheads.overheads(
+            cfg, plan.n_images + plan.reg_images_used, plan.epochs, seconds, sample_steps
+        ),
+        hourly_cost=float(cfg["gpu_hourly_cost"]),
+        currency=str(cfg["currency"]),
+        max_gpu_hours=float(cfg["max_gpu_hours"]),
     )
     note = budget.note(len(train_sizes))
     if note:
         result.notes.append(note)
     vram = max((r.vram_gb for r in table if r.gpu == gpu), default=row.vram_gb)
-    needed = estimated_vram_gb(cfg)
+    needed = overheads.estimated_vram_gb(cfg)
     if vram > 0 and needed > vram:
         result.warnings.append(
             f"these settings need roughly {needed:.0f} GB of GPU memory, more than the {gpu}'s {vram:g} GB: "
@@ -621,62 +532,15 @@ def estimate(
     if plan.n_images == 0:
         result.warnings.append("no training images")
     if with_hints and result.exceeds_budget:
-        result.under_budget_hints = _under_budget_hints(
-            cfg, train_sizes, reg_sizes, calibration_path, table, sample_steps, budget.auto_keys
-        )
+
+        def hours_with(images: int, **changes: int) -> float:
+            """The estimate's hours with the first ``images`` training images and changed settings."""
+            changed = {**cfg, **changes}
+            return estimate(changed, train_sizes[:images], reg_sizes, calibration_path=calibration_path,
+                            table=table, sample_steps=sample_steps, with_hints=False).total_hours  # fmt: skip
+
+        result.under_budget_hints = budget_hints.under_budget_hints(cfg, len(train_sizes), hours_with, budget.auto_keys)
     return result
-
-
-def _largest_fitting(current: int, build: Any, budget_hours: float) -> int | None:
-    """The largest value below ``current`` whose estimate fits the budget (None when even 1 does not)."""
-    low, high = 1, current - 1  # estimates grow with each of these knobs: search for the boundary
-    best = None
-    while low <= high:
-        middle = (low + high) // 2
-        if build(middle).total_hours <= budget_hours:
-            best, low = middle, middle + 1
-        else:
-            high = middle - 1
-    return best
-
-
-def _under_budget_hints(
-    cfg: Mapping[str, Any],
-    train_sizes: list[tuple[int, int]],
-    reg_sizes: list[tuple[int, int]],
-    calibration_path: str | Path | None,
-    table: Sequence[SpeedRow],
-    sample_steps: Sequence[int],
-    auto_keys: Sequence[str] = (),
-) -> list[str]:
-    budget = float(cfg.get("max_gpu_hours", 0.0))
-
-    def with_changes(images: list[tuple[int, int]] | None = None, **changes: int) -> Estimate:
-        return estimate(
-            {**cfg, **changes},
-            images if images is not None else train_sizes,
-            reg_sizes,
-            calibration_path=calibration_path,
-            table=table,
-            sample_steps=sample_steps,
-            with_hints=False,
-        )
-
-    hints = []
-    epochs = int(cfg.get("max_train_epochs", 10))
-    repeats = int(cfg.get("num_repeats", 10))
-    fit = _largest_fitting(epochs, lambda e: with_changes(max_train_epochs=e), budget)
-    if fit:
-        hints.append(f"train.max_train_epochs {fit} (now {epochs})")
-    fit = _largest_fitting(repeats, lambda r: with_changes(num_repeats=r), budget)
-    if fit:
-        hints.append(f"train.num_repeats {fit} (now {repeats})")
-    fit = _largest_fitting(len(train_sizes), lambda n: with_changes(images=train_sizes[:n]), budget)
-    if fit:
-        # with num_repeats "auto" fewer images would get more repeats: the hint holds for fixed repeats
-        pinned = f" with train.num_repeats {repeats}" if "num_repeats" in auto_keys else ""
-        hints.append(f"at most {fit} training images (now {len(train_sizes)}){pinned}")
-    return hints
 
 
 def estimate_for_folders(
@@ -691,7 +555,7 @@ def estimate_for_folders(
     Returns the estimate and a note saying where the image count came from.
     """
     sizes = image_sizes(image_dir)
-    reg_dir = str(cfg.get("reg_images") or "")
+    reg_dir = str(cfg["reg_images"] or "")
     reg_sizes = image_sizes(reg_dir) if reg_dir else []
     if sizes:
         note = f"{len(sizes)} images in {image_dir}"

@@ -71,6 +71,7 @@ RUNTIME_KEYS = (
     "python",
     "gpu",
     "gpu_hourly_cost",
+    "currency",
     "max_gpu_hours",
     "submit",
     "submit_caption",
