@@ -495,7 +495,7 @@ def test_the_training_doubles_event_files_give_the_loss_chart(tmp_path):
     import subprocess
     import sys
 
-    from train_helpers import DOUBLES, make_images
+    from fixtures.training import DOUBLES, make_images
 
     make_images(tmp_path / "images", 3, size=64, captions=False)
     run = tmp_path / "run"
