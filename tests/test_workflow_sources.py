@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 import yaml
 from likeness import geometry
-from likeness.export import sourceapi
+from likeness.config import validate_config
+from likeness.export import records, sourceapi
 from source_libraries import PERSON, build_cross_library, file_digest, source_configs, write_all
 from workflow_helpers import copy_workflow, planned_jobs, snakemake, uids_of, write_config
 
 pytestmark = [pytest.mark.snakemake, pytest.mark.postgres]
 KINDS = ("photoprism", "immich", "digikam")
-FACTOR = 2.2  # crop.factor's default
+FACTOR = validate_config({"person": PERSON, "source": {"url": "sqlite:///unused.db"}}).crop.factor  # the default
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +49,9 @@ def three(tmp_path_factory):
     immich_db.drop()
 
 
-def _export(kind: str, sources: dict, env: dict, monkeypatch) -> sourceapi.sources.Export:
+def _export(kind: str, sources: dict, env: dict, monkeypatch) -> records.Export:
     monkeypatch.setenv("LIKENESS_DB_PASSWORD", env["LIKENESS_DB_PASSWORD"])
-    config = {"kind": "", "password_env": "LIKENESS_DB_PASSWORD", "option_file": "", **sources[kind]}
-    return sourceapi.read_export(config, PERSON)
+    return sourceapi.read_export(validate_config({"person": PERSON, "source": dict(sources[kind])}).source, PERSON)
 
 
 @pytest.mark.parametrize("kind", KINDS)
