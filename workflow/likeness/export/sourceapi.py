@@ -128,7 +128,7 @@ def make_engine(source: Section) -> sa.Engine:
     return database.make_engine(source.url, source.password_env, source.option_file)
 
 
-def likely_manager(url: str, kind: str = "") -> str:
+def likely_manager(url: str, kind: str) -> str:
     """The manager to name in an error before the tables could be read: the kind, else a guess from the URL."""
     if kind:
         return MANAGER_NAMES[kind]
@@ -139,7 +139,7 @@ def likely_manager(url: str, kind: str = "") -> str:
     return MANAGER_NAMES["photoprism"]
 
 
-def table_names(engine: sa.Engine, url: str, kind: str = "") -> list[str]:
+def table_names(engine: sa.Engine, url: str, kind: str) -> list[str]:
     try:
         return sa.inspect(engine).get_table_names()
     except sa.exc.SQLAlchemyError as exc:
