@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import struct
@@ -12,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from likeness.config import Section, validate_config
+from likeness.crop import cropping
 from likeness.crop.cropping import crop_face
 from likeness.export import photos
 from likeness.imageheader import read_header
@@ -215,3 +217,40 @@ def test_path_checks_keep_reads_inside_the_root(tmp_path):
         path, why = photos.resolve_photo(roots, "/", name)
         assert path == "" and reason in why, (name, why)
     assert "no folder configured" in photos.resolve_photo(roots, "sidecar", "2020/a.jpg")[1]
+
+
+def _module_file(package: Path, parts: list[str]) -> str | None:
+    """The file of a module below the package (a compiled helper: its C source), or None."""
+    for suffix in (".py", ".c"):
+        name = "/".join(parts) + suffix
+        if parts and (package / name).is_file():
+            return name
+    return None
+
+
+def _likeness_imports(source: Path, package: Path) -> set[str]:
+    """The likeness modules ``source`` imports, as files under the package."""
+    found = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "likeness":
+            parts = node.module.split(".")[1:]
+            for alias in node.names:
+                module = _module_file(package, [*parts, alias.name]) or _module_file(package, parts)
+                if module:
+                    found.add(module)
+    return found
+
+
+def test_the_code_digest_covers_every_module_that_decides_a_crop():
+    """Changing any module crop_face reaches re-crops (the digest is the crop rule's code param)."""
+    package = Path(cropping.__file__).resolve().parents[1]
+    reached, todo = set(), ["crop/cropping.py"]
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            if module.endswith(".py"):
+                todo.extend(_likeness_imports(package / module, package))
+    # How files land, the settings' type (their values are a param), the error classes.
+    not_deciding = {"atomic.py", "config.py", "errors.py"}
+    assert reached - not_deciding == set(cropping._CROP_MODULES)

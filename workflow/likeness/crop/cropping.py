@@ -224,12 +224,15 @@ def _encode(pixels: np.ndarray, settings: Section) -> bytes:
     return buffer.tobytes()
 
 
-# The modules whose code decides a crop's pixels and record. Snakemake's code trigger sees only the
-# rule's own text, so the crop rule carries this digest as a param: changing any of them re-crops.
+# The modules whose code decides a crop's pixels and record: every likeness module crop_face reaches
+# (tests/test_crop.py checks) but atomic.py, config.py and errors.py (how files land, the settings'
+# type: their values are a param, the error classes). Snakemake's code trigger sees only the rule's
+# own text, so the crop rule carries this digest as a param: changing any of them re-crops.
 _CROP_MODULES = (
     "crop/cropping.py",
     "geometry.py",
     "imageheader.py",
+    "names.py",
     "crop/jpegregion.py",
     "crop/_jpegskip.c",
     "crop/quality.py",
@@ -237,6 +240,7 @@ _CROP_MODULES = (
 
 
 def code_digest() -> str:
+    """A short digest of the code of every module in _CROP_MODULES: the crop rule's code param."""
     package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for name in _CROP_MODULES:
