@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import struct
@@ -11,12 +12,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from likeness.crop.cropping import CropSettings, crop_face
-from likeness.export import sources
+from likeness.config import Section, validate_config
+from likeness.crop import cropping
+from likeness.crop.cropping import crop_face
+from likeness.export import photos
 from likeness.imageheader import read_header
 from synthlib.drawing import encode_jpeg
 
 RED, BLUE = (0, 0, 255), (255, 0, 0)
+
+
+def _settings(**values) -> Section:
+    """The config's crop section as the workflow builds it: the schema's defaults with ``values`` over them."""
+    return validate_config({"person": "p", "source": {"url": "sqlite:///unused.db"}, "crop": values}).crop
 
 
 def _photo_with_face(width: int, height: int, face: tuple[int, int, int, int]) -> np.ndarray:
@@ -48,7 +56,7 @@ def _spec(path: Path | str, face, width, height, **extra) -> dict:
     return spec
 
 
-def _crop(tmp_path: Path, spec: dict, settings: CropSettings) -> dict:
+def _crop(tmp_path: Path, spec: dict, settings: Section) -> dict:
     return crop_face(spec, settings, str(tmp_path / "out.jpg"), str(tmp_path / "out.json"))
 
 
@@ -64,7 +72,7 @@ def test_face_is_found_upright_for_every_orientation_and_decode_path(tmp_path, o
     path.write_bytes(encode_jpeg(_photo_with_face(width, height, face), orientation, quality=95))
     assert read_header(path).orientation == orientation
 
-    record = _crop(tmp_path, _spec(path, face, width, height), CropSettings(size=size, factor=2.0))
+    record = _crop(tmp_path, _spec(path, face, width, height), _settings(size=size, factor=2.0))
 
     assert record["status"] == "ok", record["reason"]
     assert record["decode_scale"] == (1 if size == 1024 else 4)
@@ -86,7 +94,7 @@ def test_record_describes_the_crop(tmp_path):
     width, height, face = 3000, 2000, (1000, 500, 1500, 1000)
     path = tmp_path / "photo.jpg"
     path.write_bytes(encode_jpeg(_photo_with_face(width, height, face)))
-    record = _crop(tmp_path, _spec(path, face, width, height), CropSettings(size=512, factor=2.2))
+    record = _crop(tmp_path, _spec(path, face, width, height), _settings(size=512, factor=2.2))
     on_disk = json.loads((tmp_path / "out.json").read_text())
     assert on_disk == record
     assert record["native_face_side"] == 500
@@ -101,7 +109,7 @@ def test_small_crops_are_never_upscaled(tmp_path):
     width, height, face = 800, 600, (300, 200, 400, 300)
     path = tmp_path / "photo.jpg"
     path.write_bytes(encode_jpeg(_photo_with_face(width, height, face)))
-    record = _crop(tmp_path, _spec(path, face, width, height), CropSettings(size=1024, factor=2.0))
+    record = _crop(tmp_path, _spec(path, face, width, height), _settings(size=1024, factor=2.0))
     assert record["output_side"] == 200
     assert cv2.imread(record["image"]).shape[:2] == (200, 200)
 
@@ -141,7 +149,7 @@ def test_bad_input_is_excluded_with_a_reason(tmp_path, good_photo, case, reason)
     path, face = good_photo
     spec = _spec(path, face, 1000, 800)
     if case == "missing":
-        spec["path"], spec["path_reason"] = sources.resolve_photo({"/": str(tmp_path)}, "/", "gone.jpg")
+        spec["path"], spec["path_reason"] = photos.resolve_photo({"/": str(tmp_path)}, "/", "gone.jpg")
     elif case == "zero-bytes":
         path.write_bytes(b"")
     elif case == "truncated":
@@ -161,12 +169,14 @@ def test_bad_input_is_excluded_with_a_reason(tmp_path, good_photo, case, reason)
     image = tmp_path / "out.jpg"
     image.write_bytes(b"an earlier crop of this face")
 
-    record = _crop(tmp_path, spec, CropSettings())
+    record = _crop(tmp_path, spec, _settings())
 
     assert record["status"] == "excluded"
     assert reason in record["reason"]
     assert json.loads((tmp_path / "out.json").read_text())["reason"] == record["reason"]
-    assert not image.exists(), "a stale crop must not survive its face becoming unusable"
+    # The rule declares the image: an excluded face's is empty, so no stale crop survives.
+    assert image.read_bytes() == b"", "a stale crop must not survive its face becoming unusable"
+    assert record["image"] is None
 
 
 @pytest.mark.parametrize("kind", ["grayscale-jpeg", "16-bit-png", "jpeg-named-png", "rgba-png"])
@@ -182,7 +192,7 @@ def test_unusual_but_valid_images_are_cropped(tmp_path, kind):
         path.write_bytes(encode_jpeg(photo))
     elif kind == "rgba-png":
         cv2.imwrite(str(path), cv2.cvtColor(photo, cv2.COLOR_BGR2BGRA))
-    record = _crop(tmp_path, _spec(path, face, width, height), CropSettings(size=256, factor=2.0))
+    record = _crop(tmp_path, _spec(path, face, width, height), _settings(size=256, factor=2.0))
     assert record["status"] == "ok", record["reason"]
     assert cv2.imread(record["image"]).shape == (240, 240, 3)
 
@@ -196,7 +206,7 @@ def test_path_checks_keep_reads_inside_the_root(tmp_path):
     os.symlink(outside, root / "2020" / "link.jpg")
     roots = {"/": str(root)}
 
-    assert sources.resolve_photo(roots, "/", "2020/a.jpg") == (str(root / "2020" / "a.jpg"), "")
+    assert photos.resolve_photo(roots, "/", "2020/a.jpg") == (str(root / "2020" / "a.jpg"), "")
     for name, reason in [
         ("../secret.jpg", "escapes its root"),
         ("2020/../../secret.jpg", "escapes its root"),
@@ -204,6 +214,43 @@ def test_path_checks_keep_reads_inside_the_root(tmp_path):
         ("2020/link.jpg", "resolves outside its root"),
         ("2020/none.jpg", "photo missing on disk"),
     ]:
-        path, why = sources.resolve_photo(roots, "/", name)
+        path, why = photos.resolve_photo(roots, "/", name)
         assert path == "" and reason in why, (name, why)
-    assert "no folder configured" in sources.resolve_photo(roots, "sidecar", "2020/a.jpg")[1]
+    assert "no folder configured" in photos.resolve_photo(roots, "sidecar", "2020/a.jpg")[1]
+
+
+def _module_file(package: Path, parts: list[str]) -> str | None:
+    """The file of a module below the package (a compiled helper: its C source), or None."""
+    for suffix in (".py", ".c"):
+        name = "/".join(parts) + suffix
+        if parts and (package / name).is_file():
+            return name
+    return None
+
+
+def _likeness_imports(source: Path, package: Path) -> set[str]:
+    """The likeness modules ``source`` imports, as files under the package."""
+    found = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "likeness":
+            parts = node.module.split(".")[1:]
+            for alias in node.names:
+                module = _module_file(package, [*parts, alias.name]) or _module_file(package, parts)
+                if module:
+                    found.add(module)
+    return found
+
+
+def test_the_code_digest_covers_every_module_that_decides_a_crop():
+    """Changing any module crop_face reaches re-crops (the digest is the crop rule's code param)."""
+    package = Path(cropping.__file__).resolve().parents[1]
+    reached, todo = set(), ["crop/cropping.py"]
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            if module.endswith(".py"):
+                todo.extend(_likeness_imports(package / module, package))
+    # How files land, the settings' type (their values are a param), the error classes.
+    not_deciding = {"atomic.py", "config.py", "errors.py"}
+    assert reached - not_deciding == set(cropping._CROP_MODULES)

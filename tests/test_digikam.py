@@ -10,20 +10,15 @@ import sqlalchemy as sa
 from fixtures.databases import MariaDBDatabase, digikam_path_map, file_digest, write_digikam_sqlite
 from fixtures.library import PERSON, build_cross_library
 from fixtures.managers import write_digikam
+from likeness.config import Section, validate_config
 from likeness.errors import ConfigError
-from likeness.export import digikam, sourceapi, sources
+from likeness.export import digikam, sourceapi, tsv
 
 
-def _config(library, db, **extra) -> dict:
-    return {
-        "url": f"sqlite:///{db}",
-        "kind": "",
-        "password_env": "LIKENESS_DB_PASSWORD",
-        "option_file": "",
-        "path_map": digikam_path_map(library),
-        "include_unconfirmed": False,
-        **extra,
-    }
+def _config(library, db, **extra) -> Section:
+    """The config's source section as the workflow builds it: the schema's defaults, ``extra`` over them."""
+    source = {"url": f"sqlite:///{db}", "path_map": digikam_path_map(library), **extra}
+    return validate_config({"person": PERSON, "source": source}).source
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +158,8 @@ def test_mariadb_database_gives_the_same_export_read_only(digikam_library):
         from_mariadb = sourceapi.read_export(_config(library, db, url=database.url), PERSON.upper())
         from_sqlite = sourceapi.read_export(_config(library, db), PERSON)
         # Compared as written to results/export/ (NaN boxes of excluded rows are never equal to themselves).
-        assert sources.markers_tsv(from_mariadb.markers) == sources.markers_tsv(from_sqlite.markers)
-        assert sources.neighbours_tsv(from_mariadb.neighbours) == sources.neighbours_tsv(from_sqlite.neighbours)
+        assert tsv.markers_tsv(from_mariadb.markers) == tsv.markers_tsv(from_sqlite.markers)
+        assert tsv.neighbours_tsv(from_mariadb.neighbours) == tsv.neighbours_tsv(from_sqlite.neighbours)
         assert len(from_mariadb.usable) == 10
         engine = sourceapi.make_engine(_config(library, db, url=database.url))
         with pytest.raises(sa.exc.OperationalError, match="READ ONLY"), engine.connect() as conn:

@@ -9,23 +9,19 @@ import sqlalchemy as sa
 from fixtures.databases import PG_PORT, PG_TCP_HOST, immich_path_map, write_immich_postgres
 from fixtures.library import PERSON, build_cross_library
 from fixtures.managers import IMMICH_LAYOUTS, stable_uuid
+from likeness.config import Section, validate_config
 from likeness.errors import ConfigError, SourceError
-from likeness.export import immich, sourceapi
+from likeness.export import immich, records, sourceapi
+from likeness.export.values import uid_text
 
 pytestmark = pytest.mark.postgres
 PASSWORD_ENV = "LIKENESS_TEST_PG_PASSWORD"
 
 
-def _config(library, database, **extra) -> dict:
-    return {
-        "url": database.url,
-        "kind": "",
-        "password_env": PASSWORD_ENV,
-        "option_file": "",
-        "path_map": immich_path_map(library),
-        "include_unconfirmed": False,
-        **extra,
-    }
+def _config(library, database, **extra) -> Section:
+    """The config's source section as the workflow builds it: the schema's defaults, ``extra`` over them."""
+    source = {"url": database.url, "password_env": PASSWORD_ENV, "path_map": immich_path_map(library), **extra}
+    return validate_config({"person": PERSON, "source": source}).source
 
 
 @pytest.fixture(scope="module", params=IMMICH_LAYOUTS)
@@ -67,14 +63,14 @@ def export_of(immich_library, monkeypatch):
     library, database = immich_library
     monkeypatch.setenv(PASSWORD_ENV, database.password)
 
-    def read(person: str = PERSON, **extra) -> sourceapi.sources.Export:
+    def read(person: str = PERSON, **extra) -> records.Export:
         return sourceapi.read_export(_config(library, database, **extra), person)
 
     return read
 
 
 def _by_label(library, export) -> dict:
-    uid_of = {label: sourceapi.uid_text(stable_uuid(face.uid)) for label, face in library.faces.items()}
+    uid_of = {label: uid_text(stable_uuid(face.uid)) for label, face in library.faces.items()}
     rows = {m.marker_uid: m for m in export.markers}
     return {label: rows[uid] for label, uid in uid_of.items()}
 
@@ -83,7 +79,7 @@ def test_export_lists_every_face_with_immichs_reasons(immich_library, export_of)
     library, _database = immich_library
     export = export_of()
     assert export.subject.name == PERSON
-    assert export.subject.uid == sourceapi.uid_text(stable_uuid(library.person_uid))
+    assert export.subject.uid == uid_text(stable_uuid(library.person_uid))
     rows = _by_label(library, export)
     assert len(export.markers) == len(rows) == 13
     assert {label: rows[label].reason for label in ("trashed", "archived", "rejected")} == {
@@ -103,7 +99,7 @@ def test_export_lists_every_face_with_immichs_reasons(immich_library, export_of)
     assert edge1.taken_at == "2023-01-10T12:00:00Z" and edge1.subj_src == "manual"
     # Neighbours: every visible face on the person's assets (the bystanders too), not the deleted face.
     neighbour_uids = {n.marker_uid for n in export.neighbours}
-    bystanders = {sourceapi.uid_text(stable_uuid(p.faces[1].uid)) for p in library.photos.values() if len(p.faces) > 1}
+    bystanders = {uid_text(stable_uuid(p.faces[1].uid)) for p in library.photos.values() if len(p.faces) > 1}
     assert bystanders <= neighbour_uids
     assert rows["rejected"].marker_uid not in neighbour_uids
 
@@ -146,7 +142,7 @@ def test_orientation_values(stored, expected):
 )
 def test_person_by_name_in_any_case_and_unicode_form(immich_library, export_of, person):
     library, _database = immich_library
-    assert export_of(person).subject.uid == sourceapi.uid_text(stable_uuid(library.person_uid))
+    assert export_of(person).subject.uid == uid_text(stable_uuid(library.person_uid))
 
 
 def test_person_by_id_with_or_without_dashes(immich_library, export_of):
@@ -190,7 +186,7 @@ def test_v3_2_each_user_may_name_the_same_person_group(v3_2_library, monkeypatch
     library, database = v3_2_library
     monkeypatch.setenv(PASSWORD_ENV, database.password)
 
-    def export_of(person: str) -> sourceapi.sources.Export:
+    def export_of(person: str) -> records.Export:
         return sourceapi.read_export(_config(library, database), person)
 
     group = stable_uuid(library.person_uid)
@@ -200,7 +196,7 @@ def test_v3_2_each_user_may_name_the_same_person_group(v3_2_library, monkeypatch
     )
     try:
         by_own_name, by_other_name = export_of(PERSON), export_of("mum")
-        assert by_own_name.subject.uid == by_other_name.subject.uid == sourceapi.uid_text(group)
+        assert by_own_name.subject.uid == by_other_name.subject.uid == uid_text(group)
         assert len(by_other_name.usable) == len(library.usable_labels())
     finally:
         database.execute("DELETE FROM person WHERE name = 'Mum'")
@@ -211,7 +207,7 @@ def test_session_is_read_only_and_the_database_unchanged(immich_library, export_
     before = database.digests()
     export_of()
     monkeypatch.setenv(PASSWORD_ENV, database.password)
-    engine = immich.make_engine(database.url, PASSWORD_ENV)
+    engine = immich.make_engine(database.url, PASSWORD_ENV, "")
     with pytest.raises(sa.exc.InternalError, match="read-only transaction"), engine.connect() as conn:
         conn.execute(sa.text('UPDATE asset_face SET "boundingBoxX1" = 0'))
     assert database.digests() == before
@@ -221,7 +217,7 @@ def test_session_is_read_only_and_the_database_unchanged(immich_library, export_
 def test_password_comes_from_the_environment_or_a_pgpass_file(immich_library, monkeypatch, tmp_path):
     _library, database = immich_library
     monkeypatch.setenv(PASSWORD_ENV, database.password)
-    with immich.make_engine(database.url, PASSWORD_ENV).connect() as conn:
+    with immich.make_engine(database.url, PASSWORD_ENV, "").connect() as conn:
         assert conn.connection.dbapi_connection.info.password == database.password
         assert conn.execute(sa.text("SELECT current_user")).scalar() == database.reader
     monkeypatch.delenv(PASSWORD_ENV)
@@ -242,9 +238,9 @@ def test_password_comes_from_the_environment_or_a_pgpass_file(immich_library, mo
             database.name,
         )
     with pytest.raises(ConfigError, match=r"config key 'source\.url': must not contain a password"):
-        immich.make_engine(database.url.replace("@", ":secret@"), PASSWORD_ENV)
+        immich.make_engine(database.url.replace("@", ":secret@"), PASSWORD_ENV, "")
     with pytest.raises(ConfigError, match=r"config key 'source\.url': must not carry a password"):
-        immich.make_engine(database.url + "?password=secret", PASSWORD_ENV)
+        immich.make_engine(database.url + "?password=secret", PASSWORD_ENV, "")
     with pytest.raises(ConfigError, match=r"config key 'source\.option_file': no \.pgpass file"):
         immich.make_engine(database.url, PASSWORD_ENV, str(tmp_path / "nope"))
 

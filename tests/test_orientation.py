@@ -17,12 +17,18 @@ import numpy as np
 import pytest
 from fixtures.images import IMAGEMAGICK_CONVERT, encode_jpeg_xmp_first
 from likeness import imageheader
-from likeness.crop.cropping import CropSettings, crop_face
+from likeness.config import Section, validate_config
+from likeness.crop.cropping import crop_face
 from likeness.geometry import stored_from_displayed
 from synthlib.drawing import encode_jpeg
 
 RED, BLUE = (0, 0, 255), (255, 0, 0)
 WIDTH, HEIGHT, FACE = 1200, 800, (700, 200, 900, 400)
+
+
+def _settings(**values) -> Section:
+    """The config's crop section as the workflow builds it: the schema's defaults with ``values`` over them."""
+    return validate_config({"person": "p", "source": {"url": "sqlite:///unused.db"}, "crop": values}).crop
 
 
 def _displayed() -> np.ndarray:
@@ -79,7 +85,7 @@ def test_exif_after_an_xmp_segment_is_applied_on_every_decode_path(tmp_path, ori
     path = tmp_path / "photo.jpg"
     path.write_bytes(_jpeg(orientation, xmp_first=True, long_type=long_type))
     assert imageheader.read_header(path).orientation == orientation
-    record = crop_face(_spec(path, orientation), CropSettings(size=size, factor=2.0), str(tmp_path / "c.jpg"),
+    record = crop_face(_spec(path, orientation), _settings(size=size, factor=2.0), str(tmp_path / "c.jpg"),
                        str(tmp_path / "c.json"))  # fmt: skip
     _assert_upright(record)
     assert record["decode"] == ("rows" if size == 1024 else "whole")
@@ -91,7 +97,7 @@ def test_the_lossless_cut_path_applies_the_orientation_too(tmp_path, monkeypatch
     monkeypatch.setattr(jpegregion, "_jpegskip", None)  # as where the C helper was not built
     path = tmp_path / "photo.jpg"
     path.write_bytes(_jpeg(6, xmp_first=True))
-    record = crop_face(_spec(path, 6), CropSettings(size=1024, factor=1.2), str(tmp_path / "c.jpg"),
+    record = crop_face(_spec(path, 6), _settings(size=1024, factor=1.2), str(tmp_path / "c.jpg"),
                        str(tmp_path / "c.json"))  # fmt: skip
     assert record["decode"] == ("cut" if jpegregion.available() else "whole")
     _assert_upright(record)
@@ -107,7 +113,7 @@ def test_a_tiff_orientation_tag_is_read_and_a_turned_tiff_is_refused(tmp_path):
         subprocess.run([IMAGEMAGICK_CONVERT, str(stored_png), "-orient", tag, str(path)], check=True)
         header = imageheader.read_header(path)
         assert (header.format, header.orientation) == ("tiff", orientation)
-        record = crop_face(_spec(path, orientation), CropSettings(size=256, factor=2.0), str(tmp_path / "c.jpg"),
+        record = crop_face(_spec(path, orientation), _settings(size=256, factor=2.0), str(tmp_path / "c.jpg"),
                            str(tmp_path / "c.json"))  # fmt: skip
         if orientation == 1:
             _assert_upright(record)
@@ -122,7 +128,7 @@ def test_webp_and_bmp_headers_give_their_size(tmp_path):
         cv2.imwrite(str(path), _displayed())
         header = imageheader.read_header(path)
         assert (header.format, header.width, header.height) == (suffix, WIDTH, HEIGHT)
-        record = crop_face(_spec(path, 1), CropSettings(size=256, factor=2.0), str(tmp_path / "c.jpg"),
+        record = crop_face(_spec(path, 1), _settings(size=256, factor=2.0), str(tmp_path / "c.jpg"),
                            str(tmp_path / "c.json"))  # fmt: skip
         _assert_upright(record)
 
@@ -131,7 +137,7 @@ def test_photoprism_orientation_that_disagrees_with_the_file_is_a_reason(tmp_pat
     path = tmp_path / "photo.jpg"
     path.write_bytes(_jpeg(6, xmp_first=False))
     # Same oriented size either way would hide it: the photo's box would land on another region.
-    record = crop_face(_spec(path, 8), CropSettings(size=256), str(tmp_path / "c.jpg"), str(tmp_path / "c.json"))
+    record = crop_face(_spec(path, 8), _settings(size=256), str(tmp_path / "c.jpg"), str(tmp_path / "c.json"))
     assert record["status"] == "excluded"
     assert "EXIF orientation is 6 on disk but PhotoPrism indexed it as 8" in record["reason"]
 
@@ -141,11 +147,11 @@ def test_a_video_named_as_a_photo_is_excluded_before_it_is_read(tmp_path):
     with open(video, "wb") as handle:
         handle.write(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom")
         handle.truncate(2 * 2**30)  # 2 GiB, sparse: no disk used, and it must not be read into memory
-    record = crop_face(_spec(video), CropSettings(), str(tmp_path / "c.jpg"), str(tmp_path / "c.json"))
+    record = crop_face(_spec(video), _settings(), str(tmp_path / "c.jpg"), str(tmp_path / "c.json"))
     assert record["status"] == "excluded"
     assert "over crop.max_file_mb (512)" in record["reason"]
     small = tmp_path / "small-clip.jpg"
     small.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
-    record = crop_face(_spec(small), CropSettings(), str(tmp_path / "c.jpg"), str(tmp_path / "c.json"))
+    record = crop_face(_spec(small), _settings(), str(tmp_path / "c.jpg"), str(tmp_path / "c.json"))
     assert record["status"] == "excluded"
     assert "video or HEIF" in record["reason"]

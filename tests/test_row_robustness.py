@@ -23,7 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from likeness import names
 from likeness.errors import ConfigError
-from likeness.export import sources
+from likeness.export import photoprism, photos, records, tsv
+from likeness.export.database import make_engine, mask_url
 
 ANY_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=300)
 # Values a driver can hand back for a FLOAT or INTEGER column of a database that holds anything.
@@ -35,6 +36,9 @@ ANY_VALUE = st.one_of(
     st.binary(max_size=30),
     st.booleans(),
 )
+
+# No test sets it: SQLite and the refused URLs need no password.
+PASSWORD_ENV = "LIKENESS_TEST_UNSET_PASSWORD"
 
 
 def _row(**values) -> dict:
@@ -75,11 +79,11 @@ def _row(**values) -> dict:
 @given(st.dictionaries(st.sampled_from(["x", "y", "w", "h", "score", "q", "size", "file_width", "file_height",
                                         "file_orientation", "marker_review", "taken_at"]), ANY_VALUE))  # fmt: skip
 def test_any_value_in_a_number_column_gives_a_row(values):
-    marker = sources._marker_from_row(_row(**values))
+    marker = photoprism.marker_from_row(_row(**values))
     assert marker.status in ("ok", "excluded")
     if marker.status == "excluded":
         assert marker.reason
-    sources.markers_tsv([marker])  # and the row can be written
+    tsv.markers_tsv([marker])  # and the row can be written
 
 
 @settings(max_examples=300, deadline=None)
@@ -107,7 +111,7 @@ def test_any_file_name_resolves_inside_its_root_or_gives_a_reason(tmp_path_facto
     root = tmp_path_factory.getbasetemp() / "prop-root"
     (root / "2020").mkdir(parents=True, exist_ok=True)
     (root / "2020" / "a.jpg").write_bytes(b"x")
-    path, reason = sources.resolve_photo({"/": str(root)}, "/", file_name)
+    path, reason = photos.resolve_photo({"/": str(root)}, "/", file_name)
     assert bool(path) != bool(reason)
     if path:
         assert Path(path).resolve().is_relative_to(root.resolve())
@@ -116,9 +120,9 @@ def test_any_file_name_resolves_inside_its_root_or_gives_a_reason(tmp_path_facto
 @settings(max_examples=300, deadline=None)
 @given(ANY_TEXT)
 def test_any_person_name_is_found_or_one_line(person):
-    subjects = [sources.Subject("j1", "zoe", "Zoë O'Brien", 3), sources.Subject("j2", "ann", "Ann", 9)]
+    subjects = [records.Subject("j1", "zoe", "Zoë O'Brien", 3), records.Subject("j2", "ann", "Ann", 9)]
     try:
-        found = sources.resolve_person(subjects, person)
+        found = photoprism.resolve_person(subjects, person)
     except ConfigError as error:
         assert "\n" not in str(error).replace(person, "")
         assert str(error).startswith("config key 'person': ")
@@ -128,32 +132,32 @@ def test_any_person_name_is_found_or_one_line(person):
 
 # -- names ------------------------------------------------------------------------------------------------
 def test_a_name_typed_in_nfd_matches_the_nfc_subject():
-    subjects = [sources.Subject("j1", "zoe", unicodedata.normalize("NFC", "Zoë Åström"), 3)]
+    subjects = [records.Subject("j1", "zoe", unicodedata.normalize("NFC", "Zoë Åström"), 3)]
     typed = unicodedata.normalize("NFD", "zoë  åström")
     assert typed != subjects[0].name.lower()
-    assert sources.resolve_person(subjects, typed).uid == "j1"
+    assert photoprism.resolve_person(subjects, typed).uid == "j1"
 
 
 def test_nothing_similar_still_lists_the_subjects_with_most_photos():
     subjects = [
-        sources.Subject("j1", "ann", "Ann", 4),
-        sources.Subject("j2", "bob", "Bob", 120),
-        sources.Subject("j3", "cy", "Cy", 30),
+        records.Subject("j1", "ann", "Ann", 4),
+        records.Subject("j2", "bob", "Bob", 120),
+        records.Subject("j3", "cy", "Cy", 30),
     ]
     with pytest.raises(ConfigError) as error:
-        sources.resolve_person(subjects, "Xavier Quint")
+        photoprism.resolve_person(subjects, "Xavier Quint")
     message = str(error.value)
     assert (
         "closest: none is similar; the subjects with most photos: Bob (bob, 120 photos), Cy (cy, 30 photos)" in message
     )
     with pytest.raises(ConfigError, match=r"closest: Ann \(ann, 4 photos\)"):
-        sources.resolve_person(subjects, "Anne")
+        photoprism.resolve_person(subjects, "Anne")
 
 
 def test_originals_that_do_not_exist_are_one_config_line(tmp_path):
     with pytest.raises(ConfigError, match=r"^config key 'source.originals': no folder at"):
-        sources.check_originals({"originals": str(tmp_path / "absent")})
-    sources.check_originals({"originals": str(tmp_path)})
+        photoprism.check_originals(str(tmp_path / "absent"))
+    photoprism.check_originals(str(tmp_path))
 
 
 # -- paths ------------------------------------------------------------------------------------------------
@@ -163,11 +167,11 @@ def test_paths_the_os_refuses_are_reasons(tmp_path):
     (root / "loop-a").symlink_to("loop-b")
     (root / "loop-b").symlink_to("loop-a")
     roots = {"/": str(root)}
-    assert "symlink loop" in sources.resolve_photo(roots, "/", "loop-a/photo.jpg")[1]
-    assert "File name too long" in sources.resolve_photo(roots, "/", "x" * 300 + ".jpg")[1]
+    assert "symlink loop" in photos.resolve_photo(roots, "/", "loop-a/photo.jpg")[1]
+    assert "File name too long" in photos.resolve_photo(roots, "/", "x" * 300 + ".jpg")[1]
     deep = "/".join(["d" * 200] * 30) + ".jpg"  # longer than PATH_MAX
-    assert sources.resolve_photo(roots, "/", deep)[0] == ""
-    assert "file_name is empty" in sources.resolve_photo(roots, "/", "a\x00b.jpg")[1]
+    assert photos.resolve_photo(roots, "/", deep)[0] == ""
+    assert "file_name is empty" in photos.resolve_photo(roots, "/", "a\x00b.jpg")[1]
 
 
 def test_a_folder_that_cannot_be_read_is_a_reason():
@@ -184,7 +188,7 @@ def test_a_folder_that_cannot_be_read_is_a_reason():
         if as_root:
             os.seteuid(65534)
         try:
-            path, reason = sources.resolve_photo({"/": str(root)}, "/", "private/a.jpg")
+            path, reason = photos.resolve_photo({"/": str(root)}, "/", "private/a.jpg")
         finally:
             if as_root:
                 os.seteuid(0)
@@ -206,7 +210,7 @@ def test_a_folder_that_cannot_be_read_is_a_reason():
 )
 def test_a_password_anywhere_in_the_url_is_refused_and_never_printed(url):
     with pytest.raises(ConfigError) as error:
-        sources.make_engine(url)
+        make_engine(url, PASSWORD_ENV, "")
     message = str(error.value)
     assert message.startswith("config key 'source.url': must not")
     assert "hunter2" not in message and "\n" not in message
@@ -215,14 +219,14 @@ def test_a_password_anywhere_in_the_url_is_refused_and_never_printed(url):
 def test_a_bad_port_is_one_config_line():
     for url in ["mysql+mysqldb://u@127.0.0.1:port/db", "mysql+mysqldb://u@127.0.0.1:99999/db"]:
         with pytest.raises(ConfigError, match=r"^config key 'source.url': "):
-            sources.make_engine(url)
+            make_engine(url, PASSWORD_ENV, "")
 
 
 def test_mask_url_hides_every_secret():
-    assert sources.mask_url("mysql://u:p@ss@h:3306/db?passwd=x&charset=utf8") == (
+    assert mask_url("mysql://u:p@ss@h:3306/db?passwd=x&charset=utf8") == (
         "mysql://u:***@h:3306/db?passwd=***&charset=utf8"
     )
-    assert sources.mask_url("sqlite:////tmp/a?b#c.db") == "sqlite:////tmp/a?b#c.db"
+    assert mask_url("sqlite:////tmp/a?b#c.db") == "sqlite:////tmp/a?b#c.db"
 
 
 def test_an_sqlite_path_with_question_mark_and_hash_works(tmp_path):
@@ -230,7 +234,7 @@ def test_an_sqlite_path_with_question_mark_and_hash_works(tmp_path):
     database = write_sqlite(library)
     odd = database.with_name("index?#1.db")
     database.rename(odd)
-    export = sources.read_export(sources.make_engine(f"sqlite:///{odd}"), library.person_uid)
+    export = photoprism.read_export(make_engine(f"sqlite:///{odd}", PASSWORD_ENV, ""), library.person_uid)
     assert export.subject.uid == library.person_uid and export.markers
     assert not math.isnan(export.markers[0].x)
 
@@ -242,7 +246,7 @@ def test_a_name_that_is_not_utf8_does_not_stop_the_query(tmp_path):
         connection.execute(
             "UPDATE subjects SET subj_name = CAST(? AS TEXT) WHERE subj_uid = ?", (b"Ann\xe9", library.other_uid)
         )
-    export = sources.read_export(sources.make_engine(f"sqlite:///{database}"), library.person_uid)
+    export = photoprism.read_export(make_engine(f"sqlite:///{database}", PASSWORD_ENV, ""), library.person_uid)
     assert export.subject.uid == library.person_uid
     with pytest.raises(ConfigError, match="Ann\ufffd"):
-        sources.read_export(sources.make_engine(f"sqlite:///{database}"), "Annx")
+        photoprism.read_export(make_engine(f"sqlite:///{database}", PASSWORD_ENV, ""), "Annx")

@@ -8,12 +8,14 @@ import unicodedata
 import pytest
 from fixtures.library import build_small_library, write_sqlite
 from likeness import geometry
+from likeness.config import Section, validate_config
 from likeness.errors import ConfigError
-from likeness.export import sourceapi, sources
+from likeness.export import photos, records, sourceapi
 
 
-def _config(url: str, **extra) -> dict:
-    return {"url": url, "kind": "", "password_env": "LIKENESS_DB_PASSWORD", "option_file": "", **extra}
+def _config(url: str, **extra) -> Section:
+    """The config's source section as the workflow builds it: the schema's defaults, ``extra`` over them."""
+    return validate_config({"person": "Anna", "source": {"url": url, **extra}}).source
 
 
 @pytest.mark.parametrize(
@@ -54,10 +56,8 @@ def test_photoprism_needs_its_originals_folder(tmp_path):
 
 def test_names_compare_in_any_case_and_unicode_form():
     composed = "Zoë Ångström"
-    assert sourceapi.normalise_name(unicodedata.normalize("NFD", composed).upper()) == sourceapi.normalise_name(
-        composed
-    )
-    assert sourceapi.normalise_name("STRASSE") == sourceapi.normalise_name("straße")
+    assert records.name_key(unicodedata.normalize("NFD", composed).upper()) == records.name_key(composed)
+    assert records.name_key("STRASSE") == records.name_key("straße")
 
 
 @pytest.mark.parametrize("width", [640, 800, 1000, 2880, 4032, 6000, 9999])
@@ -73,5 +73,5 @@ def test_pixel_boxes_survive_photoprisms_float32_truncation(width):
 def test_a_path_that_climbs_out_of_its_mapped_folder_is_refused(tmp_path):
     root, relative = sourceapi.split_by_path_map({"/data": str(tmp_path)}, "/data/../etc/passwd")
     assert (root, relative) == ("/data", "../etc/passwd")
-    path, reason = sources.resolve_photo(sourceapi.path_map_roots({"/data": str(tmp_path)}), root, relative)
+    path, reason = photos.resolve_photo(sourceapi.path_map_roots({"/data": str(tmp_path)}), root, relative)
     assert path == "" and "escapes its root" in reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -10,11 +11,16 @@ import pytest
 import sqlalchemy as sa
 from fixtures.databases import MariaDBDatabase
 from fixtures.library import build_small_library, write_sqlite
+from likeness import tables
 from likeness.errors import ConfigError, SourceError
-from likeness.export import sources
+from likeness.export import photoprism, records, tsv
+from likeness.export.database import make_engine
+
+# No test sets it: SQLite and the refused URLs need no password.
+PASSWORD_ENV = "LIKENESS_TEST_UNSET_PASSWORD"
 
 
-def _export_checks(export: sources.Export, library) -> None:
+def _export_checks(export: records.Export, library) -> None:
     by_uid = {m.marker_uid: m for m in export.markers}
     assert export.subject.uid == library.person_uid
     assert export.subject.name == "Zoë O'Brien"
@@ -54,15 +60,15 @@ def sqlite_library(tmp_path):
 
 def test_sqlite_export(sqlite_library):
     library, db = sqlite_library
-    export = sources.read_export(sources.make_engine(f"sqlite:///{db}"), "zoë o'brien")
+    export = photoprism.read_export(make_engine(f"sqlite:///{db}", PASSWORD_ENV, ""), "zoë o'brien")
     _export_checks(export, library)
 
 
 def test_sqlite_is_opened_read_only_and_left_untouched(sqlite_library):
     _library, db = sqlite_library
     before = (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns)
-    engine = sources.make_engine(f"sqlite:///{db}")
-    sources.read_export(engine, "zoe-o-brien")
+    engine = make_engine(f"sqlite:///{db}", PASSWORD_ENV, "")
+    photoprism.read_export(engine, "zoe-o-brien")
     with pytest.raises(sa.exc.OperationalError, match="readonly"), engine.connect() as conn:
         conn.execute(sa.text("DELETE FROM markers"))
     assert (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns) == before
@@ -72,15 +78,15 @@ def test_sqlite_is_opened_read_only_and_left_untouched(sqlite_library):
 @pytest.mark.parametrize("person", ["Zoë O'Brien", "ZOË O'BRIEN", "zoe-o-brien"])
 def test_person_by_name_slug_or_uid(sqlite_library, person):
     library, db = sqlite_library
-    engine = sources.make_engine(f"sqlite:///{db}")
-    assert sources.read_export(engine, person).subject.uid == library.person_uid
-    assert sources.read_export(engine, library.person_uid).subject.uid == library.person_uid
+    engine = make_engine(f"sqlite:///{db}", PASSWORD_ENV, "")
+    assert photoprism.read_export(engine, person).subject.uid == library.person_uid
+    assert photoprism.read_export(engine, library.person_uid).subject.uid == library.person_uid
 
 
 def test_unknown_person_lists_closest_subjects(sqlite_library):
     _library, db = sqlite_library
     with pytest.raises(ConfigError) as error:
-        sources.read_export(sources.make_engine(f"sqlite:///{db}"), "Anne")
+        photoprism.read_export(make_engine(f"sqlite:///{db}", PASSWORD_ENV, ""), "Anne")
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith("config key 'person': no PhotoPrism subject is named 'Anne'")
@@ -92,23 +98,23 @@ def test_unknown_person_lists_closest_subjects(sqlite_library):
 def test_hostile_person_names_are_plain_strings(sqlite_library, hostile):
     _library, db = sqlite_library
     with pytest.raises(ConfigError, match="no PhotoPrism subject"):
-        sources.read_export(sources.make_engine(f"sqlite:///{db}"), hostile)
+        photoprism.read_export(make_engine(f"sqlite:///{db}", PASSWORD_ENV, ""), hostile)
 
 
 def test_ambiguous_name_asks_for_the_uid():
-    subjects = [sources.Subject("j1", "sam", "Sam"), sources.Subject("j2", "sam-2", "sam")]
+    subjects = [records.Subject("j1", "sam", "Sam"), records.Subject("j2", "sam-2", "sam")]
     with pytest.raises(ConfigError, match="matches several subjects: Sam \\(j1\\), sam \\(j2\\); give the UID"):
-        sources.resolve_person(subjects, "SAM")
+        photoprism.resolve_person(subjects, "SAM")
 
 
 def test_url_with_password_is_refused():
     with pytest.raises(ConfigError, match=r"config key 'source\.url': must not contain a password"):
-        sources.make_engine("mysql+mysqldb://photoprism:secret@127.0.0.1/photoprism")
+        make_engine("mysql+mysqldb://photoprism:secret@127.0.0.1/photoprism", PASSWORD_ENV, "")
 
 
 def test_missing_sqlite_file_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"config key 'source\.url': no SQLite database at"):
-        sources.make_engine(f"sqlite:///{tmp_path}/nope/index.db")
+        make_engine(f"sqlite:///{tmp_path}/nope/index.db", PASSWORD_ENV, "")
 
 
 def test_locked_sqlite_database_is_one_line(sqlite_library):
@@ -118,9 +124,9 @@ def test_locked_sqlite_database_is_one_line(sqlite_library):
     holder = sqlite3.connect(db)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        engine = sources.make_engine(f"sqlite:///{db}", lock_timeout=0.2)
+        engine = make_engine(f"sqlite:///{db}", PASSWORD_ENV, "", lock_timeout=0.2)
         with pytest.raises(SourceError, match="is locked by another process"):
-            sources.read_export(engine, "Anna")
+            photoprism.read_export(engine, "Anna")
     finally:
         holder.rollback()
         holder.close()
@@ -128,13 +134,13 @@ def test_locked_sqlite_database_is_one_line(sqlite_library):
 
 def test_tables_are_rewritten_only_when_the_data_changed(sqlite_library, tmp_path):
     _library, db = sqlite_library
-    export = sources.read_export(sources.make_engine(f"sqlite:///{db}"), "Zoë O'Brien")
+    export = photoprism.read_export(make_engine(f"sqlite:///{db}", PASSWORD_ENV, ""), "Zoë O'Brien")
     markers, neighbours = tmp_path / "m.tsv", tmp_path / "n.tsv"
-    sources.write_tables(export, str(markers), str(neighbours))
+    tsv.write_tables(export, str(markers), str(neighbours))
     header = markers.read_text().splitlines()[0].split("\t")
     assert header[:4] == ["marker_uid", "stem", "file_uid", "photo_uid"] and "reason" in header
     stamp = markers.stat().st_mtime_ns
-    sources.write_tables(export, str(markers), str(neighbours))
+    tsv.write_tables(export, str(markers), str(neighbours))
     assert markers.stat().st_mtime_ns == stamp
     assert len(markers.read_text().splitlines()) == 1 + len(export.markers)
 
@@ -145,8 +151,8 @@ def test_mariadb_export_is_read_only():
     try:
         library = build_small_library_for_mariadb(database)
         before = database.checksums()
-        engine = sources.make_engine(database.url, password_env="LIKENESS_TEST_UNSET_PASSWORD")
-        export = sources.read_export(engine, "zoë o'brien", database.url)
+        engine = make_engine(database.url, PASSWORD_ENV, "")
+        export = photoprism.read_export(engine, "zoë o'brien", database.url)
         _export_checks(export, library)
         with pytest.raises(sa.exc.OperationalError, match="READ ONLY"), engine.connect() as conn:
             conn.execute(sa.text("UPDATE markers SET x = 0"))
@@ -166,10 +172,10 @@ def test_mariadb_password_comes_from_the_environment(monkeypatch):
         cursor.execute(f"GRANT SELECT ON `{database.name}`.* TO '{user}'@'%'")
         url = database.url.replace("root@", f"{user}@")
         with pytest.raises(SourceError, match="Access denied") as denied:
-            sources.read_export(sources.make_engine(url, password_env="LK_TEST_PW"), "Anna", url)
+            photoprism.read_export(make_engine(url, "LK_TEST_PW", ""), "Anna", url)
         assert "pa$$" not in str(denied.value)
         monkeypatch.setenv("LK_TEST_PW", "pa$$ w0rd;--")
-        export = sources.read_export(sources.make_engine(url, password_env="LK_TEST_PW"), "Anna", url)
+        export = photoprism.read_export(make_engine(url, "LK_TEST_PW", ""), "Anna", url)
         assert export.subject.name == "Anna"
     finally:
         cursor.execute(f"DROP USER IF EXISTS '{user}'@'%'")
@@ -190,13 +196,19 @@ def build_small_library_for_mariadb(database: MariaDBDatabase):
 def test_the_written_export_reads_back_as_the_database_said(sqlite_library, tmp_path):
     """A job on another machine (a Slurm node, a rented GPU) parses the workflow from the exported tables."""
     library, db = sqlite_library
-    export = sources.read_export(sources.make_engine(f"sqlite:///{db}"), "Zoë O'Brien")
-    sources.write_tables(export, str(tmp_path / "markers.tsv"), str(tmp_path / "neighbours.tsv"))
-    back = sources.read_tables(tmp_path, "Zoë O'Brien")
+    export = photoprism.read_export(make_engine(f"sqlite:///{db}", PASSWORD_ENV, ""), "Zoë O'Brien")
+    tsv.write_tables(export, str(tmp_path / "markers.tsv"), str(tmp_path / "neighbours.tsv"))
+    back = tsv.read_tables(tmp_path / "markers.tsv", tmp_path / "neighbours.tsv", "Zoë O'Brien")
     assert back.markers == export.markers and back.neighbours == export.neighbours
     assert back.subject.uid == library.person_uid
     assert [m.marker_uid for m in back.usable] == [m.marker_uid for m in export.usable]
-    assert sources.export_digest(back) == sources.export_digest(export)
+    assert tsv.export_digest(back) == tsv.export_digest(export)
     (tmp_path / "neighbours.tsv").unlink()
     with pytest.raises(SourceError, match=r"neighbours\.tsv is missing"):
-        sources.read_tables(tmp_path, "Zoë O'Brien")
+        tsv.read_tables(tmp_path / "markers.tsv", tmp_path / "neighbours.tsv", "Zoë O'Brien")
+
+
+def test_the_records_fields_are_the_tables_columns():
+    """markers.tsv and neighbours.tsv are written from the records: the contract in likeness.tables is theirs."""
+    assert tuple(f.name for f in dataclasses.fields(records.MarkerRow)) == tables.MARKER_COLUMNS
+    assert tuple(f.name for f in dataclasses.fields(records.Neighbour)) == tables.NEIGHBOUR_COLUMNS

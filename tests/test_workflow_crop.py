@@ -98,6 +98,22 @@ def test_bad_photos_are_reported_and_the_run_finishes(workflow):
     summary = (workdir / "results" / "crops" / "summary.tsv").read_text()
     assert "photo missing on disk" in summary and "truncated" in summary
     assert "cropped 4 of 6 faces" in run.stdout + run.stderr
+    # Every crop job writes what its rule declares: the record, the image (a crop when the record says
+    # ok, else an empty file that is never a crop) and its log; Snakemake knows each image as an output.
+    crops = workdir / "results" / "crops"
+    listed = snakemake(workdir, "--summary").stdout
+    for record_path in crops.glob("*.json"):
+        record = json.loads(record_path.read_text())
+        image = record_path.with_suffix(".jpg")
+        assert (
+            (image.stat().st_size > 0)
+            == (record["status"] == "ok")
+            == (record["image"] == f"results/crops/{image.name}")
+        )
+        assert f"results/crops/{image.name}" in listed
+        assert (workdir / "logs" / "crop" / f"{record_path.stem}.log").read_text().startswith(record["marker_uid"])
+    assert "9 face markers, 5 usable" in (workdir / "logs" / "export_markers.log").read_text()
+    assert (workdir / "logs" / "crop_summary.log").read_text().startswith("cropped 4 of 6 faces")
 
 
 def test_config_errors_are_one_line_naming_the_key(workflow):

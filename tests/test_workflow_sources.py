@@ -19,11 +19,12 @@ from fixtures.databases import file_digest, source_configs, write_all
 from fixtures.library import PERSON, build_cross_library
 from fixtures.runs import copy_workflow, planned_jobs, snakemake, uids_of, write_config
 from likeness import geometry
-from likeness.export import sourceapi
+from likeness.config import validate_config
+from likeness.export import records, sourceapi
 
 pytestmark = [pytest.mark.snakemake, pytest.mark.postgres]
 KINDS = ("photoprism", "immich", "digikam")
-FACTOR = 2.2  # crop.factor's default
+FACTOR = validate_config({"person": PERSON, "source": {"url": "sqlite:///unused.db"}}).crop.factor  # the default
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +50,9 @@ def three(tmp_path_factory):
     immich_db.drop()
 
 
-def _export(kind: str, sources: dict, env: dict, monkeypatch) -> sourceapi.sources.Export:
+def _export(kind: str, sources: dict, env: dict, monkeypatch) -> records.Export:
     monkeypatch.setenv("LIKENESS_DB_PASSWORD", env["LIKENESS_DB_PASSWORD"])
-    config = {"kind": "", "password_env": "LIKENESS_DB_PASSWORD", "option_file": "", **sources[kind]}
-    return sourceapi.read_export(config, PERSON)
+    return sourceapi.read_export(validate_config({"person": PERSON, "source": dict(sources[kind])}).source, PERSON)
 
 
 @pytest.mark.parametrize("kind", KINDS)

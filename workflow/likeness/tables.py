@@ -125,8 +125,42 @@ def count_rows(path: str | os.PathLike[str]) -> int | None:
 # stage or the report reads). Keep one section per stage, in pipeline order.
 
 # export (results/export/)
+# markers.tsv: one row per face marker of the person (likeness.export.records.MarkerRow, same order).
+MARKER_COLUMNS = (
+    "marker_uid",
+    "stem",
+    "file_uid",
+    "photo_uid",
+    "subj_uid",
+    "marker_src",
+    "subj_src",
+    "marker_review",
+    "score",
+    "q",
+    "size",
+    "x",
+    "y",
+    "w",
+    "h",
+    "file_root",
+    "file_name",
+    "file_hash",
+    "file_width",
+    "file_height",
+    "file_orientation",
+    "taken_at",
+    "path",
+    "status",
+    "reason",
+    "face_dist",
+    "embedding",
+)
+# neighbours.tsv: every valid face in the person's files (likeness.export.records.Neighbour, same order).
+NEIGHBOUR_COLUMNS = ("marker_uid", "file_uid", "subj_uid", "x", "y", "w", "h")
 
 # crop (results/crops/)
+# summary.tsv: one row per face, cropped or excluded with the reason its record gives.
+CROP_SUMMARY_COLUMNS = ("marker_uid", "status", "reason", "native_crop_side", "output_side", "source")
 
 # select (results/dataset/): the manifest, the excluded faces and why, the dataset images folder
 

@@ -10,10 +10,12 @@ from likeness import atomic as lk_atomic
 from likeness.train import bundle as lk_bundle
 from likeness.caption import captions as lk_captions
 from likeness.crop import cropping as lk_crop
+from likeness.crop import jobs as lk_crop_jobs
 from likeness import names as lk_names
 from likeness.select import job as lk_select_job
-from likeness.export import sources as lk_sources
+from likeness.export import photos as lk_photos
 from likeness.export import sourceapi as lk_sourceapi
+from likeness.export import tsv as lk_export_tsv
 from likeness import tables as lk_tables
 from likeness.train import training as lk_training
 from likeness.config import validate_config
@@ -26,7 +28,8 @@ def fail(error):
     sys.exit(f"likeness: {error}")
 
 
-EXPORT_DIR = "results/export"
+EXPORT_MARKERS = "results/export/markers.tsv"
+EXPORT_NEIGHBOURS = "results/export/neighbours.tsv"
 # A job running on another machine (a Slurm node: Snakemake parses this file again there) or a training
 # bundle unpacked on a rented GPU machine has neither the database nor the originals: it reads the
 # export the main process wrote instead of asking the database again.
@@ -35,26 +38,27 @@ FROM_EXPORT = workflow.remote_exec or lk_bundle.is_bundle(".")
 try:
     SETTINGS = validate_config(config)
     if FROM_EXPORT:
-        EXPORT = lk_sources.read_tables(EXPORT_DIR, config["person"])
+        EXPORT = lk_export_tsv.read_tables(
+            EXPORT_MARKERS, EXPORT_NEIGHBOURS, SETTINGS.person
+        )
         print(
-            f"likeness: no database here: the job list comes from {EXPORT_DIR}/",
+            f"likeness: no database here: the job list comes from {Path(EXPORT_MARKERS).parent}/",
             file=sys.stderr,
         )
     else:
         # The job list comes from one quick read-only query while the Snakefile is parsed, so that
         # `snakemake -n` shows every job (a checkpoint would hide everything behind it).
         # PhotoPrism, Immich or digiKam (source.kind, or what the tables show): the same records.
-        EXPORT = lk_sourceapi.read_export(config["source"], config["person"])
+        EXPORT = lk_sourceapi.read_export(SETTINGS.source, SETTINGS.person)
 except LikenessError as error:
     fail(error)
 
 # Resolved now, while the database's answer is at hand, so that markers.tsv records each face's photo
 # and any reason it cannot be read (read back from there on a machine without the originals).
 if not FROM_EXPORT:
-    lk_sources.locate_photos(EXPORT, lk_sourceapi.roots(EXPORT))
-CROP_SETTINGS = lk_crop.CropSettings.from_config(config["crop"])
+    lk_photos.locate_photos(EXPORT, lk_sourceapi.roots(EXPORT))
 # Each face's crop parameters, keyed by its file stem (likeness.names).
-FACE_SPECS = {marker.stem: lk_crop.spec_for(marker) for marker in EXPORT.croppable}
+FACE_SPECS = {marker.stem: lk_crop_jobs.spec_for(marker) for marker in EXPORT.croppable}
 FACE_STEMS = sorted(FACE_SPECS)
 
 

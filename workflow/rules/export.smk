@@ -3,13 +3,20 @@
 
 
 rule export_markers:
+    """Write the person's face markers and the other faces of their files, as read while parsing."""
     output:
-        markers="results/export/markers.tsv",
-        neighbours="results/export/neighbours.tsv",
+        markers=EXPORT_MARKERS,
+        neighbours=EXPORT_NEIGHBOURS,
     log:
         "logs/export_markers.log",
     params:
         # A digest, not the rows: params are stored in plain text in .snakemake/metadata.
-        digest=lk_sources.export_digest(EXPORT),
+        digest=lk_export_tsv.export_digest(EXPORT),
     run:
-        lk_sources.run_export_job(EXPORT, output.markers, output.neighbours, log[0])
+        run_logged(
+            log[0],
+            lk_export_tsv.run_export_job,
+            EXPORT,
+            output.markers,
+            output.neighbours,
+        )

@@ -1,27 +1,26 @@
 """Crop one face from its photo: decode no more than needed, apply EXIF orientation, write atomically.
 
-The result of every face is a JSON record (``results/crops/<uid>.json``): either ``status: ok`` with the
-crop image beside it, or ``status: excluded`` with the reason a user can read. A bad photo never stops
-the run and never produces a garbage crop.
+The result of every face is a JSON record (``results/crops/<stem>.json``): either ``status: ok`` with the
+crop image beside it, or ``status: excluded`` with the reason a user can read; an excluded face's image
+is an empty file (the rule declares it, so it exists), never a crop: readers go by the record's status.
+A bad photo never stops the run and never produces a garbage crop. Settings are the config's ``crop``
+section (likeness.config); the rules' glue (job parameters, the job, the summary) is likeness.crop.jobs.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
-import re
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from likeness import geometry, tables
+from likeness import geometry
 from likeness.atomic import atomic_write_bytes, atomic_write_json
+from likeness.config import Section
 from likeness.crop import jpegregion, quality
 from likeness.imageheader import ImageHeader, describe_unknown, parse_header, read_head
 from likeness.names import file_stem
@@ -42,41 +41,17 @@ _ENCODE_FLAGS = {
 }
 
 
-# A path Snakemake would read as holding a wildcard (its own pattern, snakemake_interface_storage_plugins).
-_WILDCARD = re.compile(r"\{\s*[.\w]+\s*(,[^{}]*)?\}")
-
 # Decode only the region around the crop (libjpeg-turbo, likeness.crop.jpegregion) when the crop covers at
 # most this share of the photo: the lossless cut still entropy-decodes the whole file, so for big crops
 # the whole decode is as fast (benchmarks/README.md: break-even near 25% on a 24 MP photo).
 REGION_DECODE_MAX_SHARE = 0.2
 
 
-@dataclass(frozen=True)
-class CropSettings:
-    size: int = 1024  # final side in pixels; never upscaled
-    factor: float = 2.2  # crop side = face side x factor (head and shoulders)
-    format: str = "jpg"
-    quality: int = 95
-    max_megapixels: float = 250.0  # refuse to decode larger photos (decompression bombs)
-    max_file_mb: float = 512.0  # refuse to read larger files (a video marked as a photo)
-
-    @classmethod
-    def from_config(cls, crop_config: dict[str, Any]) -> CropSettings:
-        return cls(
-            size=int(crop_config["size"]),
-            factor=float(crop_config["factor"]),
-            format=str(crop_config["format"]),
-            quality=int(crop_config["quality"]),
-            max_megapixels=float(crop_config["max_megapixels"]),
-            max_file_mb=float(crop_config["max_file_mb"]),
-        )
-
-
 class Unusable(Exception):
     """This face cannot be cropped; the message is the reason recorded for it."""
 
 
-def _read_photo(path: str, settings: CropSettings) -> tuple[bytes, ImageHeader]:
+def _read_photo(path: str, settings: Section) -> tuple[bytes, ImageHeader]:
     """The photo's bytes and header, read only after its size and header say it is a photo worth reading."""
     try:
         size = os.stat(path).st_size
@@ -127,7 +102,7 @@ def _decode(data: bytes, scale: int, orientation: int) -> np.ndarray:
     return geometry.apply_orientation(stored, orientation)
 
 
-def crop_face(spec: dict[str, Any], settings: CropSettings, image_path: str, record_path: str) -> dict[str, Any]:
+def crop_face(spec: dict[str, Any], settings: Section, image_path: str, record_path: str) -> dict[str, Any]:
     """Crop the face described by ``spec`` (a marker row plus its resolved photo path); write both files.
 
     ``spec`` keys: marker_uid, stem, file_uid, file_root, file_name, path, path_reason, x, y, w, h,
@@ -149,14 +124,14 @@ def crop_face(spec: dict[str, Any], settings: CropSettings, image_path: str, rec
         record["reason"] = str(exc)
     except cv2.error as exc:  # a photo OpenCV chokes on is that photo's problem, not the run's
         record["reason"] = f"photo cannot be processed: {str(exc).strip().splitlines()[-1]}"
-    # An earlier crop of an excluded face is no longer valid.
-    if record["status"] != "ok" and os.path.lexists(image_path):
-        os.unlink(image_path)
+    if record["status"] != "ok":
+        # The declared image of an excluded face: empty, so that it exists and no earlier crop survives.
+        atomic_write_bytes(image_path, b"")
     atomic_write_json(record_path, record)
     return record
 
 
-def _crop(spec: dict[str, Any], settings: CropSettings, image_path: str) -> dict[str, Any]:
+def _crop(spec: dict[str, Any], settings: Section, image_path: str) -> dict[str, Any]:
     if spec.get("path_reason"):
         raise Unusable(spec["path_reason"])
     data, header = _read_photo(spec["path"], settings)
@@ -240,7 +215,7 @@ def _region_pixels(
     return (pixels, "cut") if pixels is not None else (None, "whole")
 
 
-def _encode(pixels: np.ndarray, settings: CropSettings) -> bytes:
+def _encode(pixels: np.ndarray, settings: Section) -> bytes:
     extension = "." + settings.format
     params = [*_ENCODE_FLAGS[settings.format], settings.quality] if settings.format != "png" else []
     ok, buffer = cv2.imencode(extension, np.ascontiguousarray(pixels), params)
@@ -249,101 +224,15 @@ def _encode(pixels: np.ndarray, settings: CropSettings) -> bytes:
     return buffer.tobytes()
 
 
-def spec_for(marker: Any) -> dict[str, Any]:
-    """The per-face parameters of a crop job: everything that, when it changes, must re-crop the face.
-
-    ``marker`` is a located export row (likeness.export.sources.locate_photos): its path, or the reason its
-    photo cannot be read.
-    """
-    path = marker.path if marker.usable else ""
-    path_reason = "" if marker.usable else marker.reason
-    return {
-        "marker_uid": marker.marker_uid,
-        "stem": marker.stem,
-        "file_uid": marker.file_uid,
-        "file_root": marker.file_root,
-        "file_name": marker.file_name,
-        "path": path,
-        "path_reason": path_reason,
-        "x": marker.x,
-        "y": marker.y,
-        "w": marker.w,
-        "h": marker.h,
-        "file_width": marker.file_width,
-        "file_height": marker.file_height,
-        "file_orientation": marker.file_orientation,
-    }
-
-
-def photo_input(spec: dict[str, Any]) -> list[str]:
-    """The photo as the crop job's input, where Snakemake takes its path literally; else no input.
-
-    Snakemake reads ``{name}`` in any input path as a wildcard, and has no escape for it, so a file name
-    such as ``party {2019}.jpg`` would stop the whole run. Such a photo is not declared; its stat
-    fingerprint (:func:`photo_fingerprint`) is a param instead, so replacing it still re-crops its faces.
-    """
-    path = spec["path"]
-    return [path] if path and not _WILDCARD.search(path) else []
-
-
-def photo_fingerprint(spec: dict[str, Any]) -> str:
-    """Size and modification time of a photo that is not declared as an input ('' for those that are)."""
-    path = spec["path"]
-    if not path or not _WILDCARD.search(path):
-        return ""
-    try:
-        info = os.stat(path)
-    except OSError as exc:
-        return f"unreadable: {exc.strerror}"
-    return f"{info.st_size} bytes, mtime {info.st_mtime_ns} ns"
-
-
-def image_path_for(record_path: str, settings: CropSettings) -> str:
-    """The crop image sits beside its record: results/crops/<stem>.<format>."""
-    return str(Path(record_path).with_suffix("." + settings.format))
-
-
-def run_job(spec: dict[str, Any], settings: CropSettings, record_path: str, log_path: str) -> dict[str, Any]:
-    """The crop rule's body: crop one face and log the outcome in one line."""
-    record = crop_face(spec, settings, image_path_for(record_path, settings), record_path)
-    outcome = "ok" if record["status"] == "ok" else f"excluded: {record['reason']}"
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(log_path).write_text(f"{spec['marker_uid']} {spec.get('path') or spec.get('file_name')}: {outcome}\n")
-    return record
-
-
-SUMMARY_COLUMNS = ["marker_uid", "status", "reason", "native_crop_side", "output_side", "source"]
-
-
-def write_summary(record_paths: list[str], table_path: str) -> str:
-    """One row per face (cropped or excluded with its reason); returns the summary line."""
-    rows = []
-    for path in sorted(record_paths):
-        record = json.loads(Path(path).read_text())
-        rows.append(
-            [
-                record["marker_uid"],
-                record["status"],
-                record["reason"],
-                str(record.get("native_crop_side", "")),
-                str(record.get("output_side", "")),
-                record["source"].get("path") or record["source"].get("file_name", ""),
-            ]
-        )
-    tables.write_table(table_path, SUMMARY_COLUMNS, rows)
-    # Count by the reason's kind ("photo missing on disk"), not its per-file detail.
-    reasons = Counter(row[2].split(":")[0] for row in rows if row[1] != "ok")
-    cropped = sum(1 for row in rows if row[1] == "ok")
-    detail = "; ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
-    return f"cropped {cropped} of {len(rows)} faces" + (f", excluded {detail}" if detail else "")
-
-
-# The modules whose code decides a crop's pixels and record. Snakemake's code trigger sees only the
-# rule's own text, so the crop rule carries this digest as a param: changing any of them re-crops.
+# The modules whose code decides a crop's pixels and record: every likeness module crop_face reaches
+# (tests/test_crop.py checks) but atomic.py, config.py and errors.py (how files land, the settings'
+# type: their values are a param, the error classes). Snakemake's code trigger sees only the rule's
+# own text, so the crop rule carries this digest as a param: changing any of them re-crops.
 _CROP_MODULES = (
     "crop/cropping.py",
     "geometry.py",
     "imageheader.py",
+    "names.py",
     "crop/jpegregion.py",
     "crop/_jpegskip.c",
     "crop/quality.py",
@@ -351,6 +240,7 @@ _CROP_MODULES = (
 
 
 def code_digest() -> str:
+    """A short digest of the code of every module in _CROP_MODULES: the crop rule's code param."""
     package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for name in _CROP_MODULES:

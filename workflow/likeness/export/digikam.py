@@ -23,8 +23,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from likeness.export import sourceapi, sources
-from likeness.names import file_stem
+from likeness import geometry
+from likeness.config import Section
+from likeness.export import database, sourceapi
+from likeness.export.records import Export, MarkerRow, Neighbour, Subject, region_marker
+from likeness.export.values import as_text, as_timestamp, safe_int
 
 MANAGER = "digiKam"
 CONFIRMED = "tagRegion"
@@ -60,7 +63,7 @@ _NEIGHBOURS_SQL = sa.text(
 
 
 # -- people ----------------------------------------------------------------------------------------------
-def people(tags: list[tuple[int, int, str]], tag_properties: list[tuple[int, str]]) -> list[sources.Subject]:
+def people(tags: list[tuple[int, int, str]], tag_properties: list[tuple[int, str]]) -> list[Subject]:
     """Person tags: below a top-level "People" tag or marked ``person``; not Unknown/Unconfirmed."""
     parent = {tag_id: pid for tag_id, pid, _ in tags}
     names = {tag_id: name for tag_id, _, name in tags}
@@ -79,7 +82,7 @@ def people(tags: list[tuple[int, int, str]], tag_properties: list[tuple[int, str
         return False
 
     return [
-        sources.Subject(str(tag_id), "", names[tag_id])
+        Subject(str(tag_id), "", names[tag_id])
         for tag_id in sorted(names)
         if tag_id not in excluded and tag_id not in roots and (tag_id in marked or under_people(tag_id))
     ]
@@ -89,7 +92,7 @@ def people(tags: list[tuple[int, int, str]], tag_properties: list[tuple[int, str
 def parse_rect(value: Any) -> tuple[int, int, int, int] | None:
     """(x, y, width, height) from ``<rect x=".." y=".." width=".." height=".."/>``; None if it is not one."""
     try:
-        element = ET.fromstring(sources.as_text(value).strip())
+        element = ET.fromstring(as_text(value).strip())
         if element.tag != "rect":
             return None
         return tuple(int(float(element.attrib[k])) for k in ("x", "y", "width", "height"))  # type: ignore[return-value]
@@ -99,8 +102,8 @@ def parse_rect(value: Any) -> tuple[int, int, int, int] | None:
 
 def region_uid(image_id: Any, tag_id: Any, value: Any) -> str:
     """digiKam's regions have no id: image, tag and a digest of the box make one (letters and digits)."""
-    digest = hashlib.sha1(sources.as_text(value).encode("utf-8")).hexdigest()[:8]
-    return f"i{sourceapi.safe_int(image_id)}t{sourceapi.safe_int(tag_id)}r{digest}"
+    digest = hashlib.sha1(as_text(value).encode("utf-8")).hexdigest()[:8]
+    return f"i{safe_int(image_id)}t{safe_int(tag_id)}r{digest}"
 
 
 def root_folders(roots: list[Mapping[str, Any]], path_map: Mapping[str, str]) -> dict[int, tuple[str, str]]:
@@ -112,8 +115,8 @@ def root_folders(roots: list[Mapping[str, Any]], path_map: Mapping[str, str]) ->
     """
     folders: dict[int, tuple[str, str]] = {}
     for root in roots:
-        identifier = sources.as_text(root["identifier"])
-        specific = sources.as_text(root["specificPath"]) or "/"
+        identifier = as_text(root["identifier"])
+        specific = as_text(root["specificPath"]) or "/"
         key = f"{identifier}{specific}" if specific != "/" else identifier
         mount = path_map.get(key) or path_map.get(identifier) or sourceapi.unquote_volume_path(identifier)
         if key in path_map:
@@ -122,12 +125,12 @@ def root_folders(roots: list[Mapping[str, Any]], path_map: Mapping[str, str]) ->
             folder = mount.rstrip("/") + "/" + specific.strip("/") if specific.strip("/") else mount
         else:
             folder = ""
-        folders[sourceapi.safe_int(root["id"])] = (key, folder)
+        folders[safe_int(root["id"])] = (key, folder)
     return folders
 
 
 def exclusion_reason(row: Mapping[str, Any], include_unconfirmed: bool) -> str:
-    prop = sources.as_text(row["property"])
+    prop = as_text(row["property"])
     if prop in UNCONFIRMED and not include_unconfirmed:
         return f"not confirmed in digiKam ({prop}: a suggestion; confirm it, or set source.include_unconfirmed)"
     if prop == "faceToTrain":
@@ -136,29 +139,27 @@ def exclusion_reason(row: Mapping[str, Any], include_unconfirmed: bool) -> str:
         return "face ignored in digiKam"
     if row["image_id"] is None:
         return "region points to an image digiKam no longer has"
-    status = sourceapi.safe_int(row["status"])
+    status = safe_int(row["status"])
     if status in _STATUS:
         return _STATUS[status]
     if row["album_root"] is None:
         return "image removed from its album in digiKam"
-    if sourceapi.safe_int(row["category"]) not in (0, 1):
+    if safe_int(row["category"]) not in (0, 1):
         return "not a photo (digiKam category video, audio or other)"
     return ""
 
 
 def marker_from_row(
     row: Mapping[str, Any], folders: Mapping[int, tuple[str, str]], include_unconfirmed: bool
-) -> sources.MarkerRow:
+) -> MarkerRow:
     reason = exclusion_reason(row, include_unconfirmed)
-    orientation = sourceapi.safe_int(row["orientation"]) or 1
-    width, height = sourceapi.displayed_size(
-        sourceapi.safe_int(row["width"]), sourceapi.safe_int(row["height"]), orientation
-    )
+    orientation = safe_int(row["orientation"]) or 1
+    width, height = geometry.displayed_size(safe_int(row["width"]), safe_int(row["height"]), orientation)
     rect = parse_rect(row["value"])
-    x = y = w = h = float("nan")
+    fractions = None
     side = 0
     if not reason and rect is None:
-        reason = f"region value is not a <rect x= y= width= height=/>: {sources.as_text(row['value'])[:60]!r}"
+        reason = f"region value is not a <rect x= y= width= height=/>: {as_text(row['value'])[:60]!r}"
     if not reason and not (width and height):
         reason = "the image's size is unknown in digiKam (ImageInformation width/height)"
     if not reason and rect is not None:
@@ -167,60 +168,49 @@ def marker_from_row(
         if right <= left or bottom <= top:
             reason = f"region {list(rect)} lies outside the {width}x{height} image"
         else:
-            x, y, w, h = sourceapi.fractions_for_pixels(left, top, right, bottom, width, height)
+            fractions = sourceapi.fractions_for_pixels(left, top, right, bottom, width, height)
             side = max(right - left, bottom - top)
-    key, folder = folders.get(sourceapi.safe_int(row["album_root"]), ("", ""))
+    key, folder = folders.get(safe_int(row["album_root"]), ("", ""))
     if not reason and not folder:
         reason = (
             f"no folder for digiKam album root '{key}': map its identifier to the folder where that "
             "volume is mounted in source.path_map"
         )
-    relative = sources.as_text(row["relative_path"]).strip("/")
-    name = sources.as_text(row["name"])
-    prop = sources.as_text(row["property"])
-    image = f"i{sourceapi.safe_int(row['imageid'])}"
-    marker_uid = region_uid(row["imageid"], row["tagid"], row["value"])
-    return sources.MarkerRow(
-        marker_uid=marker_uid,
-        stem=file_stem(marker_uid),
+    relative = as_text(row["relative_path"]).strip("/")
+    name = as_text(row["name"])
+    prop = as_text(row["property"])
+    image = f"i{safe_int(row['imageid'])}"
+    return region_marker(
+        region_uid(row["imageid"], row["tagid"], row["value"]),
+        reason,
+        fractions,
+        side,
         file_uid=image,
         photo_uid=image,
-        subj_uid=str(sourceapi.safe_int(row["tagid"])),
+        subj_uid=str(safe_int(row["tagid"])),
         marker_src=prop,
         subj_src="manual" if prop == CONFIRMED else "",
-        marker_review=0,
-        score=0,  # digiKam keeps no detector score
-        q=0,
-        size=side,
-        x=x,
-        y=y,
-        w=w,
-        h=h,
         file_root=key,
         file_name=f"{relative}/{name}" if relative else name,
-        file_hash=sources.as_text(row["unique_hash"]),
+        file_hash=as_text(row["unique_hash"]),
         file_width=width,
         file_height=height,
         file_orientation=orientation,
-        taken_at=sources.as_timestamp(row["creation_date"]),
-        status="excluded" if reason else "ok",
-        reason=reason,
+        taken_at=as_timestamp(row["creation_date"]),
     )
 
 
-def neighbour_from_row(row: Mapping[str, Any]) -> sources.Neighbour | None:
+def neighbour_from_row(row: Mapping[str, Any]) -> Neighbour | None:
     rect = parse_rect(row["value"])
-    orientation = sourceapi.safe_int(row["orientation"]) or 1
-    width, height = sourceapi.displayed_size(
-        sourceapi.safe_int(row["width"]), sourceapi.safe_int(row["height"]), orientation
-    )
+    orientation = safe_int(row["orientation"]) or 1
+    width, height = geometry.displayed_size(safe_int(row["width"]), safe_int(row["height"]), orientation)
     if rect is None or not width or not height:
         return None
-    image = f"i{sourceapi.safe_int(row['imageid'])}"
-    return sources.Neighbour(
+    image = f"i{safe_int(row['imageid'])}"
+    return Neighbour(
         region_uid(row["imageid"], row["tagid"], row["value"]),
         image,
-        str(sourceapi.safe_int(row["tagid"])),
+        str(safe_int(row["tagid"])),
         rect[0] / width,
         rect[1] / height,
         rect[2] / width,
@@ -228,31 +218,26 @@ def neighbour_from_row(row: Mapping[str, Any]) -> sources.Neighbour | None:
     )
 
 
-def read_export(engine: sa.Engine, person: str, source_config: Mapping[str, Any], url: str) -> sources.Export:
+def read_export(engine: sa.Engine, person: str, source: Section) -> Export:
     """Resolve ``person`` among digiKam's people tags and read their regions, in one read-only connection."""
-    path_map = dict(source_config.get("path_map") or {})
-    include_unconfirmed = bool(source_config.get("include_unconfirmed", False))
+    path_map = dict(source.path_map)
     try:
         with engine.connect() as conn:
-            tags = [
-                (sourceapi.safe_int(r.id), sourceapi.safe_int(r.pid), sources.as_text(r.name))
-                for r in conn.execute(_TAGS_SQL)
-            ]
-            properties = [
-                (sourceapi.safe_int(r.tagid), sources.as_text(r.property)) for r in conn.execute(_TAG_PROPERTIES_SQL)
-            ]
+            tags = [(safe_int(r.id), safe_int(r.pid), as_text(r.name)) for r in conn.execute(_TAGS_SQL)]
+            properties = [(safe_int(r.tagid), as_text(r.property)) for r in conn.execute(_TAG_PROPERTIES_SQL)]
             subject = sourceapi.resolve_subject(people(tags, properties), person, MANAGER)
             folders = root_folders([dict(r._mapping) for r in conn.execute(_ROOTS_SQL)], path_map)
             params = {"tagid": int(subject.uid)}
             markers = [
-                marker_from_row(r._mapping, folders, include_unconfirmed) for r in conn.execute(_REGIONS_SQL, params)
+                marker_from_row(r._mapping, folders, source.include_unconfirmed)
+                for r in conn.execute(_REGIONS_SQL, params)
             ]
             neighbours = [
                 n for n in (neighbour_from_row(r._mapping) for r in conn.execute(_NEIGHBOURS_SQL, params)) if n
             ]
             conn.rollback()
     except sa.exc.SQLAlchemyError as exc:
-        raise sourceapi.explain_db_error(exc, url, MANAGER) from None
+        raise database.explain_db_error(exc, source.url, MANAGER) from None
     markers.sort(key=lambda m: m.marker_uid)
     roots = {key: folder for key, folder in folders.values() if folder}
-    return sources.Export(subject, markers, neighbours, roots=roots)
+    return Export(subject, markers, neighbours, roots=roots)

@@ -25,9 +25,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from likeness import geometry
+from likeness.config import Section
 from likeness.errors import ConfigError, SourceError
-from likeness.export import sourceapi, sources
-from likeness.names import file_stem
+from likeness.export import database, sourceapi
+from likeness.export.records import Export, MarkerRow, Neighbour, Subject, region_marker
+from likeness.export.values import as_text, as_timestamp, uid_text
 
 MANAGER = "Immich"
 # EXIF orientation as Immich stores it (text): the EXIF numbers, or degrees for some videos and HEIFs.
@@ -35,7 +38,7 @@ _ORIENTATIONS = {"90": 6, "-90": 8, "270": 8, "180": 3, "-180": 3, "0": 1}
 
 
 # -- connection -----------------------------------------------------------------------------------------
-def make_engine(url: str, password_env: str, option_file: str = "") -> sa.Engine:
+def make_engine(url: str, password_env: str, option_file: str) -> sa.Engine:
     """A read-only engine: every session starts with ``default_transaction_read_only = on``.
 
     The password comes from the environment variable ``password_env``, or from libpq's own sources: a
@@ -52,13 +55,13 @@ def make_engine(url: str, password_env: str, option_file: str = "") -> sa.Engine
             f"must not contain a password; put it in the environment variable {password_env} "
             "(source.password_env) or in a .pgpass file (source.option_file)",
         )
-    parsed = sources.parse_server_url(url, password_env)  # no secret query parameters, a valid port
+    parsed = database.parse_server_url(url, password_env)  # no secret query parameters, a valid port
     driver = parsed.get_driver_name()
     if parsed.drivername not in ("postgresql", "postgresql+psycopg"):
         raise ConfigError("source.url", f"use postgresql+psycopg:// for Immich (the {driver} driver is not installed)")
     parsed = parsed.set(drivername="postgresql+psycopg")
     connect_args: dict[str, Any] = {"connect_timeout": 10, "options": "-c default_transaction_read_only=on"}
-    connect_args.update(sources.credential_args(password_env, option_file, "passfile", ".pgpass file"))
+    connect_args.update(database.credential_args(password_env, option_file, "passfile", ".pgpass file"))
     return sa.create_engine(parsed, connect_args=connect_args, poolclass=sa.pool.NullPool)
 
 
@@ -146,7 +149,7 @@ def _neighbours_sql(columns: set[tuple[str, str]]) -> sa.TextClause:
 
 # -- rows ------------------------------------------------------------------------------------------------
 def orientation_of(value: Any) -> int:
-    text = sources.as_text(value).strip()
+    text = as_text(value).strip()
     if text.isdigit() and 1 <= int(text) <= 8:
         return int(text)
     return _ORIENTATIONS.get(text, 1)
@@ -157,7 +160,7 @@ def original_size(row: Mapping[str, Any], orientation: int) -> tuple[int, int]:
     if row["width"] and row["height"]:
         return int(row["width"]), int(row["height"])
     if row["exif_width"] and row["exif_height"]:
-        return sourceapi.displayed_size(int(row["exif_width"]), int(row["exif_height"]), orientation)
+        return geometry.displayed_size(int(row["exif_width"]), int(row["exif_height"]), orientation)
     return 0, 0
 
 
@@ -199,11 +202,11 @@ def exclusion_reason(row: Mapping[str, Any]) -> str:
     return ""
 
 
-def marker_from_row(row: Mapping[str, Any], path_map: Mapping[str, str], subj_src: str) -> sources.MarkerRow:
+def marker_from_row(row: Mapping[str, Any], path_map: Mapping[str, str], subj_src: str) -> MarkerRow:
     reason = exclusion_reason(row)
     orientation = orientation_of(row["orientation"])
     width, height = original_size(row, orientation)
-    x = y = w = h = float("nan")
+    fractions = None
     side = 0
     if not reason and not (width and height):
         reason = "the original's size is unknown in Immich (no width/height, no EXIF size)"
@@ -213,9 +216,9 @@ def marker_from_row(row: Mapping[str, Any], path_map: Mapping[str, str], subj_sr
         if right <= left or bottom <= top:
             reason = f"face box {list(box)} lies outside the {row['iw']}x{row['ih']} detection image"
         else:
-            x, y, w, h = sourceapi.fractions_for_pixels(left, top, right, bottom, width, height)
+            fractions = sourceapi.fractions_for_pixels(left, top, right, bottom, width, height)
             side = max(right - left, bottom - top)
-    original_path = sources.as_text(row["original_path"])
+    original_path = as_text(row["original_path"])
     root, relative = sourceapi.split_by_path_map(path_map, original_path) if original_path else ("", "")
     if not reason and not root:
         reason = (
@@ -224,43 +227,34 @@ def marker_from_row(row: Mapping[str, Any], path_map: Mapping[str, str], subj_sr
         )
     checksum = row["checksum"]
     taken = row["date_time_original"] or row["file_created_at"]
-    marker_uid = sourceapi.uid_text(row["face_id"])
-    return sources.MarkerRow(
-        marker_uid=marker_uid,
-        stem=file_stem(marker_uid),
-        file_uid=sourceapi.uid_text(row["face_asset_id"]),
-        photo_uid=sourceapi.uid_text(row["asset_id"]),
-        subj_uid=sourceapi.uid_text(row["person_id"]),
-        marker_src=sources.as_text(row["source_type"]),
+    return region_marker(
+        uid_text(row["face_id"]),
+        reason,
+        fractions,
+        side,
+        file_uid=uid_text(row["face_asset_id"]),
+        photo_uid=uid_text(row["asset_id"]),
+        subj_uid=uid_text(row["person_id"]),
+        marker_src=as_text(row["source_type"]),
         subj_src=subj_src,
-        marker_review=0,
-        score=0,  # Immich keeps no detector score
-        q=0,
-        size=side,
-        x=x,
-        y=y,
-        w=w,
-        h=h,
         file_root=root,
         file_name=relative or original_path,
         file_hash=bytes(checksum).hex() if checksum is not None else "",
         file_width=width,
         file_height=height,
         file_orientation=orientation,
-        taken_at=sources.as_timestamp(taken),
-        status="excluded" if reason else "ok",
-        reason=reason,
+        taken_at=as_timestamp(taken),
     )
 
 
-def neighbour_from_row(row: Mapping[str, Any]) -> sources.Neighbour | None:
+def neighbour_from_row(row: Mapping[str, Any]) -> Neighbour | None:
     iw, ih = row["iw"] or 0, row["ih"] or 0
     if iw <= 0 or ih <= 0:
         return None
-    return sources.Neighbour(
-        sourceapi.uid_text(row["id"]),
-        sourceapi.uid_text(row["asset_id"]),
-        sourceapi.uid_text(row["person_id"]),
+    return Neighbour(
+        uid_text(row["id"]),
+        uid_text(row["asset_id"]),
+        uid_text(row["person_id"]),
         row["x1"] / iw,
         row["y1"] / ih,
         (row["x2"] - row["x1"]) / iw,
@@ -270,12 +264,12 @@ def neighbour_from_row(row: Mapping[str, Any]) -> sources.Neighbour | None:
 
 def _id_key(value: str) -> str:
     """Person ids compare with or without dashes, in any case."""
-    return sourceapi.uid_text(value.strip())
+    return uid_text(value.strip())
 
 
-def read_export(engine: sa.Engine, person: str, source_config: Mapping[str, Any], url: str) -> sources.Export:
+def read_export(engine: sa.Engine, person: str, source: Section) -> Export:
     """Resolve ``person`` among Immich's people and read their faces, in one read-only connection."""
-    path_map = dict(source_config.get("path_map") or {})
+    path_map = dict(source.path_map)
     try:
         with engine.connect() as conn:
             tables = set(sa.inspect(conn).get_table_names())
@@ -284,7 +278,7 @@ def read_export(engine: sa.Engine, person: str, source_config: Mapping[str, Any]
             # From v3.2.0 on, a person is a person group; each user keeps a row (name) for it.
             key = '"personGroupId"' if person_column(columns) == "personGroupId" else "id"
             people = [
-                sources.Subject(str(r.id), "", sources.as_text(r.name))
+                Subject(str(r.id), "", as_text(r.name))
                 for r in conn.execute(sa.text(f"SELECT {key} AS id, name FROM person ORDER BY {key}, name"))
             ]
             subject = sourceapi.resolve_subject(people, person, MANAGER, _id_key)
@@ -299,6 +293,6 @@ def read_export(engine: sa.Engine, person: str, source_config: Mapping[str, Any]
             ]
             conn.rollback()
     except sa.exc.SQLAlchemyError as exc:
-        raise sourceapi.explain_db_error(exc, url, MANAGER) from None
-    subject = sources.Subject(sourceapi.uid_text(subject.uid), "", subject.name)
-    return sources.Export(subject, markers, neighbours, roots=sourceapi.path_map_roots(path_map))
+        raise database.explain_db_error(exc, source.url, MANAGER) from None
+    subject = Subject(uid_text(subject.uid), "", subject.name)
+    return Export(subject, markers, neighbours, roots=sourceapi.path_map_roots(path_map))

@@ -17,31 +17,27 @@ is left out, the tables in the database say which manager wrote it.
 from __future__ import annotations
 
 import difflib
-import math
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePosixPath
-from typing import Any
 
 import sqlalchemy as sa
 
-from likeness.errors import ConfigError, SourceError
-from likeness.export import sources
+from likeness.config import Section
+from likeness.errors import ConfigError
+from likeness.export import database, photoprism
+from likeness.export.database import explain_db_error, mask_url
+from likeness.export.records import Export, Subject, name_key
 
 KINDS = ("photoprism", "immich", "digikam")
 MANAGER_NAMES = {"photoprism": "PhotoPrism", "immich": "Immich", "digikam": "digiKam"}
 
 
 # -- the person ------------------------------------------------------------------------------------------
-def normalise_name(name: str) -> str:
-    """Names compare as PhotoPrism's do (sources.name_key): any case, any Unicode form, spaces collapsed."""
-    return sources.name_key(name)
-
-
 def resolve_subject(
-    subjects: Iterable[sources.Subject], person: str, manager: str, id_key: Callable[[str], str] = str.strip
-) -> sources.Subject:
-    """The subject ``person`` names: its id (compared through ``id_key``), or its name.
+    subjects: Iterable[Subject], person: str, manager: str, id_key: Callable[[str], str] = str.strip
+) -> Subject:
+    """The subject ``person`` names: its id (compared through ``id_key``), or its name (records.name_key).
 
     Several subjects with the same name (Immich keeps people per user) ask for the id; no match lists the
     closest names. Each error is one line naming the config key.
@@ -52,21 +48,21 @@ def resolve_subject(
     by_id = _first_per_uid(s for s in pool if wanted_id and id_key(s.uid) == wanted_id)
     if len(by_id) == 1:
         return by_id[0]
-    wanted = normalise_name(person)
-    by_name = _first_per_uid(s for s in pool if s.name and normalise_name(s.name) == wanted)
+    wanted = name_key(person)
+    by_name = _first_per_uid(s for s in pool if s.name and name_key(s.name) == wanted)
     if len(by_name) == 1:
         return by_name[0]
     if len(by_name) > 1:
         listed = ", ".join(f"{s.name} ({s.uid})" for s in by_name)
         raise ConfigError("person", f"'{person}' matches several {manager} people: {listed}; give the id")
-    names = {normalise_name(s.name): s for s in pool if s.name}
+    names = {name_key(s.name): s for s in pool if s.name}
     close = difflib.get_close_matches(wanted, list(names), n=5, cutoff=0.4)
     hint = ", ".join(f"{names[n].name} ({names[n].uid})" for n in close) or "none similar"
     raise ConfigError("person", f"no {manager} person is named '{person}'; closest: {hint}")
 
 
-def _first_per_uid(subjects: Iterable[sources.Subject]) -> list[sources.Subject]:
-    first: dict[str, sources.Subject] = {}
+def _first_per_uid(subjects: Iterable[Subject]) -> list[Subject]:
+    first: dict[str, Subject] = {}
     for subject in subjects:
         first.setdefault(subject.uid, subject)
     return list(first.values())
@@ -83,17 +79,12 @@ def fractions_for_pixels(x0: int, y0: int, x1: int, y1: int, width: int, height:
     return ((x0 + 0.5) / width, (y0 + 0.5) / height, (x1 - x0) / width, (y1 - y0) / height)
 
 
-def displayed_size(width: int, height: int, orientation: int) -> tuple[int, int]:
-    """EXIF orientations 5-8 turn the stored image by 90 degrees: the displayed size swaps."""
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-
-
 # -- paths -----------------------------------------------------------------------------------------------
 def split_by_path_map(path_map: Mapping[str, str], stored_path: str) -> tuple[str, str]:
     """(prefix, relative path) for a path the manager stored, by the longest ``source.path_map`` prefix.
 
     ('', '') when no prefix covers it. The prefix becomes the file's root key, the folder it maps to the
-    root on this machine, so ``sources.resolve_photo`` keeps the path inside that folder.
+    root on this machine, so ``photos.resolve_photo`` keeps the path inside that folder.
     """
     path = PurePosixPath(stored_path)
     best = ""
@@ -124,21 +115,20 @@ def detect_kind(table_names: Iterable[str]) -> str:
 
 
 def is_postgres(url: str) -> bool:
-    """A PostgreSQL URL (Immich); SQLite paths are taken literally (sources.sqlite_path_from_url)."""
-    return sources.sqlite_path_from_url(url) is None and url.lower().startswith(("postgresql:", "postgresql+"))
+    """A PostgreSQL URL (Immich); SQLite paths are taken literally (database.sqlite_path_from_url)."""
+    return database.sqlite_path_from_url(url) is None and url.lower().startswith(("postgresql:", "postgresql+"))
 
 
-def make_engine(source_config: Mapping[str, Any]) -> sa.Engine:
+def make_engine(source: Section) -> sa.Engine:
     """A read-only engine for ``source.url``: SQLite and MariaDB as for PhotoPrism, PostgreSQL for Immich."""
-    url = source_config["url"]
-    if is_postgres(url):
+    if is_postgres(source.url):
         from likeness.export import immich
 
-        return immich.make_engine(url, source_config["password_env"], source_config["option_file"])
-    return sources.make_engine(url, source_config["password_env"], source_config["option_file"])
+        return immich.make_engine(source.url, source.password_env, source.option_file)
+    return database.make_engine(source.url, source.password_env, source.option_file)
 
 
-def likely_manager(url: str, kind: str = "") -> str:
+def likely_manager(url: str, kind: str) -> str:
     """The manager to name in an error before the tables could be read: the kind, else a guess from the URL."""
     if kind:
         return MANAGER_NAMES[kind]
@@ -149,32 +139,21 @@ def likely_manager(url: str, kind: str = "") -> str:
     return MANAGER_NAMES["photoprism"]
 
 
-def table_names(engine: sa.Engine, url: str, kind: str = "") -> list[str]:
+def table_names(engine: sa.Engine, url: str, kind: str) -> list[str]:
     try:
         return sa.inspect(engine).get_table_names()
     except sa.exc.SQLAlchemyError as exc:
         raise explain_db_error(exc, url, likely_manager(url, kind)) from None
 
 
-def explain_db_error(exc: Exception, url: str, manager: str) -> SourceError:
-    """One line, the URL without any password: the driver's first line of the message."""
-    text = str(getattr(exc, "orig", exc)).strip().splitlines()
-    first = text[0] if text else type(exc).__name__
-    safe_url = sources.mask_url(url)
-    if "locked" in first:
-        return SourceError(f"the {manager} database {safe_url} is locked by another process: {first}")
-    return SourceError(f"cannot read the {manager} database {safe_url}: {first}")
-
-
-def resolve_kind(source_config: Mapping[str, Any], engine: sa.Engine) -> str:
+def resolve_kind(source: Section, engine: sa.Engine) -> str:
     """``source.kind``, or the kind the tables show; a kind the tables contradict is one line."""
-    url = source_config["url"]
-    found = detect_kind(table_names(engine, url, source_config.get("kind") or ""))
-    kind = source_config.get("kind") or found
+    found = detect_kind(table_names(engine, source.url, source.kind))
+    kind = source.kind or found
     if not kind:
         raise ConfigError(
             "source.kind",
-            f"the database at {sources.mask_url(url)} has none of the "
+            f"the database at {mask_url(source.url)} has none of the "
             "tables of PhotoPrism (markers), Immich (asset_face) or digiKam (ImageTagProperties); "
             "check source.url or set source.kind",
         )
@@ -183,58 +162,35 @@ def resolve_kind(source_config: Mapping[str, Any], engine: sa.Engine) -> str:
             "source.kind", f"is '{kind}' but the database has {MANAGER_NAMES[found]}'s tables (set it to '{found}')"
         )
     if kind == "photoprism":
-        if not source_config.get("originals"):
+        if not source.originals:
             raise ConfigError("source.originals", "is required for a PhotoPrism library (its originals folder)")
-        sources.check_originals(source_config)
+        photoprism.check_originals(source.originals)
     return kind
 
 
-def read_export(source_config: Mapping[str, Any], person: str) -> sources.Export:
-    """The export of ``person`` from whichever manager ``source`` points at."""
-    if source_config.get("kind") == "photoprism" or (not source_config.get("kind") and source_config.get("originals")):
+def read_export(source: Section, person: str) -> Export:
+    """The export of ``person`` from whichever manager ``source`` (the config's source settings) points at."""
+    if source.kind == "photoprism" or (not source.kind and source.originals):
         # source.originals is PhotoPrism's: a wrong folder is a config error before any database is opened.
-        sources.check_originals(source_config)
-    engine = make_engine(source_config)
-    kind = resolve_kind(source_config, engine)
-    url = source_config["url"]
+        photoprism.check_originals(source.originals)
+    engine = make_engine(source)
+    kind = resolve_kind(source, engine)
     if kind == "photoprism":
-        export = sources.read_export(engine, person, url)
-        export.roots = sources.roots_from_config(source_config)
+        export = photoprism.read_export(engine, person, source.url)
+        export.roots = photoprism.roots(source)
         return export
     if kind == "immich":
         from likeness.export import immich
 
-        return immich.read_export(engine, person, source_config, url)
+        return immich.read_export(engine, person, source)
     from likeness.export import digikam
 
-    return digikam.read_export(engine, person, source_config, url)
+    return digikam.read_export(engine, person, source)
 
 
-def roots(export: sources.Export) -> dict[str, str]:
-    """Root key -> folder on this machine, for ``sources.resolve_photo``."""
+def roots(export: Export) -> dict[str, str]:
+    """Root key -> folder on this machine, for ``photos.resolve_photo``."""
     return dict(export.roots or {})
-
-
-# -- small value helpers shared by the readers -----------------------------------------------------------
-def uid_text(value: Any) -> str:
-    """A uuid (or any id) as lowercase letters and digits: marker UIDs name files and wildcards."""
-    return "".join(ch for ch in sources.as_text(value).lower() if ch.isalnum())
-
-
-def safe_int(value: Any) -> int:
-    """An integer column; 0 for a value no integer column should hold (SQLite keeps whatever it is given)."""
-    try:
-        return sources.as_int(value)
-    except sources.ValueProblem:
-        return 0
-
-
-def finite_or_nan(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return number if math.isfinite(number) else math.nan
 
 
 def unquote_volume_path(identifier: str) -> str:

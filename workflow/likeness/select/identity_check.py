@@ -30,7 +30,7 @@ PHOTOPRISM_CLUSTER_DIST = 0.64
 
 
 def decode_photoprism_embedding(text: str) -> np.ndarray | None:
-    """markers.tsv's embedding column (base64 float32, likeness.export.sources) -> vector, or None."""
+    """markers.tsv's embedding column (base64 float32, likeness.export.records) -> vector, or None."""
     if not text:
         return None
     try:

@@ -1,0 +1,57 @@
+"""Where each face's photo is on this machine: a root folder and the path the database stores below it.
+
+``file_name`` comes from the database: it must stay relative to its root, and a symlink must not lead out
+of the root, so that a crafted or stale row never makes likeness read files it was not given. Whatever the
+name holds, the answer is a reason, never an exception: this runs while the Snakefile is parsed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from likeness.export.records import UNREACHABLE, Export
+
+
+def locate_photos(export: Export, roots: Mapping[str, str]) -> None:
+    """Find each usable marker's photo on this machine; a path that cannot be read makes it unreachable."""
+    for marker in export.usable:
+        marker.path, reason = resolve_photo(roots, marker.file_root, marker.file_name)
+        if reason:
+            marker.status, marker.reason = UNREACHABLE, reason
+
+
+def resolve_photo(roots: Mapping[str, str], file_root: str, file_name: str) -> tuple[str, str]:
+    """(path, '') for a photo inside its root folder, or ('', reason) when it must not or cannot be read.
+
+    Too long for the OS, a symlink loop, a folder that cannot be read: each is a reason.
+    """
+    root = roots.get(file_root or "/")
+    if not root:
+        return "", f"no folder configured for PhotoPrism root '{file_root}'"
+    if not file_name or "\x00" in file_name:
+        return "", "file_name is empty or invalid"
+    try:
+        return _resolve_inside(Path(root), file_name)
+    except FileNotFoundError:
+        return "", f"photo missing on disk: {Path(root) / file_name}"
+    except RuntimeError:  # Python 3.11's resolve() on a symlink loop
+        return "", f"file_name '{file_name}' is a symlink loop"
+    except (OSError, ValueError) as error:
+        detail = getattr(error, "strerror", None) or str(error)
+        return "", f"photo cannot be reached: {detail}: {Path(root) / file_name}"
+
+
+def _resolve_inside(root: Path, file_name: str) -> tuple[str, str]:
+    if file_name.startswith(("/", "\\")) or Path(file_name).is_absolute():
+        return "", f"file_name '{file_name}' is an absolute path; PhotoPrism stores paths relative to a root"
+    if ".." in Path(file_name).parts:
+        return "", f"file_name '{file_name}' escapes its root ('..')"
+    path = root / file_name
+    real_root = root.resolve()
+    real_path = path.resolve(strict=True)  # OSError (missing, too long, a loop, no permission): a reason
+    if real_path != real_root and real_root not in real_path.parents:
+        return "", f"file_name '{file_name}' resolves outside its root (symlink to {real_path})"
+    if not real_path.is_file():
+        return "", f"photo is not a regular file: {path}"
+    return str(path), ""
