@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def test_command_line_strings_become_the_type_the_schema_wants():
         "crop": {"factor": "1.5"},
         "caption": {"exclude_tags": ["hat", "1girl"], "class_word": "123"},
     }
-    settings = validate_config(config)
+    settings = validate_config(config, command_line=copy.deepcopy(config))
     assert settings.select.top_n == 5
     assert settings.select.diversity is False
     assert settings.select.max_identity_distance is None
@@ -87,12 +88,21 @@ def test_command_line_strings_become_the_type_the_schema_wants():
 
 
 def test_a_string_no_reading_fits_is_one_line_naming_the_key():
-    config = {**minimal(), "train": {"max_gpu_hours": "lots"}}
+    given = {"train": {"max_gpu_hours": "lots"}}
     with pytest.raises(ConfigError) as error:
-        validate_config(config)
+        validate_config({**minimal(), **given}, command_line=given)
     assert str(error.value) == "config key 'train.max_gpu_hours': 'lots' is not of type number"
+    given = {"select": {"top_n": "1.5"}}
     with pytest.raises(ConfigError, match=r"'select\.top_n'"):
-        validate_config({**minimal(), "select": {"top_n": "1.5"}})
+        validate_config({**minimal(), **given}, command_line=given)
+
+
+def test_strings_from_a_config_file_are_not_reread():
+    """Only --config values arrive as strings by necessity; a quoted "5" in config.yaml is a mistake to name."""
+    with pytest.raises(ConfigError, match=r"'select\.top_n': '5' is not of type integer"):
+        validate_config({**minimal(), "select": {"top_n": "5"}})
+    with pytest.raises(ConfigError, match=r"'select\.manual_only'"):
+        validate_config({**minimal(), "select": {"manual_only": "yes"}}, command_line={"train": {}})
 
 
 @pytest.mark.snakemake
@@ -107,7 +117,7 @@ def test_snakemake_config_values_reach_the_settings(tmp_path):
             sys.path.insert(0, {str(REPO_ROOT / "workflow")!r})
             from likeness.config import validate_config
             configfile: "config.yaml"
-            s = validate_config(config)
+            s = validate_config(config, workflow.config_settings.overwrite_config)
             print("PROBE", repr(s.select.top_n), repr(s.train.gpu_hourly_cost), repr(s.select.diversity))
             rule all:
                 output: "x"

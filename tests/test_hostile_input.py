@@ -279,8 +279,7 @@ def test_unreachable_database_is_one_line(tmp_path, hostile):
         ("crop", {"size": "1024px"}, "crop.size"),
         ("crop", {"factor": [2, 2]}, "crop.factor"),
         ("select", {"top_n": 10.5}, "select.top_n"),
-        # "yes" is YAML for true (likeness.config reads it so, as on the command line): "sometimes" is no boolean.
-        ("select", {"manual_only": "sometimes"}, "select.manual_only"),
+        ("select", {"manual_only": "yes"}, "select.manual_only"),
         ("caption", {"general_threshold": "high"}, "caption.general_threshold"),
         ("source", {"originals": 7}, "source.originals"),
     ],

@@ -4,8 +4,9 @@
 ``<section>.schema.yaml`` (select, caption, train, ...), merged in here, so that a stage's keys, defaults
 and documentation live beside each other. The schemas are the single source of defaults and types:
 
-- ``validate_config(config)`` fills the defaults into Snakemake's ``config`` dict (rules pass sections
-  of it as params), accepts command-line strings where the schema's type is unambiguous, validates, and
+- ``validate_config(config, command_line)`` fills the defaults into Snakemake's ``config`` dict (rules
+  pass sections of it as params), reads the values given with ``--config`` (``command_line``: Snakemake's
+  ``workflow.config_settings.overwrite_config``) as the schema's types where that is unambiguous, validates, and
   returns frozen :class:`Settings`: one :class:`Section` per object in the schema, with one attribute per
   key, built from the schema itself (a key that is a Python keyword, ``import``, becomes ``import_``).
 - ``section_settings("train", values)`` rebuilds a section's frozen settings inside a job from the
@@ -128,18 +129,20 @@ def _subschemas(schema: Mapping[str, Any], key: str) -> Mapping[str, Any] | None
     return extra if isinstance(extra, Mapping) else None
 
 
-def coerce_command_line(instance: Any, schema: Mapping[str, Any]) -> Any:
-    """``instance`` with command-line strings read as the numbers, booleans or nulls the schema wants."""
-    if isinstance(instance, str):
+def coerce_command_line(instance: Any, schema: Mapping[str, Any], given: Any) -> Any:
+    """``instance`` with the strings given on the command line (``given``, the same shape) read as the
+    numbers, booleans or nulls the schema wants. Values from config files are left as YAML read them: a
+    quoted "yes" there is a string, and the schema says so."""
+    if isinstance(instance, str) and isinstance(given, str):
         return _command_line_value(instance, schema)
-    if isinstance(instance, dict):
+    if isinstance(instance, dict) and isinstance(given, Mapping):
         for key, value in instance.items():
             subschema = _subschemas(schema, key)
-            if subschema is not None:
-                instance[key] = coerce_command_line(value, subschema)
+            if subschema is not None and key in given:
+                instance[key] = coerce_command_line(value, subschema, given[key])
         return instance
-    if isinstance(instance, list) and isinstance(schema.get("items"), Mapping):
-        return [coerce_command_line(item, schema["items"]) for item in instance]
+    if isinstance(instance, list) and isinstance(given, list) and isinstance(schema.get("items"), Mapping):
+        return [coerce_command_line(item, schema["items"], item) for item in instance]
     return instance
 
 
@@ -249,13 +252,16 @@ def section_settings(section: str, values: Mapping[str, Any]) -> Section:
     return _build(section, values)
 
 
-def validate_config(config: dict[str, Any], schema_dir: Path = SCHEMA_DIR) -> Section:
+def validate_config(
+    config: dict[str, Any], command_line: Mapping[str, Any] | None = None, schema_dir: Path = SCHEMA_DIR
+) -> Section:
     """Fill defaults into ``config`` in place, validate it, and return its frozen settings.
 
+    ``command_line``: the values given with ``--config`` (already merged into ``config`` by Snakemake).
     Raises ConfigError (one line naming the key) for the first problem.
     """
     schema = _schema(schema_dir)
-    coerce_command_line(config, schema)
+    coerce_command_line(config, schema, command_line or {})
     validator = _Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (list(e.absolute_path), e.validator))
     if errors:

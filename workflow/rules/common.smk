@@ -36,7 +36,7 @@ EXPORT_NEIGHBOURS = "results/export/neighbours.tsv"
 FROM_EXPORT = workflow.remote_exec or lk_bundle.is_bundle(".")
 
 try:
-    SETTINGS = validate_config(config)
+    SETTINGS = validate_config(config, workflow.config_settings.overwrite_config)
     if FROM_EXPORT:
         EXPORT = lk_export_tsv.read_tables(
             EXPORT_MARKERS, EXPORT_NEIGHBOURS, SETTINGS.person
