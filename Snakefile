@@ -28,6 +28,8 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    """Everything: export, crops, training set, captions, the training (or its prepared run), the best
+    epoch's LoRA and the report's figures."""
     default_target: True
     input:
         "results/export/markers.tsv",

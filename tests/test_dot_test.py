@@ -57,3 +57,27 @@ def test_config_runs_end_to_end(tmp_path: Path, name: str) -> None:
     rerun = snakemake(workdir, "-n", *configfile)
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
     snakemake(workdir, "--lint", *configfile)
+    assert_every_declared_log_is_written(workdir, configfile)
+    assert_every_rule_explains_itself(workdir, configfile)
+
+
+def assert_every_declared_log_is_written(workdir: Path, configfile: tuple[str, ...]) -> None:
+    """Each output's job, per Snakemake's own record (--detailed-summary), left the log it declares."""
+    summary = snakemake(workdir, "--detailed-summary", *configfile).stdout
+    rows = tables.parse_table(summary[summary.index("output_file\t") :], "--detailed-summary")
+    ran = [row for row in rows if row["status"] == "ok"]
+    assert ran, "the summary lists no finished job"
+    for row in ran:
+        logs = [log for log in row["log-file(s)"].split(",") if log]
+        assert logs, f"rule {row['rule']} declares no log"
+        for log in logs:
+            assert (workdir / log).is_file(), f"rule {row['rule']} did not write its log {log}"
+
+
+def assert_every_rule_explains_itself(workdir: Path, configfile: tuple[str, ...]) -> None:
+    """`snakemake --list-rules` shows each rule with its docstring: "name (what it does)"."""
+    listing = snakemake(workdir, "--list-rules", *configfile).stdout
+    rules = [line for line in listing.splitlines() if line and not line.startswith(" ")]
+    assert len(rules) >= 15, listing
+    undocumented = [line for line in rules if "(" not in line]
+    assert not undocumented, f"rules without a docstring: {undocumented}"
