@@ -12,28 +12,29 @@ from pathlib import Path
 
 import pytest
 from install_helpers import FILENAME, REPO_ID, REVISION, make_hub_cache
+from likeness.config import validate_section
 from likeness.errors import ConfigError
 from likeness.train import base_model as bm
-from likeness.train import training
 
 CONTENT = b"safetensors bytes standing in for SDXL: only their hash matters here" * 1000
 
 
 def _cfg(tmp_path: Path, **overrides) -> dict:
-    cfg = training.train_config(
+    cfg = validate_section(
+        "train",
         {
             "base_model": REPO_ID,
             "base_model_sha256": hashlib.sha256(CONTENT).hexdigest(),
             "hub_cache": str(tmp_path / "hub"),
             "cache_dir": str(tmp_path / "cache" / "train"),
-        }
-    )
+        },
+    ).as_dict()
     cfg.update(overrides)
     return cfg
 
 
 def test_defaults_pin_sdxl_base_and_its_published_hash() -> None:
-    cfg = training.train_config({})
+    cfg = validate_section("train", {}).as_dict()
     assert cfg["base_model"] == REPO_ID and cfg["base_model_file"] == FILENAME
     assert cfg["base_model_revision"] == REVISION
     assert cfg["base_model_sha256"] == "31e35c80fc4829d14f90153f4c74cd59c90b779f6afe05a74cd6120b893f7e5b"

@@ -83,11 +83,11 @@ def double_env(step_seconds: float = 0.0, save_seconds: float = 0.0) -> dict[str
 
 
 def start_stage(tmp: Path, cfg: dict[str, Any], dataset: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """``python -m likeness.train.training`` in its own process group (so a test can SIGKILL all of it)."""
+    """``python -m likeness.train.launch`` in its own process group (so a test can SIGKILL all of it)."""
     config_file = tmp / "config.yaml"
     config_file.write_text(yaml.safe_dump({"train": cfg}))
     command = [
-        sys.executable, "-m", "likeness.train.training", "--configfile", str(config_file),
+        sys.executable, "-m", "likeness.train.launch", "--configfile", str(config_file),
         "--dataset", str(dataset), "--trigger", TRIGGER, "--class-word", CLASS_WORD,
         "--log", str(tmp / "logs" / "train.log"), "--status", str(tmp / "results" / "train" / "status.json"),
         "--runs-root", str(tmp / "results" / "train"),
