@@ -13,7 +13,7 @@ from likeness.train import trainer_install as lk_trainer_install
 # The dataset the training reads: the selected crops (select_faces' directory() output) and their
 # <stem>.txt captions (caption_faces' directory() output).
 TRAIN_IMAGES = "results/dataset/images"
-TRAIN_CAPTIONS = "results/dataset/images"
+TRAIN_CAPTIONS = "results/captions/text"
 TRAIN_RUNS = "results/train"
 TRAIN_STATUS = f"{TRAIN_RUNS}/status.json"
 TRAIN_LOG = "logs/train.log"
@@ -42,7 +42,9 @@ try:
     # A run that stopped at 'ready' whose LoRA was copied back (trained on a rented GPU machine): the
     # next run records it as done when it starts (onstart), and the report stages go on.
     TRAIN_FINISHED_ELSEWHERE = lk_train_calibration.finished_elsewhere(
-        SETTINGS.train, TRAIN_STATUS, ["results/dataset/manifest.tsv", "results/captions/captions.tsv"]
+        SETTINGS.train,
+        TRAIN_STATUS,
+        ["results/dataset/manifest.tsv", "results/captions/captions.tsv"],
     )
 except LikenessError as error:
     fail(error)
@@ -59,8 +61,7 @@ def lk_train_onstart():
 rule train:
     """Train (or resume) the SDXL LoRA in its versioned run folder, or prepare it and say what is missing."""
     input:
-        manifest="results/dataset/manifest.tsv",
-        table="results/captions/captions.tsv",
+        **lk_runplan.declared_inputs(SETTINGS.train, TRAIN_IMAGES, TRAIN_CAPTIONS),
     output:
         status=TRAIN_STATUS,
     log:
@@ -75,7 +76,6 @@ rule train:
     params:
         settings=config["train"],
         runs_root=TRAIN_RUNS,
-        images=TRAIN_IMAGES,
         trigger=config["trigger"],
         class_word=TRAIN_CLASS_WORD,
         # Changes only when a run that stopped at 'ready' can go on (a GPU, the checkout or the base
