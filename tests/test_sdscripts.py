@@ -108,6 +108,9 @@ def test_names_sd_scripts_writes() -> None:
     assert names.epoch_of_state("face", "face-000002-state") == 2
     assert names.latent_cache("a1", 1024, 768) == "a1_1024x0768_sdxl.npz"
     assert names.sequential_names(2) == ["im_000001.png", "im_000002.png"]
+    sample = names.SAMPLE_NAME.match("face_e000003_01_20260101000000_1001.png")
+    assert sample and (sample["epoch"], sample["number"], sample["prompt"]) == ("e", "000003", "01")
+    assert names.SAMPLE_NAME.match("face_000150_00_20260101000000.png")["epoch"] is None  # by step
 
 
 def test_resume_state_skips_a_half_written_state(tmp_path: Path) -> None:

@@ -59,6 +59,15 @@ def epoch_of_state(output_name: str, folder_name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+# Sample images (train_util.sample_images): "<output_name>_e<E:06d>_<prompt:02d>_<YYYYmmddHHMMSS>[_<seed>].png"
+# per epoch, "<output_name>_<step:06d>_..." per step; an epoch or step of 0 is "before training".
+SAMPLE_NAME = re.compile(
+    r"^(?:(?P<name>.*)_)?(?P<epoch>e)?(?P<number>\d{6,})_(?P<prompt>\d{2,})_(?P<stamp>\d{14})"
+    r"(?:_(?P<seed>\d+))?\.(?:png|jpe?g|webp)$",
+    re.IGNORECASE,
+)
+
+
 def latent_cache(stem: str, width: int, height: int) -> str:
     """The SDXL latent cache sd-scripts writes beside an image with cache_latents_to_disk (bucket size)."""
     return f"{stem}_{width:04d}x{height:04d}_sdxl.npz"

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from likeness import tables
 from likeness.atomic import write_if_changed
 from likeness.config import Section, section_settings
 from likeness.errors import ConfigError, LikenessError
@@ -50,8 +51,8 @@ RUNTIME_KEYS = (
 )
 # Inside a run folder. TensorBoard's event files go inside output/: the folder a rented machine's
 # results travel home in (pod.sh), with the LoRA files, the measured speed and the console log.
-RUN_DATASET, RUN_REG, RUN_OUTPUT, RUN_PROMPTS = "dataset", "reg", "output", "sample_prompts.txt"
-RUN_LOGGING = f"{RUN_OUTPUT}/logs"
+RUN_DATASET, RUN_REG, RUN_PROMPTS = "dataset", "reg", "sample_prompts.txt"
+RUN_OUTPUT, RUN_LOGGING = tables.TRAIN_OUTPUT_DIR, tables.TRAIN_LOGGING_DIR
 MEASURED_NAME = "likeness_measured_speed.json"
 RUN_LOG_NAME = "likeness_train.log"
 

@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from likeness import tables
 from likeness.atomic import atomic_write_json
 from likeness.errors import LikenessError
 from likeness.sdscripts.states import valid_safetensors
 from likeness.train.runplan import RunPlan
 
 LAUNCHABLE = "ready to launch"  # the readiness value when nothing is missing
-FINAL_STATES = ("ready", "done")
 
 
 def read_status(path: str | Path) -> dict[str, Any] | None:
@@ -78,7 +78,7 @@ def write_run_status(plan: RunPlan, status_path: str | Path | None, state: str, 
         **details,
     }
     atomic_write_json(plan.status_json, record)
-    if status_path and state in FINAL_STATES:
+    if status_path and state in tables.TRAIN_FINAL_STATES:
         atomic_write_json(status_path, record)
     return record
 
