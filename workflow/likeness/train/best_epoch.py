@@ -23,7 +23,7 @@ from likeness.config import Section
 from likeness.errors import LikenessError
 from likeness.joblog import JobLog
 from likeness.select import identity
-from likeness.train.status import require_status
+from likeness.train.status import require_record
 
 
 def lora_stem(trigger: str) -> str:
@@ -73,7 +73,7 @@ def best_lora_stage(
 ) -> dict[str, Any]:
     """The best_lora rule's job: score every headshot, pick the epoch, copy its LoRA beside ``out_json``;
     returns the record. ``select``: the select settings (the identity cache)."""
-    shots = require_status(headshots_status)
+    shots = require_record(headshots_status)
     out_json = Path(out_json)
     lora_out = out_json.with_suffix(".safetensors")
     say = log
@@ -85,7 +85,7 @@ def best_lora_stage(
     if shots.get("state") != "done" or not shots.get("epochs"):
         say(f"best LoRA: no headshots yet (headshots {shots.get('state', 'not run')})")
         return finish({"state": "waiting", "reason": f"headshots are {shots.get('state', 'not run')}"})
-    summary = require_status(identity_json)
+    summary = require_record(identity_json)
     epochs = {int(e["epoch"]): e for e in shots["epochs"]}
     record: dict[str, Any] = {
         "state": "done",

@@ -78,7 +78,7 @@ def finished_elsewhere(cfg: Section, status_path: str | Path, inputs: Sequence[s
     """The run status.json left at 'ready' has its LoRA now (trained on another machine, output/ copied back),
     and neither the config nor the ``inputs`` (the dataset) changed since it was planned: the next train job
     only records it as done."""
-    status = st.read_status(status_path)
+    status = st.read_record(status_path)
     if not status or status.get("state") != "ready":
         return False
     try:
@@ -108,7 +108,7 @@ def record_finished_elsewhere(
     ``finished_elsewhere`` said so while the Snakefile was read; returns whether it recorded anything.
     """
     out = out or sys.stdout
-    status = st.read_status(status_path)
+    status = st.read_record(status_path)
     if not status or status.get("state") != "ready":
         return False
     plan = st.finished_run(status)

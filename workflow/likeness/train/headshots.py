@@ -141,7 +141,7 @@ def headshots_stage(
     0 unless a render failed. Before the training is done the status says so and the job succeeds, as the
     training job does. ``readiness``: the rule's param, recorded in the status."""
     env = dict(os.environ if env is None else env)
-    status = st.require_status(train_status)
+    status = st.require_record(train_status)
     if status.get("state") != "done":
         log(f"headshots wait for the training (its state: {status.get('state', 'unknown')})")
         record = {"state": "waiting", "reason": f"training is {status.get('state', 'not run')}"}

@@ -25,8 +25,8 @@ from likeness.train.runplan import RunPlan
 LAUNCHABLE = "ready to launch"  # the readiness value when nothing is missing
 
 
-def read_status(path: str | Path) -> dict[str, Any] | None:
-    """A status record, or None when it is absent or unreadable."""
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """A JSON record (a status, identity.json), or None when it is absent or unreadable."""
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -34,9 +34,9 @@ def read_status(path: str | Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def require_status(path: str | Path) -> dict[str, Any]:
-    """A status record an input of the job: its absence is an error."""
-    record = read_status(path)
+def require_record(path: str | Path) -> dict[str, Any]:
+    """A JSON record that is an input of the job: its absence is an error."""
+    record = read_record(path)
     if record is None:
         raise LikenessError(f"cannot read {path}: not a readable JSON object")
     return record
@@ -55,7 +55,7 @@ def readiness_param(status_path: str | Path, now: Callable[[], str], keep: Calla
 
     Otherwise the value changes only when the launch has become possible here.
     """
-    status = read_status(status_path)
+    status = read_record(status_path)
     recorded = status.get("readiness") if status else None
     if status is None or not isinstance(recorded, str):
         return now()  # nothing run yet (or a status from before this param existed)
