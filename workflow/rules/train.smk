@@ -3,7 +3,8 @@
 # sd-scripts checkout and the base model. Without them it prepares a ready-to-launch run and exits 0.
 # Every dataset or config trains into its own run folder (results/train/<hash>/); nothing is deleted.
 # With profiles/slurm this is the one job submitted to the cluster (every other rule is local).
-from likeness import tables as lk_tables
+import functools
+
 from likeness.sdscripts import options as lk_sdscripts_options
 from likeness.train import calibration as lk_train_calibration
 from likeness.train import readiness as lk_train_readiness
@@ -21,14 +22,6 @@ TRAIN_CALIBRATION = f"{TRAIN_RUNS}/calibration.tsv"
 TRAIN_CLASS_WORD = SETTINGS.train.class_word or SETTINGS.caption.class_word
 
 
-def expected_training_images():
-    """Images the training will see: the manifest's count once selection ran, else at most top_n."""
-    rows = lk_tables.count_rows("results/dataset/manifest.tsv")
-    if rows is not None:
-        return rows
-    return min(SETTINGS.select.top_n, len(FACE_STEMS))
-
-
 try:
     # train.extra names sd-scripts options: checked against the release's option table (not the schema's).
     lk_sdscripts_options.validate_extra(SETTINGS.train.extra)
@@ -36,7 +29,9 @@ try:
     TRAIN_DRY_RUN = lk_runplan.dry_run(
         SETTINGS.train,
         TRAIN_IMAGES,
-        assumed_images=expected_training_images(),
+        assumed_images=lk_runplan.expected_images(
+            "results/dataset/manifest.tsv", SETTINGS.select.top_n, len(FACE_STEMS)
+        ),
         runs_root=TRAIN_RUNS,
     )
     # A run that stopped at 'ready' whose LoRA was copied back (trained on a rented GPU machine): the
@@ -50,12 +45,14 @@ except LikenessError as error:
     fail(error)
 
 
-def lk_train_onstart():
-    """The training's part of onstart: record a run that finished elsewhere (see above)."""
-    if TRAIN_FINISHED_ELSEWHERE:
-        lk_train_calibration.record_finished_elsewhere(
-            TRAIN_STATUS, TRAIN_LOG, TRAIN_CALIBRATION
-        )
+# The training's part of onstart (common.smk): record a run that finished elsewhere (see above).
+lk_train_onstart = functools.partial(
+    lk_train_calibration.record_if_finished_elsewhere,
+    TRAIN_FINISHED_ELSEWHERE,
+    TRAIN_STATUS,
+    TRAIN_LOG,
+    TRAIN_CALIBRATION,
+)
 
 
 rule train:
@@ -75,7 +72,6 @@ rule train:
         cpus_per_gpu=config["train"]["cpus_per_gpu"],
     params:
         settings=config["train"],
-        runs_root=TRAIN_RUNS,
         trigger=config["trigger"],
         class_word=TRAIN_CLASS_WORD,
         # Changes only when a run that stopped at 'ready' can go on (a GPU, the checkout or the base

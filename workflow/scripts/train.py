@@ -23,7 +23,7 @@ sys.exit(
         trigger=smk.params.trigger,
         class_word=smk.params.class_word,
         status_path=smk.output.status,
-        runs_root=smk.params.runs_root,
+        runs_root=Path(smk.output.status).parent,  # the run folders sit beside the rule's status
         readiness=smk.params.ready,
     )
 )

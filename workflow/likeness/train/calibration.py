@@ -121,3 +121,11 @@ def record_finished_elsewhere(
     measured = f"; measured {imported:.3f} s/step, stored in {calibration_path}" if imported else ""
     out.write(f"likeness: training {plan.run_id} finished elsewhere: {plan.final_lora} recorded as done{measured}\n")
     return True
+
+
+def record_if_finished_elsewhere(
+    finished_elsewhere: bool, status_path: str | Path, log_path: str | Path, calibration_path: str | Path
+) -> bool:
+    """The train rules' part of the Snakefile's onstart: ``finished_elsewhere`` was decided while the
+    Snakefile was read; the record is written now, while this run holds the working directory's lock."""
+    return finished_elsewhere and record_finished_elsewhere(status_path, log_path, calibration_path)

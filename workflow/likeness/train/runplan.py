@@ -336,5 +336,12 @@ def declared_inputs(cfg: Section, images_dir: str, captions_dir: str) -> dict[st
     return inputs
 
 
+def expected_images(manifest: str | Path, top_n: int, faces: int) -> int:
+    """Images the training will see, for the dry run: the manifest's rows once selection ran, else at most
+    select.top_n of the faces there are."""
+    rows = tables.count_rows(manifest)
+    return rows if rows is not None else min(top_n, faces)
+
+
 def as_plan(plan: RunPlan | str | Path) -> RunPlan:
     return plan if isinstance(plan, RunPlan) else RunPlan.load(plan)
