@@ -232,6 +232,8 @@ def test_sigkill_mid_epoch_then_rerun_resumes_from_the_last_complete_state(tmp_p
     assert (output / "face.safetensors").is_file()
     assert (output / "face-000001.safetensors").is_file()  # earlier epochs stay
     assert json.loads((runs / "status.json").read_text())["state"] == "done"
+    # the run's own log holds both launches (the rule's log holds the last job's)
+    assert (output / "likeness_train.log").read_text().count("\n=== ") == 2
 
 
 def test_sigkill_while_saving_a_state_resumes_from_the_one_before(tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ and whose LoRA was copied back is recorded as done when the next run starts (the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,9 +56,13 @@ def import_measured_speed(plan: RunPlan, calibration_path: str | Path) -> float 
     return float(row.seconds_per_step)
 
 
-def keep_training_log(plan: RunPlan, log_path: str | Path) -> None:
-    """The training's console log beside its LoRA files (it travels back from a rented machine with them)."""
-    atomic_write_bytes(plan.run_log, Path(log_path).read_bytes())
+@contextlib.contextmanager
+def run_log_appender(plan: RunPlan, header: str) -> Iterator[TextIO]:
+    """The run's own console log (output/likeness_train.log), open for appending one launch's output."""
+    plan.run_log.parent.mkdir(parents=True, exist_ok=True)
+    with plan.run_log.open("a", encoding="utf-8") as handle:
+        handle.write(header)
+        yield handle
 
 
 def kept_training_log(plan: RunPlan) -> bytes:

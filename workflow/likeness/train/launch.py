@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
@@ -104,8 +104,9 @@ def _forward_signals(process: subprocess.Popen[bytes], received: list[int]) -> I
             signal.signal(signum, handler)
 
 
-def _stream_child(process: subprocess.Popen[bytes], log: JobLog, interval: float) -> str:
-    """Copy the child's output to the log; log a progress line (steps, s/step, ETA) every ``interval`` s."""
+def _stream_child(process: subprocess.Popen[bytes], log: JobLog, run_log: TextIO, interval: float) -> str:
+    """Copy the child's output to the job's log and the run's own log; log a progress line (steps, s/step,
+    ETA) every ``interval`` s."""
     assert process.stdout is not None
     captured: list[str] = []
     pending = ""
@@ -117,8 +118,9 @@ def _stream_child(process: subprocess.Popen[bytes], log: JobLog, interval: float
         if not chunk:
             break
         text = chunk.decode("utf-8", errors="replace")
-        log.file.write(text)
-        log.file.flush()
+        for handle in (log.file, run_log):
+            handle.write(text)
+            handle.flush()
         captured.append(text)
         pending += text
         *fragments, pending = progress.fragments(pending)
@@ -236,7 +238,8 @@ def _launch(
     interval = float(env.get(PROGRESS_INTERVAL_ENV, "30"))
     received: list[int] = []
     started = time.monotonic()
-    log.file.write(f"\n=== {datetime.now(UTC).isoformat(timespec='seconds')} {shlex.join(command)}\n")
+    header = f"\n=== {datetime.now(UTC).isoformat(timespec='seconds')} {shlex.join(command)}\n"
+    log.file.write(header)
     log.file.flush()
     try:
         process = subprocess.Popen(
@@ -246,8 +249,10 @@ def _launch(
         log(f"training could not start: {error}")
         st.write_run_status(plan, status_path, "failed", error=str(error))
         return 1
-    with _forward_signals(process, received):
-        output = _stream_child(process, log, interval)
+    # Every launch of the run (a resume too) appends to the run's own log beside its LoRA files: it
+    # travels back from a rented machine with them, and holds every epoch's output.
+    with _forward_signals(process, received), cal.run_log_appender(plan, header) as run_log:
+        output = _stream_child(process, log, run_log, interval)
         code = process.wait()
     elapsed = time.monotonic() - started
     if received:
@@ -264,8 +269,6 @@ def _launch(
     if measured:
         cal.record_measured_speed(plan, cfg, measured, calibration_path, rd.detect_gpus(env))
         log(f"measured {measured:.3f} s/step on {cfg.gpu}; stored in {calibration_path}")
-    log.file.flush()
-    cal.keep_training_log(plan, log.file.name)
     st.write_run_status(
         plan, status_path, "done", seconds=round(elapsed, 1), measured_seconds_per_step=measured, **details
     )

@@ -108,7 +108,7 @@ class RunPlan:
 
     @property
     def run_log(self) -> Path:
-        """A copy of the training's console log beside its LoRA files (it travels back with them)."""
+        """The console output of every launch of the run, beside its LoRA files (it travels back with them)."""
         return Path(self.output_dir) / RUN_LOG_NAME
 
     @classmethod
