@@ -19,8 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
+from likeness.config import validate_section
+from likeness.sdscripts.images import image_sizes
 from likeness.train import estimate as est
-from likeness.train import training
 
 RUNPOD_ON_DEMAND = {"RTX 3090": 0.39, "RTX 4090": 0.60, "L40S": 1.40, "A100": 2.10, "H100": 3.51}
 
@@ -30,7 +31,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="results/dataset/images")
     parser.add_argument("--faces", type=int, default=100)
     args = parser.parse_args()
-    demo = est.image_sizes(args.dataset)
+    demo = image_sizes(args.dataset)
     if not demo:
         sys.exit(f"no images in {args.dataset}: run the demo first (snakemake --cores 2)")
     sets = {f"demo ({len(demo)} faces)": demo, f"{args.faces} faces": args.faces}
@@ -40,7 +41,7 @@ def main() -> None:
     for gpu in gpus:
         cells = []
         for images in sets.values():
-            cfg = training.train_config({"gpu": gpu, "gpu_hourly_cost": RUNPOD_ON_DEMAND.get(gpu, 0.0)})
+            cfg = validate_section("train", {"gpu": gpu, "gpu_hourly_cost": RUNPOD_ON_DEMAND.get(gpu, 0.0)}).as_dict()
             estimate = est.estimate(cfg, images)
             cost = f", ${estimate.cost:.2f}" if gpu in RUNPOD_ON_DEMAND else ""
             warn = " (!)" if estimate.exceeds_budget or estimate.warnings else ""

@@ -10,11 +10,12 @@ import pytest
 import yaml
 from fixtures import REPO_ROOT
 from fixtures.training import CLASS_WORD, TRIGGER, double_config, make_images
+from likeness.config import validate_section
 from likeness.errors import LikenessError
-from likeness.train import bundle, training
+from likeness.train import bundle, runplan
 
 
-def _workdir(tmp_path: Path, reg: bool) -> tuple[Path, dict, training.RunPlan]:
+def _workdir(tmp_path: Path, reg: bool) -> tuple[Path, dict, runplan.RunPlan]:
     workdir = tmp_path / "home"
     dataset = workdir / "results" / "dataset" / "images"
     make_images(dataset, 2)
@@ -22,9 +23,9 @@ def _workdir(tmp_path: Path, reg: bool) -> tuple[Path, dict, training.RunPlan]:
     if reg:
         make_images(tmp_path / "my_reg_images", 3, captions=False, seed=7)
         cfg["reg_images"] = str(tmp_path / "my_reg_images")
-    plan = training.prepare_run(
-        cfg, dataset, trigger=TRIGGER, class_word=CLASS_WORD, runs_root=workdir / "results" / "train"
-    )
+    settings = validate_section("train", cfg)
+    runs = workdir / "results" / "train"
+    plan = runplan.prepare_run(settings, dataset, dataset, trigger=TRIGGER, class_word=CLASS_WORD, runs_root=runs)
     for name in ("export/markers.tsv", "export/neighbours.tsv", "dataset/manifest.tsv", "captions/captions.tsv"):
         (workdir / "results" / name).parent.mkdir(parents=True, exist_ok=True)
         (workdir / "results" / name).write_text("a\tb\n1\t2\n")
@@ -48,7 +49,7 @@ def test_the_bundle_carries_what_the_training_stage_reads_and_pod_sh(tmp_path: P
         pod = archive.getmember(f"{plan.run_id}/pod.sh")
         packed = yaml.safe_load(archive.extractfile(f"{plan.run_id}/config.yaml").read())  # type: ignore[union-attr]
     run_dir = f"results/train/{plan.run_id}"
-    for name in ("Snakefile", "pyproject.toml", "workflow/scripts/setup.sh", "workflow/likeness/train/training.py",
+    for name in ("Snakefile", "pyproject.toml", "workflow/scripts/setup.sh", "workflow/likeness/train/launch.py",
                  "profiles/default/config.yaml", bundle.MARKER, "results/export/markers.tsv",
                  f"{run_dir}/train.toml", f"{run_dir}/plan.json"):  # fmt: skip
         assert f"{plan.run_id}/{name}" in names, name

@@ -8,13 +8,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from likeness.config import validate_section
 from likeness.errors import ConfigError
 from likeness.train import estimate as est
-from likeness.train import overheads, training
+from likeness.train import overheads, runplan
 
 
 def cfg(**overrides: object) -> dict:
-    base = training.train_config({"base_model": "owner/model", "gpu": "RTX 4090", "sample_every_n_epochs": 0})
+    base = validate_section(
+        "train", {"base_model": "owner/model", "gpu": "RTX 4090", "sample_every_n_epochs": 0}
+    ).as_dict()
     base.update(overrides)
     return base
 
@@ -39,22 +42,6 @@ def test_reference_example_with_regularisation() -> None:
     assert result.total_steps == 4000
 
 
-def test_surplus_regularisation_images_are_not_used() -> None:
-    # 10 images x 3 repeats = 30; 50 reg images: the first 30 once each, 20 never
-    plan = est.plan_steps(
-        [(1024, 1024)] * 10, num_repeats=3, batch_size=1, gradient_accumulation_steps=1, epochs=1,
-        reg_sizes=[(1024, 1024)] * 50,
-    )  # fmt: skip
-    assert plan.reg_samples == 30 and plan.reg_images_used == 30
-    assert plan.steps_per_epoch == 60
-
-
-def test_regularisation_repeats_round_robin() -> None:
-    # 30 train samples, 4 reg images: first pass 1 each (4), then +1 in turn until 30: 8, 8, 7, 7
-    assert est.reg_repeats(4, 30) == [8, 8, 7, 7]
-    assert est.reg_repeats(3, 0) == [0, 0, 0]
-
-
 def test_gradient_accumulation_rounds_up() -> None:
     # 400 samples, batch 2 -> 200 batches; accumulation 3 -> ceil(200 / 3) = 67 steps; 5 epochs = 335
     result = est.estimate(cfg(num_repeats=10, batch_size=2, gradient_accumulation_steps=3, max_train_epochs=5), 40)
@@ -69,27 +56,6 @@ def test_batches_are_counted_per_bucket() -> None:
     result = est.estimate(cfg(num_repeats=3, batch_size=2, max_train_epochs=1), sizes)
     assert result.steps.buckets == {(768, 768): 6, (1024, 1024): 9}
     assert result.steps_per_epoch == 8
-
-
-def test_buckets_without_upscaling() -> None:
-    settings = est.BucketSettings(resolution=1024, no_upscale=True)
-    assert est.bucket_for(1000, 1000, settings) == (960, 960)  # floor to 64
-    assert est.bucket_for(1024, 1024, settings) == (1024, 1024)
-    # 2048x1024 has twice the allowed area: scaled to 1448.2 x 724.1, rounded to steps -> 1408 x 704
-    assert est.bucket_for(2048, 1024, settings) == (1408, 704)
-
-
-def test_buckets_with_upscaling_use_the_predefined_list() -> None:
-    settings = est.BucketSettings(resolution=1024, no_upscale=False, min_reso=256, max_reso=1024)
-    assert est.bucket_for(512, 512, settings) == (1024, 1024)
-    buckets = est.predefined_buckets(settings)
-    assert all(w * h <= 1024 * 1024 and w % 64 == 0 and h % 64 == 0 for w, h in buckets)
-    assert (1024, 1024) in buckets and (256, 1024) in buckets
-
-
-def test_bucketing_off_puts_everything_in_one_bucket() -> None:
-    settings = est.BucketSettings(resolution=1024, enable_bucket=False)
-    assert {est.bucket_for(w, h, settings) for w, h in [(512, 512), (800, 1000)]} == {(1024, 1024)}
 
 
 # --- time, cost, budget -------------------------------------------------------------------------------------
@@ -199,16 +165,12 @@ def test_image_sizes_from_headers(tmp_path: Path) -> None:
     assert est.read_image_size(tmp_path / "a.jpg") == (500, 300)
     assert est.read_image_size(tmp_path / "b.png") == (32, 64)
     assert est.read_image_size(tmp_path / "c.jpg") is None
-    # sd-scripts (PIL) sees the stored size: the header of a WebP is read too (likeness.imageheader).
-    webp = tmp_path / "webp" / "d.webp"
-    webp.parent.mkdir()
-    cv2.imwrite(str(webp), np.zeros((40, 70, 3), np.uint8))
-    assert est.read_image_size(webp) == (70, 40)
-    assert est.image_sizes(tmp_path) == [(500, 300), (32, 64)]
 
 
 def test_dry_run_assumes_a_count_before_the_dataset_exists(tmp_path: Path) -> None:
-    shown = training.dry_run(cfg(), tmp_path / "missing", assumed_images=40, runs_root=tmp_path)
+    shown = runplan.dry_run(
+        validate_section("train", cfg()), tmp_path / "missing", assumed_images=40, runs_root=tmp_path
+    )
     assert any("40 images" in line for line in shown.lines)
     assert shown.lines[-1].strip().startswith("(dataset not built yet")
     assert shown.runtime_minutes > 0

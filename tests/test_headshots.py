@@ -1,18 +1,20 @@
-"""likeness.train.headshots: prompt lines, sd-scripts' generation command, epochs, the best-epoch rule."""
+"""likeness.train.headshots and best_epoch: prompt lines, sd-scripts' generation command, epochs, the best epoch."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from likeness.train import headshots, training
-from likeness.train.headshots import Scored
+from likeness.config import validate_section
+from likeness.joblog import run_logged, run_script
+from likeness.sdscripts.options import gen_options
+from likeness.train import best_epoch, headshots
+from likeness.train.best_epoch import Scored
+from likeness.train.runplan import RunPlan
 
-GEN_OPTIONS = Path(__file__).resolve().parents[1] / "resources" / "kohya" / "sdxl_gen_img_v0.10.1_options.txt"
 
-
-def known_options() -> set[str]:
-    return {line.strip() for line in GEN_OPTIONS.read_text().splitlines() if line.startswith("--")}
+def known_options() -> frozenset[str]:
+    return gen_options()
 
 
 def test_the_option_list_is_the_releases_parser() -> None:
@@ -22,12 +24,13 @@ def test_the_option_list_is_the_releases_parser() -> None:
 
 
 def test_prompt_lines_fill_the_trigger_and_fix_seeds_and_negative() -> None:
-    cfg = training.train_config(
+    cfg = validate_section(
+        "train",
         {
             "headshot_prompts": ["{trigger} {class_word}, studio", "portrait --w 64 in grey", "  "],
             "headshot_seed": 10,
             "headshot_negative_prompt": "blurry",
-        }
+        },
     )
     lines = headshots.prompt_lines(cfg, "ohwx", "woman")
     assert lines == [
@@ -37,15 +40,16 @@ def test_prompt_lines_fill_the_trigger_and_fix_seeds_and_negative() -> None:
 
 
 def test_default_prompts_are_six_headshots_with_the_trigger() -> None:
-    lines = headshots.prompt_lines(training.train_config({}), "ohwx", "man")
+    lines = headshots.prompt_lines(validate_section("train", {}), "ohwx", "man")
     assert len(lines) == 6
     assert all(line.startswith("ohwx man, ") and "head and shoulders" in line and " --n " in line for line in lines)
 
 
 def test_generation_command_uses_only_real_options(tmp_path: Path) -> None:
-    cfg = training.train_config(
+    cfg = validate_section(
+        "train",
         {"sd_scripts": str(tmp_path), "launcher": "", "python": "/usr/bin/python3", "mixed_precision": "bf16"}
-        | {"extra": {"tokenizer_cache_dir": "/tok"}, "headshot_size": 512}
+        | {"extra": {"tokenizer_cache_dir": "/tok"}, "headshot_size": 512},
     )
     command = headshots.gen_command(
         cfg,
@@ -61,10 +65,10 @@ def test_generation_command_uses_only_real_options(tmp_path: Path) -> None:
     assert command[command.index("--ckpt") + 1] == "owner/model"  # a repo id stays as it is
 
 
-def _plan(tmp_path: Path, epochs: int) -> training.RunPlan:
+def _plan(tmp_path: Path, epochs: int) -> RunPlan:
     output = tmp_path / "output"
     output.mkdir()
-    return training.RunPlan(
+    return RunPlan(
         run_id="r1", run_dir=str(tmp_path), output_name="me", trigger="ohwx", class_word="woman",
         train_sizes=[], reg_sizes=[], sample_steps=[], excluded=[], train_cfg={"max_train_epochs": epochs},
     )  # fmt: skip
@@ -74,8 +78,8 @@ def test_saved_epochs_are_the_per_epoch_files_and_the_final_one(tmp_path: Path) 
     plan = _plan(tmp_path, 4)
     for name in ("me-000001.safetensors", "me-000003.safetensors", "me.safetensors", "me-x.safetensors"):
         (Path(plan.output_dir) / name).write_bytes(b"x")
-    assert [e for e, _ in headshots.saved_epochs(plan)] == [1, 3, 4]
-    assert headshots.saved_epochs(plan)[-1][1].name == "me.safetensors"
+    assert [e for e, _ in headshots.run_epochs(plan)] == [1, 3, 4]
+    assert headshots.run_epochs(plan)[-1][1].name == "me.safetensors"
 
 
 def test_best_epoch_is_the_lowest_median_and_unscored_images_do_not_count() -> None:
@@ -84,24 +88,25 @@ def test_best_epoch_is_the_lowest_median_and_unscored_images_do_not_count() -> N
         2: [Scored("a", 0.2, ""), Scored("b", 0.9, ""), Scored("c", 0.25, "")],
         3: [Scored("a", None, "2 faces found")],
     }
-    best, medians = headshots.choose_epoch(scores)
+    best, medians = best_epoch.choose_epoch(scores)
     assert best == 2 and medians == {1: 0.45, 2: 0.25, 3: None}
-    assert headshots.choose_epoch({1: [Scored("a", 0.3, "")], 2: [Scored("a", 0.3, "")]})[0] == 2  # tie: later
-    assert headshots.choose_epoch({1: [Scored("a", None, "no face found")]})[0] is None
+    assert best_epoch.choose_epoch({1: [Scored("a", 0.3, "")], 2: [Scored("a", 0.3, "")]})[0] == 2  # tie: later
+    assert best_epoch.choose_epoch({1: [Scored("a", None, "no face found")]})[0] is None
 
 
 def test_lora_file_names_are_safe() -> None:
-    assert headshots.lora_stem("ohwx") == "ohwx"
-    assert headshots.lora_stem("sks person/../x") == "sks_person_.._x"
+    assert best_epoch.lora_stem("ohwx") == "ohwx"
+    assert best_epoch.lora_stem("sks person/../x") == "sks_person_.._x"
 
 
 def test_headshots_wait_for_the_training_and_say_what_is_missing(tmp_path: Path, capsys) -> None:
     status = tmp_path / "status.json"
     status.write_text(json.dumps({"state": "ready"}))
     out = tmp_path / "headshots.json"
-    code = headshots.headshots_stage(
-        {}, status, trigger="ohwx", class_word="woman", status_path=out, log_path=tmp_path / "l"
-    )
+    code = run_script(
+        tmp_path / "l", headshots.headshots_stage, validate_section("train", {}), status,
+        trigger="ohwx", class_word="woman", status_path=out,
+    )  # fmt: skip
     assert code == 0 and json.loads(out.read_text())["state"] == "waiting"
     assert "headshots wait for the training (its state: ready)" in capsys.readouterr().out
 
@@ -110,9 +115,10 @@ def test_headshots_wait_for_the_training_and_say_what_is_missing(tmp_path: Path,
     (tmp_path / "run" / "plan.json").write_text(json.dumps(plan.__dict__))
     status.write_text(json.dumps({"state": "done", "run_dir": str(tmp_path / "run")}))
     cfg = {"sd_scripts": str(tmp_path), "launcher": "", "base_model": str(status)}
-    code = headshots.headshots_stage(
-        cfg, status, trigger="ohwx", class_word="woman", status_path=out, log_path=tmp_path / "l", env={}
-    )
+    code = run_script(
+        tmp_path / "l", headshots.headshots_stage, validate_section("train", cfg), status,
+        trigger="ohwx", class_word="woman", status_path=out, env={},
+    )  # fmt: skip
     record = json.loads(out.read_text())
     assert code == 0 and record["state"] == "ready"
     assert "no GPU found (nvidia-smi -L)" in record["missing"]
@@ -138,9 +144,10 @@ def test_best_lora_without_the_identity_check_takes_the_last_epoch(tmp_path: Pat
     identity_json = tmp_path / "identity.json"
     identity_json.write_text(json.dumps({"enabled": False}))
     out = tmp_path / "lora" / "ohwx.json"
-    record = headshots.best_lora_stage(
-        shots, identity_json, {}, trigger="ohwx", class_word="woman", out_json=out, log_path=tmp_path / "log"
-    )
+    record = run_logged(
+        tmp_path / "log", best_epoch.best_lora_stage, shots, identity_json, validate_section("select", {}),
+        trigger="ohwx", class_word="woman", out_json=out,
+    )  # fmt: skip
     assert record["epoch"] == 2 and "identity check is off" in record["why"]
     assert (tmp_path / "lora" / "ohwx.safetensors").read_bytes() == b"lora 2"
     assert json.loads(out.read_text())["epoch"] == 2
@@ -150,16 +157,17 @@ def test_best_lora_waits_for_headshots(tmp_path: Path) -> None:
     shots = tmp_path / "headshots.json"
     shots.write_text(json.dumps({"state": "waiting"}))
     out = tmp_path / "ohwx.json"
-    record = headshots.best_lora_stage(
-        shots, tmp_path / "none.json", {}, trigger="ohwx", class_word="", out_json=out, log_path=tmp_path / "log"
-    )
+    record = run_logged(
+        tmp_path / "log", best_epoch.best_lora_stage, shots, tmp_path / "none.json", validate_section("select", {}),
+        trigger="ohwx", class_word="", out_json=out,
+    )  # fmt: skip
     assert record["state"] == "waiting" and not out.with_suffix(".safetensors").exists()
 
 
 def test_headshots_alone_over_the_budget_are_refused(tmp_path: Path, capsys) -> None:
     plan = _plan(tmp_path / "run", 2) if (tmp_path / "run").mkdir() is None else None
     plan.train_sizes = [(1024, 1024)] * 10
-    plan.train_cfg = training.train_config({"max_train_epochs": 2, "gpu": "RTX 3060"})
+    plan.train_cfg = validate_section("train", {"max_train_epochs": 2, "gpu": "RTX 3060"}).as_dict()
     (Path(plan.output_dir) / "me.safetensors").write_bytes(b"x")
     (Path(plan.output_dir) / "me-000001.safetensors").write_bytes(b"x")
     (tmp_path / "run" / "plan.json").write_text(json.dumps(plan.__dict__))
@@ -175,9 +183,9 @@ def test_headshots_alone_over_the_budget_are_refused(tmp_path: Path, capsys) -> 
         "headshot_steps": 50,
     }
     out = tmp_path / "headshots.json"
-    code = headshots.headshots_stage(
-        cfg, status, trigger="ohwx", class_word="woman", status_path=out, log_path=tmp_path / "l",
-        env={"LIKENESS_ALLOW_NO_GPU": "1"},
+    code = run_script(
+        tmp_path / "l", headshots.headshots_stage, validate_section("train", cfg), status,
+        trigger="ohwx", class_word="woman", status_path=out, env={"LIKENESS_ALLOW_NO_GPU": "1"},
     )  # fmt: skip
     assert code == 2 and json.loads(out.read_text())["state"] == "refused"
     line = capsys.readouterr().out

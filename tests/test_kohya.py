@@ -1,4 +1,5 @@
-"""Generated sd-scripts configs: every key and TOML type checked against the option list kept in the repo."""
+"""Generated sd-scripts configs (likeness.sdscripts): every key and TOML type checked against the option list kept
+in the repo; TOML writing through tomli-w."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ from pathlib import Path
 
 import pytest
 from fixtures.training import CLASS_WORD, TRIGGER, double_config, make_images
+from likeness.config import validate_section
 from likeness.errors import ConfigError
-from likeness.train import kohya, step_budget, training
+from likeness.sdscripts import configs, options, prompts
+from likeness.sdscripts.tomlfile import dumps_toml
+from likeness.train import step_budget
+from likeness.train.runplan import RunPlan, prepare_run
 
 TSV = Path(__file__).resolve().parents[1] / "resources" / "kohya" / "sdxl_train_network_v0.10.1_options.tsv"
 
-# The test's own reading of the type column, independent of likeness.train.kohya's checker.
+# The test's own reading of the type column, independent of likeness.sdscripts.options' checker.
 PYTHON_TYPES = {
     "bool": lambda v: type(v) is bool,
     "int": lambda v: type(v) is int,
@@ -46,13 +51,14 @@ def assert_keys_and_types(scope: str, mapping: dict, types: dict[str, dict[str, 
 
 
 @pytest.fixture()
-def run_plan(tmp_path: Path) -> training.RunPlan:
+def run_plan(tmp_path: Path) -> RunPlan:
     make_images(tmp_path / "dataset", 3)
     make_images(tmp_path / "reg", 2, captions=False, seed=5)
-    cfg = double_config(tmp_path, reg_images=str(tmp_path / "reg"), extra={"noise_offset": 0.05})
-    return training.prepare_run(
-        cfg, tmp_path / "dataset", trigger=TRIGGER, class_word=CLASS_WORD, runs_root=tmp_path / "runs"
+    cfg = validate_section(
+        "train", double_config(tmp_path, reg_images=str(tmp_path / "reg"), extra={"noise_offset": 0.05})
     )
+    dataset = tmp_path / "dataset"
+    return prepare_run(cfg, dataset, dataset, trigger=TRIGGER, class_word=CLASS_WORD, runs_root=tmp_path / "runs")
 
 
 def test_option_list_holds_the_release_parser_and_dataset_schema() -> None:
@@ -69,7 +75,7 @@ def test_option_list_holds_the_release_parser_and_dataset_schema() -> None:
     assert len(types["train"]) > 150
 
 
-def test_generated_train_toml_uses_real_option_names_and_types(run_plan: training.RunPlan) -> None:
+def test_generated_train_toml_uses_real_option_names_and_types(run_plan: RunPlan) -> None:
     types = tsv_types()
     with open(run_plan.train_toml, "rb") as handle:
         doc = tomllib.load(handle)
@@ -86,9 +92,10 @@ def test_generated_train_toml_uses_real_option_names_and_types(run_plan: trainin
     assert flat["save_state"] is True and flat["save_every_n_epochs"] == 1
     assert flat["noise_offset"] == 0.05
     assert flat["sample_prompts"] == "sample_prompts.txt"  # relative to the run folder, where sd-scripts runs
+    assert flat["logging_dir"] == "output/logs"  # TensorBoard event files, inside output/ (travels home with it)
 
 
-def test_generated_dataset_toml_levels_and_types(run_plan: training.RunPlan) -> None:
+def test_generated_dataset_toml_levels_and_types(run_plan: RunPlan) -> None:
     types = tsv_types()
     with open(run_plan.dataset_toml, "rb") as handle:
         doc = tomllib.load(handle)
@@ -109,7 +116,7 @@ def test_generated_dataset_toml_levels_and_types(run_plan: training.RunPlan) -> 
 
 
 def test_sample_prompts_all_carry_the_trigger(tmp_path: Path) -> None:
-    text = kohya.sample_prompts_text(
+    text = prompts.sample_prompts_text(
         ["{trigger} {class_word}, headshot", "portrait photo --w 512 --h 512"],
         trigger=TRIGGER,
         class_word=CLASS_WORD,
@@ -119,12 +126,14 @@ def test_sample_prompts_all_carry_the_trigger(tmp_path: Path) -> None:
     assert len(lines) == 2
     assert lines[0].startswith(f"{TRIGGER} {CLASS_WORD}, headshot --w 1024 --h 1024")
     assert lines[1] == f"{TRIGGER}, portrait photo --w 512 --h 512"
-    defaults = kohya.sample_prompts_text(None, trigger=TRIGGER, class_word=CLASS_WORD, resolution=1024)
+    defaults = prompts.sample_prompts_text(
+        validate_section("train", {}).sample_prompts, trigger=TRIGGER, class_word=CLASS_WORD, resolution=1024
+    )
     assert len(defaults.splitlines()) == 3 and all(TRIGGER in line for line in defaults.splitlines())
 
 
 def test_toml_writer_keeps_floats_floats() -> None:
-    text = kohya.dumps_toml({"t": {"a": 1.0, "b": 1e-05, "c": 3, "d": [0.5, 2.0], "e": 'say "hi"', "f": False}})
+    text = dumps_toml({"t": {"a": 1.0, "b": 1e-05, "c": 3, "d": [0.5, 2.0], "e": 'say "hi"', "f": False}})
     assert tomllib.loads(text) == {"t": {"a": 1.0, "b": 1e-05, "c": 3, "d": [0.5, 2.0], "e": 'say "hi"', "f": False}}
     assert type(tomllib.loads(text)["t"]["a"]) is float
 
@@ -140,49 +149,70 @@ def test_toml_writer_keeps_floats_floats() -> None:
 )
 def test_extra_options_are_checked_against_the_release(extra: dict, message: str) -> None:
     with pytest.raises(ConfigError) as error:
-        kohya.validate_extra(extra)
+        options.validate_extra(extra)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
 
 
 def test_extra_converts_whole_numbers_for_float_options() -> None:
-    checked = kohya.validate_extra({"max_grad_norm": 1, "min_snr_gamma": 5, "xformers": True})
+    checked = options.validate_extra({"max_grad_norm": 1, "min_snr_gamma": 5, "xformers": True})
     assert checked == {"max_grad_norm": 1.0, "min_snr_gamma": 5.0, "xformers": True}
     assert type(checked["max_grad_norm"]) is float
 
 
 def test_checker_finds_unknown_keys_and_wrong_types() -> None:
-    problems = kohya.check_dataset_config(
+    problems = options.check_dataset_config(
         {"general": {"resolution": "1024", "prior_loss_weight": 1.0}, "datasets": [{"subsets": [{}]}]}
     )
     assert any("resolution" in p for p in problems)
     assert any("prior_loss_weight" in p for p in problems)
     assert any("image_dir" in p for p in problems)
-    assert kohya.check_train_options({"training": {"learning_rate": "1e-4"}})
-    assert kohya.check_train_options({"training": {"learning_rate": 1e-4}}) == []
+    assert options.check_train_options({"training": {"learning_rate": "1e-4"}})
+    assert options.check_train_options({"training": {"learning_rate": 1e-4}}) == []
 
 
 def test_cached_text_encoder_outputs_need_unet_only(tmp_path: Path) -> None:
-    cfg = training.train_config(double_config(tmp_path, extra={"network_train_unet_only": False}))
+    cfg = validate_section("train", double_config(tmp_path, extra={"network_train_unet_only": False}))
     with pytest.raises(ConfigError):
-        kohya.build_train_options(cfg, output_dir="/o", sample_prompts_path=None)
+        configs.build_train_options(cfg, output_dir="/o", sample_prompts_path=None, logging_dir=None)
 
 
 def test_unknown_train_key_is_a_one_line_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
-        training.train_config(double_config(tmp_path, learning_rte=1e-4))
+        validate_section("train", double_config(tmp_path, learning_rte=1e-4))
     assert "train.learning_rte" in str(error.value)
 
 
 def test_defaults_fit_a_24gb_card() -> None:
     # "auto" repeats and epochs are resolved for the dataset before any config is written
-    cfg = step_budget.resolve(training.train_config({}), 20)
-    options = kohya.build_train_options(cfg, output_dir="/o", sample_prompts_path="/p.txt")
-    flat = {key: value for table in options.values() for key, value in table.items()}
+    cfg = step_budget.resolve(validate_section("train", {}), 20)
+    written = configs.build_train_options(cfg, output_dir="/o", sample_prompts_path="/p.txt", logging_dir="/l")
+    flat = {key: value for table in written.values() for key, value in table.items()}
     assert flat["mixed_precision"] == "bf16" and flat["sdpa"] is True
     assert flat["gradient_checkpointing"] is True and flat["cache_latents"] is True
     assert flat["cache_text_encoder_outputs"] is True and flat["network_train_unet_only"] is True
     assert flat["optimizer_type"] in ("AdamW8bit", "Adafactor")
     assert 8 <= flat["network_dim"] <= 64 and type(flat["learning_rate"]) is float
     assert flat["max_train_epochs"] == 10 and "max_train_steps" not in flat
-    assert kohya.check_train_options(options) == []
+    assert options.check_train_options(written) == []
+
+
+def test_toml_escapes_what_toml_forbids_raw() -> None:
+    # U+007F (DEL) and other control characters must be escaped in a TOML basic string; the hand-written
+    # writer (json.dumps) left DEL raw, which tomllib refuses to read.
+    value = "a\x7fb\x1bc\td"
+    text = dumps_toml({"t": {"caption_prefix": value}})
+    assert "\\u007f" in text
+    assert tomllib.loads(text)["t"]["caption_prefix"] == value
+
+
+def test_toml_layout_is_the_documented_one() -> None:
+    # one shape whatever the length of a path: [[datasets.subsets]] tables, never inline tables
+    doc = {"general": {"resolution": 1024}, "datasets": [{"subsets": [{"image_dir": "d", "num_repeats": 2}]}]}
+    assert dumps_toml(doc) == (
+        '[general]\nresolution = 1024\n\n[[datasets]]\n\n[[datasets.subsets]]\nimage_dir = "d"\nnum_repeats = 2\n'
+    )
+    # tomli-w writes arrays one item a line (the hand-written writer wrote them on one line)
+    assert dumps_toml({"t": {"network_args": ["a=1", "b=2"]}}) == '[t]\nnetwork_args = [\n    "a=1",\n    "b=2",\n]\n'
+    with pytest.raises(ValueError):
+        dumps_toml({"t": {"x": float("nan")}})

@@ -24,8 +24,10 @@ from pathlib import Path
 import pytest
 from fixtures.runs import copy_workflow, kill_group, snakemake, snakemake_env, wait_for, write_config
 from fixtures.training import only_run_dir
+from likeness.config import validate_section
+from likeness.sdscripts.states import state_epoch
 from likeness.train import estimate as est
-from likeness.train import training
+from likeness.train import runplan, status
 from synthlib.portraits import build_two_person_library
 
 SD_SCRIPTS = os.environ.get("LIKENESS_SD_SCRIPTS", "")
@@ -123,7 +125,7 @@ def test_real_sd_scripts_trains_is_killed_and_the_workflow_resumes_with_only_epo
         wait_for(lambda: runs.is_dir() and any(p.is_dir() for p in runs.iterdir()), 300, "the run folder")
         output = only_run_dir(runs) / "output"
         wait_for(
-            lambda: training.state_epoch(output / "likeness-000001-state") == 1 or first.poll() is not None,
+            lambda: state_epoch(output / "likeness-000001-state") == 1 or first.poll() is not None,
             timeout=1800,
             what="epoch 1's state",
         )
@@ -131,7 +133,7 @@ def test_real_sd_scripts_trains_is_killed_and_the_workflow_resumes_with_only_epo
         if first.poll() is None:
             kill_group(first)
     log_text = log_path.read_text(errors="replace")
-    assert training.state_epoch(output / "likeness-000001-state") == 1, log_text[-3000:]
+    assert state_epoch(output / "likeness-000001-state") == 1, log_text[-3000:]
     assert not (output / "likeness.safetensors").exists(), "training finished before it could be killed"
 
     # The README command again (after the --unlock that Snakemake asks for after a SIGKILL).
@@ -146,9 +148,14 @@ def test_real_sd_scripts_trains_is_killed_and_the_workflow_resumes_with_only_epo
     assert "--initial_epoch 2" in command
     assert "epoch 2/2" in body and "epoch 1/2" not in body  # only the second epoch ran
     steps = re.search(r"steps for 2 epochs is[^:]*: (\d+)", body)
-    plan = training.RunPlan.load(only_run_dir(runs))
-    assert steps and int(steps.group(1)) == training.plan_estimate(plan, plan.train_cfg | cfg, None).total_steps
-    assert training.training_finished(plan)
+    plan = runplan.RunPlan.load(only_run_dir(runs))
+    assert (
+        steps
+        and int(steps.group(1))
+        == runplan.plan_estimate(plan, validate_section("train", plan.train_cfg | cfg), None).total_steps
+    )
+    assert status.training_finished(plan)
+    assert list((output / "logs").rglob("events.out.tfevents.*"))  # TensorBoard: train.toml's logging_dir
     assert (output / "likeness-000001.safetensors").is_file()  # epoch 1's LoRA stays
     assert (output / "likeness.safetensors").is_file()
     assert json.loads((runs / "status.json").read_text())["state"] == "done"

@@ -7,6 +7,7 @@ real, offline (pip --no-index --find-links).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,9 +19,9 @@ import pytest
 from fixtures import REPO_ROOT
 from fixtures.runs import wait_for
 from fixtures.training import REQUIREMENT, TORCH_STANDIN_NAME, install_config, make_remote, make_wheels, pip_env
+from likeness.config import Section, validate_section
 from likeness.errors import ConfigError, LikenessError
 from likeness.train import trainer_install as ti
-from likeness.train import training
 
 NVIDIA_SMI_HEADER = """\
 Mon Nov 30 10:00:00 2026
@@ -72,14 +73,16 @@ def test_a_driver_too_old_for_any_build_is_one_line() -> None:
 
 
 def test_explicit_torch_settings_are_taken_as_given() -> None:
-    choice = ti.configured_torch({"torch": "torch==2.7.1 torchvision==0.22.1", "torch_index_url": "https://x/simple"})
+    choice = ti.configured_torch(
+        validate_section("train", {"torch": "torch==2.7.1 torchvision==0.22.1", "torch_index_url": "https://x/simple"})
+    )
     assert choice.packages == ("torch==2.7.1", "torchvision==0.22.1") and choice.index_url == "https://x/simple"
     assert choice.build == "custom"
 
 
 def test_auto_without_a_driver_picks_the_cpu_build() -> None:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # what a machine without a usable GPU looks like
-    choice = ti.configured_torch({"torch": "auto", "torch_index_url": "auto"}, env)
+    choice = ti.configured_torch(validate_section("train", {"torch": "auto", "torch_index_url": "auto"}), env)
     assert choice.build == "cpu" and choice.index_url.endswith("/whl/cpu")
 
 
@@ -91,8 +94,8 @@ def wheels(tmp_path_factory) -> Path:
     return make_wheels(tmp_path_factory.mktemp("wheels"))
 
 
-def _cfg(tmp_path: Path, remote: Path, commit: str, **overrides) -> dict:
-    return training.train_config(install_config(tmp_path, remote, commit, **overrides))
+def _cfg(tmp_path: Path, remote: Path, commit: str, **overrides) -> Section:
+    return validate_section("train", install_config(tmp_path, remote, commit, **overrides))
 
 
 def test_install_clones_checks_the_commit_builds_the_environment_and_records_versions(tmp_path, wheels) -> None:
@@ -130,9 +133,10 @@ def test_install_clones_checks_the_commit_builds_the_environment_and_records_ver
 
     # the training launches the environment's accelerate (default launcher) or python (empty launcher)
     settings = ti.launch_settings(cfg, install)
-    assert settings["sd_scripts"] == str(install.checkout.absolute())
-    assert settings["launcher"].split()[:2] == [str(install.bin_dir / "accelerate"), "launch"]
-    assert ti.launch_settings({**cfg, "launcher": ""}, install)["python"] == str(install.python.absolute())
+    assert settings.sd_scripts == str(install.checkout.absolute())
+    assert settings.launcher.split()[:2] == [str(install.bin_dir / "accelerate"), "launch"]
+    no_launcher = dataclasses.replace(cfg, launcher="")
+    assert ti.launch_settings(no_launcher, install).python == str(install.python.absolute())
 
 
 def test_wrong_commit_is_refused_with_one_line_and_leaves_nothing(tmp_path, wheels) -> None:
@@ -173,8 +177,9 @@ def test_an_unclonable_remote_names_the_key(tmp_path, wheels) -> None:
 
 
 INSTALL_SCRIPT = """
-from likeness.train import trainer_install, training
-cfg = training.train_config({cfg!r})
+from likeness.config import validate_section
+from likeness.train import trainer_install
+cfg = validate_section("train", {cfg!r})
 trainer_install.ensure_installed(cfg, {log!r}, log=lambda line: print(line, flush=True))
 """
 
@@ -200,7 +205,7 @@ def test_an_install_killed_midway_is_redone_cleanly(tmp_path, wheels) -> None:
     (root / "venv" / "leftover-from-the-killed-run").write_text("x")
 
     lines: list[str] = []
-    install = ti.ensure_installed(training.train_config(cfg), tmp_path / "install.log", env=env, log=lines.append)
+    install = ti.ensure_installed(validate_section("train", cfg), tmp_path / "install.log", env=env, log=lines.append)
     assert install.root == root and (root / ti.MARKER).is_file()
     assert any("removing an unfinished install" in line for line in lines)
     assert not (root / "venv" / "leftover-from-the-killed-run").exists()

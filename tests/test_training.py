@@ -25,19 +25,32 @@ from fixtures.training import (
     only_run_dir,
     read_jsonl,
 )
+from likeness.config import Section, validate_section
 from likeness.errors import LikenessError
+from likeness.joblog import JobLog
+from likeness.sdscripts import progress, states
+from likeness.train import calibration, launch, readiness, runplan
 from likeness.train import estimate as est
-from likeness.train import training
+from likeness.train import status as st
 
 
-def prepare(tmp_path: Path, cfg: dict, dataset: Path | None = None) -> training.RunPlan:
-    return training.prepare_run(
-        cfg,
-        dataset or tmp_path / "dataset",
-        trigger=TRIGGER,
-        class_word=CLASS_WORD,
-        runs_root=tmp_path / "runs",
+def settings(cfg: dict | Section) -> Section:
+    return cfg if isinstance(cfg, Section) else validate_section("train", cfg)
+
+
+def prepare(tmp_path: Path, cfg: dict | Section, dataset: Path | None = None) -> runplan.RunPlan:
+    dataset = dataset or tmp_path / "dataset"
+    return runplan.prepare_run(
+        settings(cfg), dataset, dataset, trigger=TRIGGER, class_word=CLASS_WORD, runs_root=tmp_path / "runs"
     )
+
+
+def run(plan: runplan.RunPlan, cfg: dict | Section, log_path: Path, **options: object) -> tuple[int, str]:
+    """run_training with its job log in ``log_path``; the exit code and the log's text."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w", encoding="utf-8") as handle:
+        code = launch.run_training(plan, settings(cfg), JobLog(handle, echo=False), **options)  # type: ignore[arg-type]
+    return code, log_path.read_text()
 
 
 # --- run folders --------------------------------------------------------------------------------------------
@@ -51,7 +64,7 @@ def test_same_inputs_give_the_same_run_folder(tmp_path: Path) -> None:
     second = prepare(tmp_path, cfg)
     assert first.run_id == second.run_id
     assert Path(second.train_toml).stat().st_mtime_ns == mtime  # unchanged files are not rewritten
-    plan = training.RunPlan.load(first.run_dir)
+    plan = runplan.RunPlan.load(first.run_dir)
     assert plan.train_sizes == [(256, 256)] * 3
 
 
@@ -100,18 +113,18 @@ def test_half_written_states_are_skipped(tmp_path: Path) -> None:
     (out / "face-000004-state" / "random_states_0.pkl").unlink()  # killed before the last file
     truncated = out / "face-000003-state" / "optimizer.bin"
     truncated.write_bytes(truncated.read_bytes()[:40])  # killed in the middle of a file
-    assert training.find_resume_state(out, "face") == (out / "face-000002-state", 2)
+    assert states.find_resume_state(out, "face") == (out / "face-000002-state", 2)
     (out / "face-000002-state" / "train_state.json").write_text("{not json")
-    assert training.find_resume_state(out, "face") == (out / "face-000001-state", 1)
-    assert training.find_resume_state(out, "other") is None
+    assert states.find_resume_state(out, "face") == (out / "face-000001-state", 1)
+    assert states.find_resume_state(out, "other") is None
 
 
 def test_launch_command_resumes_from_the_next_epoch(tmp_path: Path) -> None:
     make_images(tmp_path / "dataset", 2)
-    cfg = training.train_config(double_config(tmp_path, launcher="accelerate launch --num_cpu_threads_per_process 1"))
+    cfg = settings(double_config(tmp_path, launcher="accelerate launch --num_cpu_threads_per_process 1"))
     plan = prepare(tmp_path, cfg)
     state = Path(plan.output_dir) / "face-000003-state"
-    command = training.launch_command(cfg, plan, (state, 3))
+    command = launch.launch_command(cfg, (state, 3))
     assert command[:4] == ["accelerate", "launch", "--num_cpu_threads_per_process", "1"]
     assert command[4].endswith("sdxl_train_network.py")
     # sd-scripts runs inside the run folder: every path it gets is relative to it
@@ -119,7 +132,7 @@ def test_launch_command_resumes_from_the_next_epoch(tmp_path: Path) -> None:
         "--config_file", "train.toml", "--dataset_config", "dataset.toml",
         "--resume", "output/face-000003-state", "--initial_epoch", "4",
     ]  # fmt: skip
-    assert training.launch_command(cfg, plan, None)[-2:] == ["--dataset_config", "dataset.toml"]
+    assert launch.launch_command(cfg, None)[-2:] == ["--dataset_config", "dataset.toml"]
 
 
 def test_toml_paths_are_relative_to_the_run_folder_which_trains_after_a_move(tmp_path: Path) -> None:
@@ -139,9 +152,9 @@ def test_toml_paths_are_relative_to_the_run_folder_which_trains_after_a_move(tmp
     moved = tmp_path / "elsewhere" / plan.run_id
     shutil.move(plan.run_dir, moved)
     shutil.rmtree(tmp_path / "dataset")
-    moved_plan = training.RunPlan.load(moved)
+    moved_plan = runplan.RunPlan.load(moved)
     assert moved_plan.output_dir == str(moved / "output")
-    assert training.run_training(moved_plan, cfg, tmp_path / "train.log", env=double_env(), out=io.StringIO()) == 0
+    assert run(moved_plan, cfg, tmp_path / "train.log", env=double_env())[0] == 0
     assert (moved / "output" / "face.safetensors").is_file()
     assert not (tmp_path / "runs" / plan.run_id).exists()
 
@@ -152,10 +165,10 @@ def test_progress_lines_and_measured_speed() -> None:
         "\rsteps:  50%|#####     | 10/20 [00:25<00:25,  2.50s/it, avr_loss=0.1]\n"
         "steps: 100%|##########| 20/20 [00:10<00:00,  2.00it/s, avr_loss=0.1]\n"
     )
-    progress = training.parse_progress("steps:  50%|#####     | 10/20 [00:25<00:25,  2.50s/it, avr_loss=0.1]")
-    assert progress == training.Progress(10, 20, "00:25", 2.5)
-    assert training.measured_seconds_per_step(log) == pytest.approx(0.5)  # the last line: 2 it/s
-    assert training.measured_seconds_per_step("no progress here") is None
+    parsed = progress.parse_progress("steps:  50%|#####     | 10/20 [00:25<00:25,  2.50s/it, avr_loss=0.1]")
+    assert parsed == progress.Progress(10, 20, "00:25", 2.5)
+    assert progress.measured_seconds_per_step(log) == pytest.approx(0.5)  # the last line: 2 it/s
+    assert progress.measured_seconds_per_step("no progress here") is None
 
 
 # --- running with the test double ---------------------------------------------------------------------------
@@ -166,28 +179,26 @@ def test_full_run_writes_lora_status_and_calibration(tmp_path: Path) -> None:
     cfg = double_config(tmp_path)
     plan = prepare(tmp_path, cfg)
     status = tmp_path / "status.json"
-    out = io.StringIO()
-    code = training.run_training(
-        plan, cfg, tmp_path / "logs" / "train.log", status_path=status, env=double_env(0.01), out=out
-    )
-    assert code == 0, out.getvalue()
+    code, text = run(plan, cfg, tmp_path / "logs" / "train.log", status_path=status, env=double_env(0.01))
+    assert code == 0, text
     assert json.loads(status.read_text())["state"] == "done"
     assert plan.final_lora.is_file()
     assert (Path(plan.output_dir) / "face-000001.safetensors").is_file()
     assert len(list((Path(plan.output_dir) / "sample").glob("face_e*.png"))) == 3  # one prompt, 3 epochs
     steps = read_jsonl(Path(plan.output_dir) / "double_steps.jsonl")
     assert len(steps) == 9  # 3 images x 1 repeat, batch 1, 3 epochs, as the estimate says
-    assert len(steps) == training.plan_estimate(plan, training.train_config(cfg), None).total_steps
+    assert len(steps) == runplan.plan_estimate(plan, settings(cfg), None).total_steps
     calibration = est.load_calibration(tmp_path / "runs" / "calibration.tsv")
     assert [row.gpu for row in calibration] == ["CPU"] and calibration[0].source.startswith("measured")
-    again = training.plan_estimate(plan, training.train_config(cfg), tmp_path / "runs" / "calibration.tsv")
+    again = runplan.plan_estimate(plan, settings(cfg), tmp_path / "runs" / "calibration.tsv")
     assert again.speed_source.startswith("measured")
     assert "steps: 100%" in (tmp_path / "logs" / "train.log").read_text()  # the child's output reaches the log
     # a finished run is not trained again
-    out = io.StringIO()
-    assert training.run_training(plan, cfg, tmp_path / "logs" / "train.log", env=double_env(), out=out) == 0
+    code, text = run(plan, cfg, tmp_path / "logs" / "train.log", env=double_env())
+    assert code == 0
     assert len(read_jsonl(Path(plan.output_dir) / "double_invocations.jsonl")) == 1
-    assert "already finished" in out.getvalue()
+    assert "already finished" in text
+    assert "steps: 100%" in text  # the rule's log of a finished run is the training's log again
 
 
 def test_sigkill_mid_epoch_then_rerun_resumes_from_the_last_complete_state(tmp_path: Path) -> None:
@@ -199,7 +210,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_from_the_last_complete_state(tmp_p
     output = only_run_dir(runs) / "output"
     steps_file = output / "double_steps.jsonl"
     wait_for(lambda: any(s["epoch"] == 2 for s in read_jsonl(steps_file)), timeout=60, what="epoch 2 to start")
-    assert training.state_epoch(output / "face-000001-state") == 1
+    assert states.state_epoch(output / "face-000001-state") == 1
     kill_group(process)
     assert not (output / "face.safetensors").exists()
     assert not (output / "face-000002-state").exists()
@@ -219,6 +230,8 @@ def test_sigkill_mid_epoch_then_rerun_resumes_from_the_last_complete_state(tmp_p
     assert (output / "face.safetensors").is_file()
     assert (output / "face-000001.safetensors").is_file()  # earlier epochs stay
     assert json.loads((runs / "status.json").read_text())["state"] == "done"
+    # the run's own log holds both launches (the rule's log holds the last job's)
+    assert (output / "likeness_train.log").read_text().count("\n=== ") == 2
 
 
 def test_sigkill_while_saving_a_state_resumes_from_the_one_before(tmp_path: Path) -> None:
@@ -232,7 +245,7 @@ def test_sigkill_while_saving_a_state_resumes_from_the_one_before(tmp_path: Path
     wait_for(lambda: (half / "model.safetensors").is_file(), timeout=60, what="epoch 2's state to be half written")
     kill_group(process)
     assert not (half / "random_states_0.pkl").exists()
-    assert training.state_epoch(half) is None
+    assert states.state_epoch(half) is None
 
     rerun = start_stage(tmp_path, cfg, tmp_path / "dataset", double_env())
     log, _ = rerun.communicate(timeout=120)
@@ -240,7 +253,7 @@ def test_sigkill_while_saving_a_state_resumes_from_the_one_before(tmp_path: Path
     argv = read_jsonl(output / "double_invocations.jsonl")[-1]["argv"]
     assert argv[argv.index("--resume") + 1].endswith("face-000001-state")
     assert argv[argv.index("--initial_epoch") + 1] == "2"
-    assert training.state_epoch(half) == 2  # rewritten by the resumed run
+    assert states.state_epoch(half) == 2  # rewritten by the resumed run
     assert (output / "face.safetensors").is_file()
 
 
@@ -266,10 +279,9 @@ def test_budget_guard_refuses_to_start(tmp_path: Path) -> None:
     make_images(tmp_path / "dataset", 3)
     cfg = double_config(tmp_path, max_gpu_hours=0.2, max_train_epochs=20, sample_every_n_epochs=0)
     plan = prepare(tmp_path, cfg)
-    out = io.StringIO()
-    code = training.run_training(plan, cfg, tmp_path / "train.log", env=double_env(), out=out)
+    code, text = run(plan, cfg, tmp_path / "train.log", env=double_env())
     assert code != 0
-    refusal = [line for line in out.getvalue().splitlines() if line.startswith("training refused")]
+    refusal = [line for line in text.splitlines() if line.startswith("training refused")]
     assert len(refusal) == 1
     assert "exceeds train.max_gpu_hours 0.2 by" in refusal[0]
     assert "train.max_train_epochs 8 (now 20)" in refusal[0]  # 8 x 3 x 22 s + overhead fits 0.2 h, 9 does not
@@ -278,9 +290,9 @@ def test_budget_guard_refuses_to_start(tmp_path: Path) -> None:
     assert not (Path(plan.output_dir) / "double_invocations.jsonl").exists()
     # a budget below the fixed overhead (model loading, caching, saving) has nothing to suggest but itself
     tiny = double_config(tmp_path, max_gpu_hours=0.001, sample_every_n_epochs=0)
-    out = io.StringIO()
-    assert training.run_training(plan, tiny, tmp_path / "train.log", env=double_env(), out=out) != 0
-    assert "raise train.max_gpu_hours" in out.getvalue()
+    code, text = run(plan, tiny, tmp_path / "train.log", env=double_env())
+    assert code != 0
+    assert "raise train.max_gpu_hours" in text
 
 
 def test_without_gpu_the_stage_stops_ready_and_succeeds(tmp_path: Path) -> None:
@@ -289,28 +301,26 @@ def test_without_gpu_the_stage_stops_ready_and_succeeds(tmp_path: Path) -> None:
     plan = prepare(tmp_path, cfg)
     env = {"PATH": str(tmp_path / "empty-bin"), "CUDA_VISIBLE_DEVICES": ""}
     status = tmp_path / "status.json"
-    out = io.StringIO()
-    code = training.run_training(plan, cfg, tmp_path / "train.log", status_path=status, env=env, out=out)
+    code, text = run(plan, cfg, tmp_path / "train.log", status_path=status, env=env)
     assert code == 0
     record = json.loads(status.read_text())
     assert record["state"] == "ready"
     assert any("GPU" in m for m in record["missing"]) and any("train.sd_scripts" in m for m in record["missing"])
     assert (Path(plan.run_dir) / "READY").is_file()
-    text = out.getvalue()
     assert any(line.startswith("training estimate") for line in text.splitlines())
     ready_lines = [line for line in text.splitlines() if line.startswith("training is ready in")]
-    assert len(ready_lines) == 1 and training.LAUNCH_COMMAND in ready_lines[0]
+    assert len(ready_lines) == 1 and launch.LAUNCH_COMMAND in ready_lines[0]
     assert not plan.final_lora.exists()
 
 
 def test_readiness_fingerprint_names_what_is_missing(tmp_path: Path) -> None:
     cfg = double_config(tmp_path, sd_scripts=str(tmp_path / "nowhere"))
-    missing = training.missing_for_launch(training.train_config(cfg), env={"LIKENESS_ALLOW_NO_GPU": "1"})
+    missing = readiness.missing_for_launch(settings(cfg), env={"LIKENESS_ALLOW_NO_GPU": "1"})
     assert missing == [f"train.sd_scripts {str(tmp_path / 'nowhere')!r} has no sdxl_train_network.py"]
-    ok = training.missing_for_launch(training.train_config(double_config(tmp_path)), {"LIKENESS_ALLOW_NO_GPU": "1"})
+    ok = readiness.missing_for_launch(settings(double_config(tmp_path)), {"LIKENESS_ALLOW_NO_GPU": "1"})
     assert ok == []
-    assert training.base_model_problem("stabilityai/stable-diffusion-xl-base-1.0") is None
-    assert "does not exist" in (training.base_model_problem(str(tmp_path / "missing.safetensors")) or "")
+    assert readiness.base_model_problem("stabilityai/stable-diffusion-xl-base-1.0") is None
+    assert "does not exist" in (readiness.base_model_problem(str(tmp_path / "missing.safetensors")) or "")
 
 
 def test_cli_reports_config_errors_in_one_line(tmp_path: Path) -> None:
@@ -320,13 +330,14 @@ def test_cli_reports_config_errors_in_one_line(tmp_path: Path) -> None:
     import subprocess
 
     result = subprocess.run(
-        [sys.executable, "-m", "likeness.train.training", "--configfile", str(config), "--dataset",
+        [sys.executable, "-m", "likeness.train.launch", "--configfile", str(config), "--dataset",
          str(tmp_path / "dataset"), "--trigger", TRIGGER, "--log", str(tmp_path / "l.log"),
          "--status", str(tmp_path / "s.json"), "--runs-root", str(tmp_path / "runs")],
         capture_output=True, text=True, env=double_env(), cwd=tmp_path, check=False,
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "train.batch_size" in result.stderr
+    assert "train.batch_size" in (tmp_path / "l.log").read_text()  # the job's log says it too
 
 
 def test_no_usable_images_is_one_readable_error(tmp_path: Path) -> None:
@@ -339,7 +350,7 @@ def test_no_usable_images_is_one_readable_error(tmp_path: Path) -> None:
 def test_dry_run_message_is_safe_for_a_rule_message(tmp_path: Path) -> None:
     make_images(tmp_path / "dataset", 3)
     cfg = double_config(tmp_path, sample_prompts=["{trigger} {class_word}"], max_gpu_hours=0.01)
-    message = training.dry_run(cfg, tmp_path / "dataset", assumed_images=40, runs_root=tmp_path).message
+    message = runplan.dry_run(settings(cfg), tmp_path / "dataset", assumed_images=40, runs_root=tmp_path).message
     formatted = message.format()  # what Snakemake does with a message
     assert "3 images in" in formatted and "9 steps" in formatted
     assert "WARNING" in formatted and "max_gpu_hours" in formatted  # the budget warning shows in the dry run
@@ -348,7 +359,7 @@ def test_dry_run_message_is_safe_for_a_rule_message(tmp_path: Path) -> None:
 # --- the train rule's readiness param -------------------------------------------------------------------------
 
 
-def _status(path: Path, plan: training.RunPlan, state: str, readiness: str) -> None:
+def _status(path: Path, plan: runplan.RunPlan, state: str, readiness: str) -> None:
     path.write_text(
         json.dumps({"state": state, "run_id": plan.run_id, "run_dir": plan.run_dir, "readiness": readiness})
     )
@@ -362,13 +373,13 @@ def test_readiness_param_keeps_a_finished_training_finished(tmp_path: Path) -> N
     gpu = {"LIKENESS_ALLOW_NO_GPU": "1"}
     no_gpu = {"CUDA_VISIBLE_DEVICES": "", "PATH": str(tmp_path / "empty-bin")}
     # nothing ran yet: what the launch depends on here
-    assert training.readiness_param(cfg, status, gpu) == training.LAUNCHABLE
-    assert training.readiness_param(cfg, status, no_gpu) == "missing: no GPU found (nvidia-smi -L)"
+    assert readiness.readiness_param(settings(cfg), status, gpu) == st.LAUNCHABLE
+    assert readiness.readiness_param(settings(cfg), status, no_gpu) == "missing: no GPU found (nvidia-smi -L)"
     # done with a GPU: without one, or without the base model, the value the job ran with comes back
-    _status(status, plan, "done", training.LAUNCHABLE)
-    assert training.readiness_param(cfg, status, no_gpu) == training.LAUNCHABLE
+    _status(status, plan, "done", st.LAUNCHABLE)
+    assert readiness.readiness_param(settings(cfg), status, no_gpu) == st.LAUNCHABLE
     Path(cfg["base_model"]).unlink()
-    assert training.readiness_param(cfg, status, gpu) == training.LAUNCHABLE
+    assert readiness.readiness_param(settings(cfg), status, gpu) == st.LAUNCHABLE
 
 
 def test_readiness_param_plans_a_ready_run_again_when_it_can_go_on(tmp_path: Path) -> None:
@@ -379,17 +390,19 @@ def test_readiness_param_plans_a_ready_run_again_when_it_can_go_on(tmp_path: Pat
     recorded = "missing: no GPU found (nvidia-smi -L)"
     _status(status, plan, "ready", recorded)
     no_gpu = {"CUDA_VISIBLE_DEVICES": "", "PATH": str(tmp_path / "empty-bin")}
-    assert training.readiness_param(cfg, status, no_gpu) == recorded  # still stuck: nothing to do
-    assert training.readiness_param(cfg, status, {"LIKENESS_ALLOW_NO_GPU": "1"}) == training.LAUNCHABLE
+    assert readiness.readiness_param(settings(cfg), status, no_gpu) == recorded  # still stuck: nothing to do
+    assert readiness.readiness_param(settings(cfg), status, {"LIKENESS_ALLOW_NO_GPU": "1"}) == st.LAUNCHABLE
     # submitted to a cluster: this machine's GPU does not count, the node's does
-    assert training.readiness_param({**cfg, "submit": True}, status, no_gpu) == training.LAUNCHABLE
+    assert readiness.readiness_param(settings({**cfg, "submit": True}), status, no_gpu) == st.LAUNCHABLE
     # the LoRA appeared in the run folder (trained on a rented GPU, output/ copied back): no job, the next
     # run's start records it (record_finished_elsewhere), even where a GPU is
     load_double().write_safetensors(plan.final_lora, 3)
-    assert training.readiness_param(cfg, status, no_gpu) == recorded
-    assert training.readiness_param(cfg, status, {"LIKENESS_ALLOW_NO_GPU": "1"}) == recorded
-    assert training.finished_elsewhere(cfg, status)
-    assert not training.finished_elsewhere({**cfg, "network_dim": 8}, status)  # another config: another run
+    assert readiness.readiness_param(settings(cfg), status, no_gpu) == recorded
+    assert readiness.readiness_param(settings(cfg), status, {"LIKENESS_ALLOW_NO_GPU": "1"}) == recorded
+    assert calibration.finished_elsewhere(settings(cfg), status)
+    assert not calibration.finished_elsewhere(
+        settings({**cfg, "network_dim": 8}), status
+    )  # another config: another run
 
 
 def test_a_run_finished_elsewhere_is_recorded_done_with_its_measured_speed(tmp_path: Path) -> None:
@@ -399,14 +412,14 @@ def test_a_run_finished_elsewhere_is_recorded_done_with_its_measured_speed(tmp_p
     status = tmp_path / "status.json"
     _status(status, plan, "ready", "missing: no GPU found (nvidia-smi -L)")  # at home: no GPU
     home_log, home_calibration = tmp_path / "home.log", tmp_path / "home_calibration.tsv"
-    assert not training.record_finished_elsewhere(status, home_log, home_calibration, out=io.StringIO())
+    assert not calibration.record_finished_elsewhere(status, home_log, home_calibration, out=io.StringIO())
     # elsewhere (the same run folder, its own calibration table), then output/ is back
-    assert training.run_training(plan, cfg, tmp_path / "pod.log", env=double_env(), out=io.StringIO()) == 0
+    assert run(plan, cfg, tmp_path / "pod.log", env=double_env())[0] == 0
     measured = json.loads(plan.measured_json.read_text())
     assert measured["gpu"] == "CPU" and measured["seconds_per_step"] > 0
-    assert training.finished_elsewhere(cfg, status, [tmp_path / "dataset"])
+    assert calibration.finished_elsewhere(settings(cfg), status, [tmp_path / "dataset"])
     out = io.StringIO()
-    assert training.record_finished_elsewhere(status, home_log, home_calibration, out=out)
+    assert calibration.record_finished_elsewhere(status, home_log, home_calibration, out=out)
     record = json.loads(status.read_text())
     assert record["state"] == "done" and record["run_id"] == plan.run_id
     assert record["readiness"] == "missing: no GPU found (nvidia-smi -L)"  # what the rule's metadata holds
@@ -415,13 +428,31 @@ def test_a_run_finished_elsewhere_is_recorded_done_with_its_measured_speed(tmp_p
     assert "avr_loss" in home_log.read_text()  # the training's own log, for the loss curve
     assert "recorded as done; measured" in out.getvalue()
     # once only
-    assert not training.record_finished_elsewhere(status, home_log, home_calibration, out=io.StringIO())
+    assert not calibration.record_finished_elsewhere(status, home_log, home_calibration, out=io.StringIO())
     assert len(est.load_calibration(home_calibration)) == 1
 
 
-def test_declared_inputs_are_the_tables_and_the_regularisation_folder(tmp_path: Path) -> None:
+def test_declared_inputs_are_the_dataset_tables_and_the_regularisation_folder(tmp_path: Path) -> None:
     cfg = double_config(tmp_path)
-    assert training.declared_inputs(cfg, "m.tsv", "c.tsv") == {"manifest": "m.tsv", "captions": "c.tsv"}
-    with_reg = training.declared_inputs({**cfg, "reg_images": str(tmp_path / "reg")}, "m.tsv", "c.tsv")
+    assert runplan.declared_inputs(settings(cfg), "m", "c") == {"manifest": "m", "captions_table": "c"}
+    with_reg = runplan.declared_inputs(settings({**cfg, "reg_images": str(tmp_path / "reg")}), "m", "c")
     assert with_reg["reg_images"] == str(tmp_path / "reg")
-    assert str(cfg["base_model"]) not in training.declared_inputs(cfg, "m.tsv", "c.tsv").values()
+    assert str(cfg["base_model"]) not in runplan.declared_inputs(settings(cfg), "m", "c").values()
+
+
+def test_captions_in_their_own_folder_give_the_same_run(tmp_path: Path) -> None:
+    make_images(tmp_path / "together", 3)
+    beside = prepare(tmp_path, double_config(tmp_path), tmp_path / "together")
+    images, captions = tmp_path / "images", tmp_path / "captions"
+    images.mkdir()
+    captions.mkdir()
+    for path in (tmp_path / "together").iterdir():
+        (captions if path.suffix == ".txt" else images).joinpath(path.name).write_bytes(path.read_bytes())
+    cfg = settings(double_config(tmp_path))
+    apart = runplan.prepare_run(
+        cfg, images, captions, trigger=TRIGGER, class_word=CLASS_WORD, runs_root=tmp_path / "runs"
+    )
+    assert apart.run_id == beside.run_id  # the same bytes in the run's dataset/, so the same run
+    assert sorted(p.name for p in (Path(apart.run_dir) / "dataset").iterdir()) == sorted(
+        p.name for p in (tmp_path / "together").iterdir()
+    )

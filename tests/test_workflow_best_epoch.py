@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from fixtures.runs import KEEP_ALL, copy_workflow, snakemake, write_config
 from fixtures.training import double_config, double_env, read_jsonl
+from likeness.sdscripts.options import gen_options
 from synthlib.portraits import build_two_person_library
 
 pytestmark = pytest.mark.snakemake
 
-GEN_OPTIONS = Path(__file__).resolve().parents[1] / "resources" / "kohya" / "sdxl_gen_img_v0.10.1_options.txt"
 PROMPTS = [
     "{trigger} {class_word}, professional headshot, studio grey backdrop",
     "{trigger} {class_word}, corporate portrait, navy blazer",
@@ -62,7 +62,7 @@ def test_the_workflow_picks_the_epoch_the_double_made_best(tmp_path: Path, best:
     assert (workdir / record["source_lora"]).resolve() == chosen.resolve()
 
     # sdxl_gen_img.py was called once per saved epoch, with real option names only.
-    known = {line.strip() for line in GEN_OPTIONS.read_text().splitlines() if line.startswith("--")}
+    known = gen_options()
     calls = read_jsonl(next((workdir / "results" / "headshots").glob("*/*/double_gen_invocations.jsonl")))
     assert len(calls) == 5
     for call in calls:

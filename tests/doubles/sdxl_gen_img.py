@@ -30,7 +30,14 @@ import cv2
 import numpy as np
 
 OPTIONS = Path(__file__).resolve().parents[2] / "resources" / "kohya" / "sdxl_gen_img_v0.10.1_options.txt"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+# sd-scripts v0.10.1's IMAGE_EXTENSIONS: case-sensitive (a.Jpg is not loaded), hidden names skipped by glob
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".JPEG", ".WEBP", ".BMP"}
+
+
+def loaded_by_sd_scripts(path: Path) -> bool:
+    return path.suffix in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
 NARGS = {"--network_module", "--network_weights", "--network_mul", "--network_args", "--guide_image_path"}
 NARGS |= {"--textual_inversion_embeddings", "--control_net_image_path", "--control_net_lllite_models"}
 NARGS |= {"--control_net_models", "--control_net_multipliers", "--control_net_preps", "--control_net_ratios"}
@@ -118,7 +125,7 @@ def main() -> None:
     metadata = lora_metadata(args.network_weights[0]) if args.network_weights else {}
     level = warp_level(metadata) if metadata else MAX_WARP
     folder = Path(metadata.get("double_image_dir", ""))
-    sources = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    sources = sorted(p for p in folder.iterdir() if loaded_by_sd_scripts(p)) if folder.is_dir() else []
     width, height = int(args.W or 1024), int(args.H or 1024)
     stamp = time.strftime("%Y%m%d%H%M%S", time.localtime())
     for index, line in enumerate(prompts):

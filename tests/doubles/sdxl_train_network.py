@@ -40,7 +40,14 @@ OPTIONS_TSV = Path(
     os.environ.get("LIKENESS_DOUBLE_OPTIONS_TSV")
     or Path(__file__).resolve().parents[2] / "resources" / "kohya" / "sdxl_train_network_v0.10.1_options.tsv"
 )
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+# sd-scripts v0.10.1's IMAGE_EXTENSIONS: case-sensitive (a.Jpg is not loaded), hidden names skipped by glob
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".JPEG", ".WEBP", ".BMP"}
+
+
+def loaded_by_sd_scripts(path: Path) -> bool:
+    return path.suffix in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
 STATE_FILES = (
     "train_state.json",
     "model.safetensors",
@@ -132,7 +139,7 @@ def count_steps_per_epoch(doc: dict, train_args: dict) -> int:
         reg_images: list[int] = []
         for subset in dataset["subsets"]:
             settings = {**level, **subset}
-            images = sorted(p for p in Path(subset["image_dir"]).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            images = sorted(p for p in Path(subset["image_dir"]).iterdir() if loaded_by_sd_scripts(p))
             for path in images:
                 width, height = image_size(path)
                 if width != height:
@@ -213,14 +220,13 @@ def write_sample(path: Path, prompt: str, index: int, metadata: dict) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     try:
         import cv2
-        from sdxl_gen_img import IMAGE_SUFFIXES as SUFFIXES
         from sdxl_gen_img import prompt_options, warp, warp_level
     except ImportError:  # an environment without OpenCV (the trainer install's own venv): a plain sample
         write_png(path)
         return
 
     folder = Path(metadata.get("double_image_dir", ""))
-    sources = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES) if folder.is_dir() else []
+    sources = sorted(p for p in folder.iterdir() if loaded_by_sd_scripts(p)) if folder.is_dir() else []
     if not sources:
         write_png(path)
         return

@@ -17,6 +17,7 @@ Errors are one line naming the key (ConfigError).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import keyword
@@ -250,6 +251,18 @@ def _build(path: str, values: Mapping[str, Any], schema_dir: Path = SCHEMA_DIR) 
 def section_settings(section: str, values: Mapping[str, Any]) -> Section:
     """Frozen settings of one validated section (``"train"``), as a job gets it from a rule's params."""
     return _build(section, values)
+
+
+def validate_section(section: str, values: Mapping[str, Any] | None) -> Section:
+    """One section validated on its own (defaults filled), for a tool that gets only that section: a
+    command-line entry point, a benchmark, a test. ConfigError names the key."""
+    schema = _schema()["properties"][section]
+    instance = copy.deepcopy(dict(values or {}))
+    errors = sorted(_Validator(schema).iter_errors(instance), key=lambda e: (list(e.absolute_path), e.validator))
+    if errors:
+        key = _key_of(errors[0])
+        raise ConfigError(section if key == "(top level)" else f"{section}.{key}", _message_of(errors[0]))
+    return _build(section, instance)
 
 
 def validate_config(

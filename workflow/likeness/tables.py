@@ -227,3 +227,10 @@ EXCLUDED_COLUMNS = (
 CAPTION_COLUMNS = ("marker_uid", "caption")
 
 # train (results/train/)
+# results/train/status.json (and headshots' status.json): "state" is one of these; "run_dir" names the
+# run folder, whose sd-scripts output (LoRA files, samples/, logs/ with TensorBoard's event files) is in
+# TRAIN_OUTPUT_DIR. "ready": prepared, not launched here; only "ready" and "done" reach the rule's output.
+TRAIN_STATES = ("ready", "running", "interrupted", "failed", "done")
+TRAIN_FINAL_STATES = ("ready", "done")
+TRAIN_OUTPUT_DIR = "output"
+TRAIN_LOGGING_DIR = f"{TRAIN_OUTPUT_DIR}/logs"

@@ -17,7 +17,6 @@ from likeness.export import photos as lk_photos
 from likeness.export import sourceapi as lk_sourceapi
 from likeness.export import tsv as lk_export_tsv
 from likeness import tables as lk_tables
-from likeness.train import training as lk_training
 from likeness.config import validate_config
 from likeness.joblog import run_logged
 from likeness.errors import LikenessError
@@ -76,45 +75,7 @@ onstart:
     # beside its outputs. onstart runs while this run holds the working directory's lock, so no
     # other writer can own a temporary file under results/ now.
     lk_atomic.remove_stale_temporaries("results")
-    if TRAIN_FINISHED_ELSEWHERE:
-        lk_training.record_finished_elsewhere(
-            "results/train/status.json",
-            "logs/train.log",
-            "results/train/calibration.tsv",
-        )
-
-
-# -- training --------------------------------------------------------------------------------------
-TRAIN_DATASET = "results/dataset/images"
-TRAIN_CLASS_WORD = (
-    config["train"]["class_word"] or config["caption"]["class_word"] or ""
-)
-
-
-def expected_training_images():
-    """Images the training will see: the manifest's count once selection ran, else at most top_n."""
-    rows = lk_tables.count_rows("results/dataset/manifest.tsv")
-    if rows is not None:
-        return rows
-    return min(config["select"]["top_n"], len(FACE_STEMS))
-
-
-try:
-    TRAIN_READINESS = lk_training.readiness_param(
-        config["train"], "results/train/status.json"
-    )
-    TRAIN_DRY_RUN = lk_training.dry_run(
-        config["train"], TRAIN_DATASET, assumed_images=expected_training_images()
-    )
-    # A run that stopped at 'ready' whose LoRA was copied back (trained on a rented GPU machine): the
-    # next run records it as done when it starts (onstart), and the report stages go on.
-    TRAIN_FINISHED_ELSEWHERE = lk_training.finished_elsewhere(
-        config["train"],
-        "results/train/status.json",
-        ["results/dataset/manifest.tsv", "results/captions/captions.tsv"],
-    )
-except LikenessError as error:
-    fail(error)
+    lk_train_onstart()
 
 
 def lk_cluster_local_rules(workflow, config):

@@ -1,14 +1,17 @@
 # After training: headshots from every saved epoch's LoRA (sd-scripts' own sdxl_gen_img.py, on the GPU),
 # then the epoch whose headshots look most like the selected faces becomes results/lora/<trigger>.
 # Before a training has finished both jobs record that they are waiting and succeed.
+from likeness.config import section_settings
+from likeness.train import best_epoch as lk_best_epoch
 from likeness.train import headshots as lk_headshots
 
-BEST_LORA_JSON = f"results/lora/{lk_headshots.lora_stem(config['trigger'])}.json"
+BEST_LORA_JSON = f"results/lora/{lk_best_epoch.lora_stem(config['trigger'])}.json"
 
 
 rule headshots:
+    """Render the headshot prompts with every saved epoch's LoRA (waits, succeeding, until training is done)."""
     input:
-        status="results/train/status.json",
+        status=TRAIN_STATUS,
     output:
         status="results/headshots/status.json",
     log:
@@ -24,13 +27,14 @@ rule headshots:
         class_word=TRAIN_CLASS_WORD,
         # Kept by finished headshots (see likeness.train.headshots.readiness_param).
         ready=lk_headshots.readiness_param(
-            config["train"], "results/headshots/status.json"
+            SETTINGS.train, "results/headshots/status.json"
         ),
     script:
         "../scripts/headshots.py"
 
 
 rule best_lora:
+    """Score every epoch's headshots by identity distance to the selected faces; copy the best epoch's LoRA."""
     input:
         headshots="results/headshots/status.json",
         identity="results/dataset/identity.json",
@@ -43,15 +47,13 @@ rule best_lora:
         trigger=config["trigger"],
         class_word=TRAIN_CLASS_WORD,
     run:
-        try:
-            lk_headshots.best_lora_stage(
-                input.headshots,
-                input.identity,
-                params.select,
-                trigger=params.trigger,
-                class_word=params.class_word,
-                out_json=output.record,
-                log_path=log[0],
-            )
-        except LikenessError as error:
-            raise WorkflowError(f"likeness: {error}") from None
+        run_logged(
+            log[0],
+            lk_best_epoch.best_lora_stage,
+            input.headshots,
+            input.identity,
+            section_settings("select", params.select),
+            trigger=params.trigger,
+            class_word=params.class_word,
+            out_json=output.record,
+        )

@@ -3,21 +3,74 @@
 # sd-scripts checkout and the base model. Without them it prepares a ready-to-launch run and exits 0.
 # Every dataset or config trains into its own run folder (results/train/<hash>/); nothing is deleted.
 # With profiles/slurm this is the one job submitted to the cluster (every other rule is local).
+import functools
+
+from likeness.sdscripts import options as lk_sdscripts_options
+from likeness.train import calibration as lk_train_calibration
+from likeness.train import readiness as lk_train_readiness
+from likeness.train import runplan as lk_runplan
 from likeness.train import trainer_install as lk_trainer_install
+
+# The dataset the training reads: the selected crops (select_faces' directory() output) and their
+# <stem>.txt captions (caption_faces' directory() output).
+TRAIN_IMAGES = "results/dataset/images"
+TRAIN_CAPTIONS = "results/captions/text"
+TRAIN_RUNS = "results/train"
+TRAIN_STATUS = f"{TRAIN_RUNS}/status.json"
+TRAIN_LOG = "logs/train.log"
+TRAIN_CALIBRATION = f"{TRAIN_RUNS}/calibration.tsv"
+TRAIN_CLASS_WORD = SETTINGS.train.class_word or SETTINGS.caption.class_word
+
+
+try:
+    # train.extra names sd-scripts options: checked against the release's option table (not the schema's).
+    lk_sdscripts_options.validate_extra(SETTINGS.train.extra)
+    TRAIN_READINESS = lk_train_readiness.readiness_param(SETTINGS.train, TRAIN_STATUS)
+    TRAIN_DRY_RUN = lk_runplan.dry_run(
+        SETTINGS.train,
+        TRAIN_IMAGES,
+        assumed_images=lk_runplan.expected_images(
+            "results/dataset/manifest.tsv", SETTINGS.select.top_n, len(FACE_STEMS)
+        ),
+        runs_root=TRAIN_RUNS,
+    )
+    # A run that stopped at 'ready' whose LoRA was copied back (trained on a rented GPU machine): the
+    # next run records it as done when it starts (onstart), and the report stages go on.
+    TRAIN_FINISHED_ELSEWHERE = lk_train_calibration.finished_elsewhere(
+        SETTINGS.train,
+        TRAIN_STATUS,
+        ["results/dataset/manifest.tsv", "results/captions/captions.tsv"],
+    )
+except LikenessError as error:
+    fail(error)
+
+
+# The training's part of onstart (common.smk): record a run that finished elsewhere (see above).
+lk_train_onstart = functools.partial(
+    lk_train_calibration.record_if_finished_elsewhere,
+    TRAIN_FINISHED_ELSEWHERE,
+    TRAIN_STATUS,
+    TRAIN_LOG,
+    TRAIN_CALIBRATION,
+)
 
 
 rule train:
     """Train (or resume) the SDXL LoRA in its versioned run folder, or prepare it and say what is missing."""
     input:
-        **lk_training.declared_inputs(
-            config["train"],
+        **lk_runplan.declared_inputs(
+            SETTINGS.train,
             "results/dataset/manifest.tsv",
             "results/captions/captions.tsv",
         ),
+        # ancient(): every selection or caption run touches these folders; the tables above say
+        # whether their contents changed.
+        images=ancient(TRAIN_IMAGES),
+        captions=ancient(TRAIN_CAPTIONS),
     output:
-        status="results/train/status.json",
+        status=TRAIN_STATUS,
     log:
-        "logs/train.log",
+        TRAIN_LOG,
     conda:
         "../../envs/likeness.yaml"
     resources:
@@ -27,7 +80,6 @@ rule train:
         cpus_per_gpu=config["train"]["cpus_per_gpu"],
     params:
         settings=config["train"],
-        dataset=TRAIN_DATASET,
         trigger=config["trigger"],
         class_word=TRAIN_CLASS_WORD,
         # Changes only when a run that stopped at 'ready' can go on (a GPU, the checkout or the base
@@ -50,10 +102,11 @@ rule install_trainer:
     conda:
         "../../envs/likeness.yaml"
     params:
-        # only what shapes the install, so that e.g. a new GPU price does not reinstall
+        # only what shapes the install, so that e.g. a new GPU price does not reinstall (the job's
+        # settings hold None for the other keys)
         settings={
             key: config["train"][key]
-            for key in ("sd_scripts", *lk_training.INSTALL_KEYS)
+            for key in ("sd_scripts", *lk_runplan.INSTALL_KEYS)
         },
     script:
         "../scripts/install_trainer.py"

@@ -8,21 +8,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
 
-from likeness.errors import LikenessError
+from likeness.config import section_settings
+from likeness.joblog import run_script
 from likeness.train.headshots import headshots_stage
 
 smk = snakemake  # noqa: F821
-try:
-    code = headshots_stage(
-        smk.params.settings,
+sys.exit(
+    run_script(
+        smk.log[0],
+        headshots_stage,
+        section_settings("train", smk.params.settings),
         smk.input.status,
         trigger=smk.params.trigger,
         class_word=smk.params.class_word,
         status_path=smk.output.status,
-        log_path=smk.log[0],
         readiness=smk.params.ready,
     )
-except LikenessError as error:
-    print(f"likeness: {error}", file=sys.stderr)
-    code = 1
-sys.exit(code)
+)

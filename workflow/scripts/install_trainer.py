@@ -9,22 +9,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
 
-from likeness.errors import LikenessError
+from likeness.config import section_settings
+from likeness.joblog import JobLog, run_script
 from likeness.train import trainer_install
-from likeness.train.training import train_config
+
+
+def install(values: dict, *, log: JobLog) -> int:
+    cfg = section_settings("train", values)
+    if cfg.sd_scripts != "auto":
+        log(f"train.sd_scripts is {cfg.sd_scripts!r}, not 'auto': installing anyway into {cfg.cache_dir}")
+    done = trainer_install.ensure_installed(cfg, log.file, log=log)
+    log(f"{trainer_install.describe(done)} in {done.root}/")
+    return 0
+
 
 smk = snakemake  # noqa: F821
-try:
-    cfg = train_config(smk.params.settings)
-    if cfg["sd_scripts"] != "auto":
-        print(
-            f"likeness: train.sd_scripts is {cfg['sd_scripts']!r}, not 'auto': "
-            f"installing anyway into {cfg['cache_dir']}"
-        )
-    install = trainer_install.ensure_installed(cfg, smk.log[0], log=lambda line: print(f"likeness: {line}", flush=True))
-    print(f"likeness: {trainer_install.describe(install)} in {install.root}/")
-    code = 0
-except LikenessError as error:
-    print(f"likeness: {error}", file=sys.stderr)
-    code = 1
-sys.exit(code)
+sys.exit(run_script(smk.log[0], install, smk.params.settings))

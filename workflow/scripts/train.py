@@ -8,21 +8,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
 
-from likeness.errors import LikenessError
-from likeness.train.training import train_stage
+from likeness.config import section_settings
+from likeness.joblog import run_script
+from likeness.train.launch import train_stage
 
 smk = snakemake  # noqa: F821
-try:
-    code = train_stage(
-        smk.params.settings,
-        smk.params.dataset,
+sys.exit(
+    run_script(
+        smk.log[0],
+        train_stage,
+        section_settings("train", smk.params.settings),
+        smk.input.images,
+        smk.input.captions,
         trigger=smk.params.trigger,
         class_word=smk.params.class_word,
-        log_path=smk.log[0],
         status_path=smk.output.status,
+        runs_root=Path(smk.output.status).parent,  # the run folders sit beside the rule's status
         readiness=smk.params.ready,
     )
-except LikenessError as error:
-    print(f"likeness: {error}", file=sys.stderr)
-    code = 1
-sys.exit(code)
+)

@@ -38,6 +38,7 @@ RESULT_PARTS = (
     "results/dataset/excluded.tsv",
     "results/dataset/images",
     "results/captions/captions.tsv",
+    "results/captions/text",  # the <stem>.txt captions the train rule reads
     "results/captions/stats.json",
     "results/train/calibration.tsv",
 )

@@ -10,20 +10,20 @@ GPU measured it (``results/train/calibration.tsv``), which then takes precedence
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from likeness import imageheader, tables
+from likeness import tables
 from likeness.atomic import atomic_write_bytes
 from likeness.errors import ConfigError, LikenessError
+from likeness.sdscripts.buckets import StepPlan, bucket_settings, plan_steps
+from likeness.sdscripts.images import image_sizes
 from likeness.train import budget_hints, overheads, step_budget
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 GPU_SPEEDS_TSV = REPO_ROOT / "resources" / "gpu_speeds.tsv"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # sd-scripts' IMAGE_EXTENSIONS, any case
 
 # Gradient checkpointing recomputes activations: the controlled H100/L40S sweep in gpu_speeds.tsv measured
 # 1.080/0.606 and 1.029/0.585 s/step, i.e. about 1.77x. Used only when no row has the requested setting.
@@ -32,185 +32,6 @@ GRADIENT_CHECKPOINTING_FACTOR = 1.77
 # Snakemake's runtime must not cut a slow run short: margin on the estimate plus a fixed allowance.
 RUNTIME_MARGIN = 1.5
 RUNTIME_EXTRA_MINUTES = 10
-
-
-# --- image sizes ------------------------------------------------------------------------------------------
-
-
-def read_image_size(path: str | Path) -> tuple[int, int] | None:
-    """(width, height) as stored (what sd-scripts' PIL sees), from the header, else by decoding; None when
-    unreadable."""
-    try:
-        header = imageheader.read_header(path)
-    except OSError:
-        return None
-    if header is not None:
-        return header.width, header.height
-    import cv2  # decode only when the header did not tell
-
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    return None if image is None else (int(image.shape[1]), int(image.shape[0]))
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Images sd-scripts would train on in ``folder``, in its (sorted path) order."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def image_sizes(folder: str | Path) -> list[tuple[int, int]]:
-    return [size for size in map(read_image_size, list_images(folder)) if size]
-
-
-# --- buckets and steps -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BucketSettings:
-    resolution: int = 1024
-    enable_bucket: bool = True
-    no_upscale: bool = True
-    reso_steps: int = 64
-    min_reso: int = 256
-    max_reso: int = 1024
-
-
-def _round_to_steps(value: float, steps: int) -> int:
-    rounded = int(value + 0.5)
-    return rounded - rounded % steps
-
-
-def predefined_buckets(settings: BucketSettings) -> list[tuple[int, int]]:
-    """The fixed bucket list sd-scripts uses when it may upscale: area <= resolution^2, step-aligned sides."""
-    area = settings.resolution * settings.resolution
-    steps = settings.reso_steps
-    side = int(math.sqrt(area) // steps) * steps
-    buckets = {(side, side)}
-    width = settings.min_reso
-    while width <= settings.max_reso:
-        height = min(settings.max_reso, int((area // width) // steps) * steps)
-        if height >= settings.min_reso:
-            buckets.update({(width, height), (height, width)})
-        width += steps
-    return sorted(buckets)
-
-
-def bucket_for(width: int, height: int, settings: BucketSettings) -> tuple[int, int]:
-    """The bucket (width, height) sd-scripts puts an image of this size in."""
-    if not settings.enable_bucket:
-        return settings.resolution, settings.resolution
-    aspect = width / height
-    steps = settings.reso_steps
-    if not settings.no_upscale:
-        buckets = predefined_buckets(settings)
-        if (width, height) in buckets:
-            return width, height
-        errors = [abs(w / h - aspect) for w, h in buckets]
-        return buckets[errors.index(min(errors))]  # the first of equal errors, as numpy's argmin
-    max_area = settings.resolution * settings.resolution
-    if width * height > max_area:
-        scaled_w = math.sqrt(max_area * aspect)
-        scaled_h = max_area / scaled_w
-        w_rounded = _round_to_steps(scaled_w, steps)
-        h_for_w = _round_to_steps(w_rounded / aspect, steps)
-        h_rounded = _round_to_steps(scaled_h, steps)
-        w_for_h = _round_to_steps(h_rounded * aspect, steps)
-        if abs(w_rounded / h_for_w - aspect) < abs(w_for_h / h_rounded - aspect):
-            resized = (w_rounded, int(w_rounded / aspect + 0.5))
-        else:
-            resized = (int(h_rounded * aspect + 0.5), h_rounded)
-    else:
-        resized = (width, height)
-    return resized[0] - resized[0] % steps, resized[1] - resized[1] % steps
-
-
-def reg_repeats(n_reg_images: int, train_samples: int, reg_num_repeats: int = 1) -> list[int]:
-    """Repeats per regularisation image (path order) after sd-scripts balances them against the train count.
-
-    First pass: images join with their own repeats until the count is reached; later passes add one repeat
-    at a time. Images never reached get 0 (unused).
-    """
-    repeats = [0] * n_reg_images
-    if n_reg_images == 0 or reg_num_repeats < 1:
-        return repeats
-    total, first_pass = 0, True
-    while total < train_samples:
-        for i in range(n_reg_images):
-            if first_pass:
-                repeats[i] = reg_num_repeats
-                total += reg_num_repeats
-            else:
-                repeats[i] += 1
-                total += 1
-            if total >= train_samples:
-                break
-        first_pass = False
-    return repeats
-
-
-@dataclass(frozen=True)
-class StepPlan:
-    n_images: int
-    num_repeats: int
-    train_samples: int
-    n_reg_images: int
-    reg_images_used: int
-    reg_samples: int
-    buckets: dict[tuple[int, int], int]
-    batch_size: int
-    gradient_accumulation_steps: int
-    batches_per_epoch: int
-    steps_per_epoch: int
-    epochs: int
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps_per_epoch * self.epochs
-
-    @property
-    def samples_per_epoch(self) -> int:
-        return self.train_samples + self.reg_samples
-
-
-def plan_steps(
-    train_sizes: Sequence[tuple[int, int]],
-    *,
-    num_repeats: int,
-    batch_size: int,
-    gradient_accumulation_steps: int,
-    epochs: int,
-    reg_sizes: Sequence[tuple[int, int]] = (),
-    settings: BucketSettings | None = None,
-    num_processes: int = 1,
-) -> StepPlan:
-    """Exact steps per epoch and in total, as sd-scripts v0.10.1 counts them."""
-    settings = settings or BucketSettings()
-    counts: Counter[tuple[int, int]] = Counter()
-    for width, height in train_sizes:
-        counts[bucket_for(width, height, settings)] += num_repeats
-    train_samples = num_repeats * len(train_sizes)
-    per_reg = reg_repeats(len(reg_sizes), train_samples)
-    for (width, height), repeats in zip(reg_sizes, per_reg, strict=True):
-        if repeats:
-            counts[bucket_for(width, height, settings)] += repeats
-    batches = sum(math.ceil(count / batch_size) for count in counts.values())
-    steps_per_epoch = math.ceil(batches / num_processes / gradient_accumulation_steps)
-    return StepPlan(
-        n_images=len(train_sizes),
-        num_repeats=num_repeats,
-        train_samples=train_samples,
-        n_reg_images=len(reg_sizes),
-        reg_images_used=sum(1 for r in per_reg if r),
-        reg_samples=sum(per_reg),
-        buckets=dict(sorted(counts.items())),
-        batch_size=batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        batches_per_epoch=batches,
-        steps_per_epoch=steps_per_epoch,
-        epochs=epochs,
-    )
 
 
 # --- speed table and calibration ---------------------------------------------------------------------------
@@ -444,22 +265,6 @@ class Estimate:
         return lines
 
 
-def bucket_settings(cfg: Mapping[str, Any]) -> BucketSettings:
-    from likeness.train.kohya import bucket_limits  # the same limits the dataset.toml gets
-
-    resolution = int(cfg.get("resolution", 1024))
-    steps = int(cfg.get("bucket_reso_steps", 64))
-    min_reso, max_reso = bucket_limits(resolution, steps)
-    return BucketSettings(
-        resolution=resolution,
-        enable_bucket=True,
-        no_upscale=bool(cfg.get("bucket_no_upscale", True)),
-        reso_steps=steps,
-        min_reso=min_reso,
-        max_reso=max_reso,
-    )
-
-
 def _as_sizes(images: int | Sequence[tuple[int, int]], resolution: int) -> list[tuple[int, int]]:
     """A count means that many square crops at the training resolution (what the crop stage makes)."""
     if isinstance(images, int):
@@ -483,7 +288,8 @@ def estimate(
     resolution = int(cfg["resolution"])
     train_sizes = _as_sizes(images, resolution)
     reg_sizes = _as_sizes(reg_images, resolution)
-    budget = step_budget.step_budget(cfg, len(train_sizes))  # "auto" repeats/epochs follow the image count
+    # "auto" repeats/epochs follow the image count
+    budget = step_budget.step_budget(cfg["num_repeats"], cfg["max_train_epochs"], len(train_sizes))
     cfg = {**cfg, "num_repeats": budget.num_repeats, "max_train_epochs": budget.max_train_epochs}
     plan = plan_steps(
         train_sizes,
@@ -492,7 +298,7 @@ def estimate(
         gradient_accumulation_steps=int(cfg["gradient_accumulation_steps"]),
         epochs=int(cfg["max_train_epochs"]),
         reg_sizes=reg_sizes,
-        settings=bucket_settings(cfg),
+        settings=bucket_settings(int(cfg["resolution"]), bool(cfg["bucket_no_upscale"])),
     )
     gpu = str(cfg["gpu"])
     seconds, source, row = lookup_speed(

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from likeness.sdscripts.prompts import prompt_sampling_steps, sample_prompts_text
+
 # Overheads as fractions of one training step (forward+backward of the U-Net at the training size).
 # Rough rules of thumb, stated here so they can be checked: encoding one image with the VAE costs about a
 # quarter of a step, one caption through both text encoders a twentieth, one sampling step (two U-Net
@@ -32,7 +34,7 @@ def estimated_vram_gb(cfg: Mapping[str, Any]) -> float:
     batch = int(cfg["batch_size"])
     per_image = 1.5 if cfg["gradient_checkpointing"] else 9.0
     gb = 5.5 + batch * per_image * (resolution / 1024) ** 2
-    # These two are sd-scripts options outside the schema (train.extra; likeness.train.kohya turns them on).
+    # These two are sd-scripts options outside the schema (train.extra; likeness.sdscripts.configs turns them on).
     if not cfg.get("cache_text_encoder_outputs", True):
         gb += 1.7
     if not cfg.get("network_train_unet_only", True):
@@ -41,11 +43,9 @@ def estimated_vram_gb(cfg: Mapping[str, Any]) -> float:
 
 
 def configured_sample_steps(cfg: Mapping[str, Any], resolution: int) -> list[int]:
-    """Sampling steps of each prompt line the run's sample_prompts.txt will hold (likeness.train.kohya)."""
-    from likeness.train import kohya
-
-    text = kohya.sample_prompts_text(cfg["sample_prompts"], trigger="t", class_word="c", resolution=resolution)
-    return kohya.prompt_sampling_steps(text)
+    """Sampling steps of each prompt line the run's sample_prompts.txt will hold (likeness.sdscripts.prompts)."""
+    text = sample_prompts_text(cfg["sample_prompts"], trigger="t", class_word="c", resolution=resolution)
+    return prompt_sampling_steps(text)
 
 
 def overheads(

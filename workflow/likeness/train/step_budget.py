@@ -33,9 +33,10 @@ Explicit integers in the config always win.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass
-from typing import Any
+
+from likeness.config import Section
 
 AUTO = "auto"
 TARGET_SAMPLES_PER_EPOCH = 200
@@ -75,19 +76,17 @@ def auto_epochs(n_images: int, num_repeats: int) -> int:
     return max(MIN_EPOCHS, min(AUTO_EPOCHS, round(target_total / per_epoch)))
 
 
-def step_budget(cfg: Mapping[str, Any], n_images: int) -> StepBudget:
+def step_budget(num_repeats: int | str, max_train_epochs: int | str, n_images: int) -> StepBudget:
     """The repeats and epochs for ``n_images`` training images: explicit values kept, "auto" resolved."""
-    repeats_value = cfg.get("num_repeats", AUTO)
-    epochs_value = cfg.get("max_train_epochs", AUTO)
     auto_keys = tuple(
-        key for key, value in (("num_repeats", repeats_value), ("max_train_epochs", epochs_value)) if value == AUTO
+        key for key, value in (("num_repeats", num_repeats), ("max_train_epochs", max_train_epochs)) if value == AUTO
     )
-    repeats = auto_repeats(n_images) if repeats_value == AUTO else int(repeats_value)
-    epochs = auto_epochs(n_images, repeats) if epochs_value == AUTO else int(epochs_value)
+    repeats = auto_repeats(n_images) if num_repeats == AUTO else int(num_repeats)
+    epochs = auto_epochs(n_images, repeats) if max_train_epochs == AUTO else int(max_train_epochs)
     return StepBudget(num_repeats=repeats, max_train_epochs=epochs, auto_keys=auto_keys)
 
 
-def resolve(cfg: Mapping[str, Any], n_images: int) -> dict[str, Any]:
-    """``cfg`` with num_repeats and max_train_epochs as integers for this many training images."""
-    budget = step_budget(cfg, n_images)
-    return {**cfg, "num_repeats": budget.num_repeats, "max_train_epochs": budget.max_train_epochs}
+def resolve(cfg: Section, n_images: int) -> Section:
+    """The ``train`` settings with num_repeats and max_train_epochs as integers for this many images."""
+    budget = step_budget(cfg.num_repeats, cfg.max_train_epochs, n_images)
+    return dataclasses.replace(cfg, num_repeats=budget.num_repeats, max_train_epochs=budget.max_train_epochs)

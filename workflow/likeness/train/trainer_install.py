@@ -24,6 +24,7 @@ The torch build comes from the driver: ``nvidia-smi`` prints the highest CUDA ve
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -35,14 +36,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from likeness.atomic import atomic_write_json
+from likeness.config import Section
 from likeness.errors import ConfigError, LikenessError
+from likeness.sdscripts import RELEASE
 
-RELEASE_TAG = "v0.10.1"  # kohya.SD_SCRIPTS_RELEASE; the configs are written for this release's options
 MARKER = "INSTALLED"
 VERSIONS = "versions.json"
+LOGGER_PACKAGE = "tensorboard"  # the logger sd-scripts uses for train.toml's logging_dir
 POINTER = "sd-scripts.json"  # <cache_dir>/sd-scripts.json: the newest install (the install_trainer rule's output)
 TORCH_INDEX = "https://download.pytorch.org/whl/{build}"
 # torch/torchvision pairs. sd-scripts v0.10.1's README: "tested with PyTorch 2.6.0", whose wheels exist for
@@ -134,10 +137,10 @@ def detect_driver(env: Mapping[str, str] | None = None) -> tuple[tuple[int, int]
     return cuda, caps, names
 
 
-def configured_torch(cfg: Mapping[str, Any], env: Mapping[str, str] | None = None) -> TorchChoice:
+def configured_torch(cfg: Section, env: Mapping[str, str] | None = None) -> TorchChoice:
     """``train.torch`` / ``train.torch_index_url``: "auto" follows the driver; anything else is taken as given."""
-    packages_value = str(cfg.get("torch") or "auto").strip()
-    index_value = str(cfg.get("torch_index_url", "auto"))
+    packages_value = cfg.torch.strip()
+    index_value = cfg.torch_index_url
     if packages_value == "auto" or index_value == "auto":
         cuda, caps, _names = detect_driver(env)
         auto = torch_choice(cuda, caps)
@@ -171,13 +174,10 @@ class Install:
         return self.root / "venv" / "bin"
 
 
-def install_root(cfg: Mapping[str, Any], choice: TorchChoice) -> Path:
+def install_root(cfg: Section, choice: TorchChoice) -> Path:
     py = f"py{sys.version_info.major}.{sys.version_info.minor}"
     # absolute: pip runs requirements.txt from inside the checkout, and the launch from another folder
-    return (
-        Path(str(cfg["cache_dir"])).expanduser().absolute()
-        / f"sd-scripts-{str(cfg['sd_scripts_commit'])[:12]}-{choice.build}-{py}"
-    )
+    return Path(cfg.cache_dir).expanduser().absolute() / f"sd-scripts-{cfg.sd_scripts_commit[:12]}-{choice.build}-{py}"
 
 
 def installed(root: Path) -> Install | None:
@@ -232,17 +232,17 @@ def head_commit(checkout: Path) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def _check_commit(checkout: Path, cfg: Mapping[str, Any], *, cached: bool = False) -> None:
-    expected = str(cfg["sd_scripts_commit"])
+def _check_commit(checkout: Path, cfg: Section, *, cached: bool = False) -> None:
+    expected = cfg.sd_scripts_commit
     actual = head_commit(checkout) or "unknown"
     if actual != expected:
-        what = f"the install in {checkout} is at" if cached else f"{cfg['sd_scripts_repo']} tag {RELEASE_TAG} is"
+        what = f"the install in {checkout} is at" if cached else f"{cfg.sd_scripts_repo} tag {RELEASE} is"
         action = "refusing to use it (delete that folder to reinstall)" if cached else "refusing to install it"
         raise ConfigError("train.sd_scripts_commit", f"{what} commit {actual}, not {expected}: {action}")
 
 
-def _clone(cfg: Mapping[str, Any], target: Path, log_file: Any, env: Mapping[str, str]) -> None:
-    repo = str(cfg["sd_scripts_repo"])
+def _clone(cfg: Section, target: Path, log_file: Any, env: Mapping[str, str]) -> None:
+    repo = cfg.sd_scripts_repo
     git_env = {**env, "GIT_TERMINAL_PROMPT": "0"}  # a private or mistyped URL fails instead of asking
     try:
         _run(
@@ -253,7 +253,7 @@ def _clone(cfg: Mapping[str, Any], target: Path, log_file: Any, env: Mapping[str
                 "clone",
                 "--quiet",
                 "--branch",
-                RELEASE_TAG,
+                RELEASE,
                 "--depth",
                 "1",
                 repo,
@@ -263,7 +263,7 @@ def _clone(cfg: Mapping[str, Any], target: Path, log_file: Any, env: Mapping[str
             env=git_env,
         )
     except LikenessError as error:
-        raise ConfigError("train.sd_scripts_repo", f"cannot clone {RELEASE_TAG} of {repo}: {error}") from None
+        raise ConfigError("train.sd_scripts_repo", f"cannot clone {RELEASE} of {repo}: {error}") from None
     except OSError:
         raise LikenessError("git is not installed: it is needed to fetch sd-scripts") from None
 
@@ -273,16 +273,27 @@ def _package_versions(python: Path, log_file: Any, env: Mapping[str, str]) -> di
     return {item["name"]: item["version"] for item in json.loads(out)}
 
 
+@contextlib.contextmanager
+def _output_file(output: str | Path | TextIO) -> Iterator[TextIO]:
+    if not isinstance(output, str | Path):
+        yield output  # the job's log, open already
+        return
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    with Path(output).open("a", encoding="utf-8") as handle:
+        yield handle
+
+
 def ensure_installed(
-    cfg: Mapping[str, Any],
-    log_path: str | Path,
+    cfg: Section,
+    output: str | Path | TextIO,
     *,
     env: Mapping[str, str] | None = None,
     log: Log = print,
 ) -> Install:
     """The finished install for this config and machine; clones and builds it first when needed.
 
-    ``cfg`` is the validated ``train`` section. Raises ConfigError (wrong commit, unclonable repo) or
+    ``output``: where git's and pip's output goes: a log file (appended to) or the job's open log.
+    ``cfg`` is the ``train`` settings. Raises ConfigError (wrong commit, unclonable repo) or
     LikenessError (a failed pip step, with its last line); an install cut short is redone from scratch.
     """
     env = dict(os.environ if env is None else env)
@@ -301,13 +312,12 @@ def ensure_installed(
             log(f"install: removing an unfinished install in {root}/ and starting again")
             shutil.rmtree(root)
         root.mkdir(parents=True)
-        log_path = Path(log_path)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with log_path.open("a", encoding="utf-8") as log_file:
+            with _output_file(output) as log_file:
                 log_file.write(
                     f"\n=== {datetime.now(UTC).isoformat(timespec='seconds')} install sd-scripts into {root}\n"
                 )
+                log_file.flush()
                 result = _build(cfg, choice, root, log_file, env, log)
         except BaseException:
             # Leave no half-built folder that looks usable: without the marker it is removed next time
@@ -318,11 +328,9 @@ def ensure_installed(
         return result
 
 
-def _build(
-    cfg: Mapping[str, Any], choice: TorchChoice, root: Path, log_file: Any, env: dict[str, str], log: Log
-) -> Install:
+def _build(cfg: Section, choice: TorchChoice, root: Path, log_file: Any, env: dict[str, str], log: Log) -> Install:
     install = Install(root, {})
-    log(f"install: cloning sd-scripts {RELEASE_TAG} from {cfg['sd_scripts_repo']}")
+    log(f"install: cloning sd-scripts {RELEASE} from {cfg.sd_scripts_repo}")
     _clone(cfg, install.checkout, log_file, env)
     _check_commit(install.checkout, cfg)
     log(f"install: creating its Python environment ({sys.executable})")
@@ -336,8 +344,8 @@ def _build(
     _run([*pip, "-r", "requirements.txt"], log_file, cwd=install.checkout, env=env)
     cuda, _caps, gpu_names = detect_driver(env)
     versions = {
-        "sd_scripts_repo": str(cfg["sd_scripts_repo"]),
-        "sd_scripts_tag": RELEASE_TAG,
+        "sd_scripts_repo": cfg.sd_scripts_repo,
+        "sd_scripts_tag": RELEASE,
         "sd_scripts_commit": head_commit(install.checkout),
         "torch_build": choice.build,
         "torch_packages": list(choice.packages),
@@ -349,6 +357,9 @@ def _build(
         "packages": _package_versions(install.python, log_file, env),
         "installed": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if not any(name.lower() == LOGGER_PACKAGE for name in versions["packages"]):
+        # train.toml's logging_dir makes sd-scripts log to TensorBoard: without it the launch would fail
+        log(f"install: WARNING: {LOGGER_PACKAGE} is not installed (sd-scripts' requirements.txt lists it)")
     atomic_write_json(root / VERSIONS, versions)
     atomic_write_json(root / MARKER, versions)  # last: from here on the install counts as finished
     log(f"install: done; versions in {root / VERSIONS}")
@@ -363,19 +374,19 @@ def _write_pointer(cache_dir: Path, install: Install) -> None:
 # --- using it -------------------------------------------------------------------------------------------------
 
 
-def launch_settings(cfg: Mapping[str, Any], install: Install) -> dict[str, Any]:
-    """``cfg`` with sd_scripts, launcher and python pointing into the install (for training.launch_command).
+def launch_settings(cfg: Section, install: Install) -> Section:
+    """``cfg`` with sd_scripts, launcher and python pointing into the install (for launch.launch_command).
 
     The default launcher ``accelerate launch ...`` runs the environment's own ``accelerate``; an empty
     launcher runs the environment's python. (The venv was built where it is, so its scripts work.)
     """
-    settings = {**cfg, "sd_scripts": str(install.checkout.absolute())}
-    launcher = str(cfg.get("launcher") or "").split()
+    changes = {"sd_scripts": str(install.checkout.absolute())}
+    launcher = cfg.launcher.split()
     if launcher and launcher[0] == "accelerate":
-        settings["launcher"] = " ".join([str((install.bin_dir / "accelerate").absolute()), *launcher[1:]])
-    if not cfg.get("python"):
-        settings["python"] = str(install.python.absolute())
-    return settings
+        changes["launcher"] = " ".join([str((install.bin_dir / "accelerate").absolute()), *launcher[1:]])
+    if not cfg.python:
+        changes["python"] = str(install.python.absolute())
+    return dataclasses.replace(cfg, **changes)
 
 
 def describe(install: Install) -> str:
