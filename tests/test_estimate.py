@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from likeness.config import validate_section
 from likeness.errors import ConfigError
+from likeness.sdscripts import images
 from likeness.train import estimate as est
 from likeness.train import overheads, runplan
 
@@ -162,9 +163,12 @@ def test_image_sizes_from_headers(tmp_path: Path) -> None:
     cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((300, 500, 3), np.uint8))
     cv2.imwrite(str(tmp_path / "b.png"), np.zeros((64, 32, 3), np.uint8))
     (tmp_path / "c.jpg").write_bytes(b"not an image")
-    assert est.read_image_size(tmp_path / "a.jpg") == (500, 300)
-    assert est.read_image_size(tmp_path / "b.png") == (32, 64)
-    assert est.read_image_size(tmp_path / "c.jpg") is None
+    # sd-scripts (PIL) sees the stored size: the header of a WebP is read too (likeness.imageheader).
+    cv2.imwrite(str(tmp_path / "d.webp"), np.zeros((40, 70, 3), np.uint8))
+    assert images.image_size(tmp_path / "a.jpg") == (500, 300)
+    assert images.image_size(tmp_path / "b.png") == (32, 64)
+    assert images.image_size(tmp_path / "c.jpg") is None
+    assert images.image_size(tmp_path / "d.webp") == (70, 40)
 
 
 def test_dry_run_assumes_a_count_before_the_dataset_exists(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ written: sd-scripts would silently keep a misspelt key or a wrongly typed value.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from likeness.config import Section
@@ -23,6 +24,16 @@ CACHE_TEXT_ENCODER_OUTPUTS = True
 SAMPLE_SAMPLER = "euler_a"
 
 
+def trains_unet_only(extra: Mapping[str, Any]) -> bool:
+    """Whether the text encoders stay frozen: ``train.extra``'s network_train_unet_only, else our default."""
+    return bool(extra.get("network_train_unet_only", TRAIN_UNET_ONLY))
+
+
+def caches_text_encoder_outputs(extra: Mapping[str, Any]) -> bool:
+    """Whether sd-scripts caches the text encoders' outputs: ``train.extra``'s option, else our default."""
+    return bool(extra.get("cache_text_encoder_outputs", CACHE_TEXT_ENCODER_OUTPUTS))
+
+
 def build_train_options(
     cfg: Section, *, output_dir: str, sample_prompts_path: str | None, logging_dir: str | None
 ) -> dict[str, Any]:
@@ -32,8 +43,7 @@ def build_train_options(
     (loss, learning rate); with a logging_dir and no log_with, v0.10.1 logs to TensorBoard.
     """
     extra = validate_extra(cfg.extra)
-    train_unet_only = bool(extra.get("network_train_unet_only", TRAIN_UNET_ONLY))
-    cache_te = bool(extra.get("cache_text_encoder_outputs", CACHE_TEXT_ENCODER_OUTPUTS))
+    train_unet_only, cache_te = trains_unet_only(extra), caches_text_encoder_outputs(extra)
     if cache_te and not train_unet_only:
         raise ConfigError(
             "train.cache_text_encoder_outputs", "needs train.network_train_unet_only (text encoders frozen)"

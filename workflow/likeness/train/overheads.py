@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from likeness.sdscripts.configs import caches_text_encoder_outputs, trains_unet_only
 from likeness.sdscripts.prompts import prompt_sampling_steps, sample_prompts_text
 
 # Overheads as fractions of one training step (forward+backward of the U-Net at the training size).
@@ -34,10 +35,10 @@ def estimated_vram_gb(cfg: Mapping[str, Any]) -> float:
     batch = int(cfg["batch_size"])
     per_image = 1.5 if cfg["gradient_checkpointing"] else 9.0
     gb = 5.5 + batch * per_image * (resolution / 1024) ** 2
-    # These two are sd-scripts options outside the schema (train.extra; likeness.sdscripts.configs turns them on).
-    if not cfg.get("cache_text_encoder_outputs", True):
+    # These two are sd-scripts options that train.extra may set (likeness.sdscripts.configs turns them on).
+    if not caches_text_encoder_outputs(cfg["extra"]):
         gb += 1.7
-    if not cfg.get("network_train_unet_only", True):
+    if not trains_unet_only(cfg["extra"]):
         gb += 1.0
     return gb
 
@@ -62,7 +63,7 @@ def overheads(
         "model loading": MODEL_LOAD_SECONDS,
         "latent caching": unique_images * flips * LATENT_CACHE_STEP_FRACTION * seconds_per_step,
     }
-    if cfg.get("cache_text_encoder_outputs", True):  # an sd-scripts option outside the schema (see above)
+    if caches_text_encoder_outputs(cfg["extra"]):
         seconds["text-encoder caching"] = unique_images * TEXT_ENCODER_CACHE_STEP_FRACTION * seconds_per_step
     if sample_events and sample_steps:
         seconds["samples"] = sample_events * sum(sample_steps) * SAMPLING_STEP_FRACTION * seconds_per_step
