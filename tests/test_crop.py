@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fixtures.stage_inputs import face_spec
 from likeness.config import Section, validate_config
 from likeness.crop import cropping
 from likeness.crop.cropping import crop_face
@@ -36,26 +37,6 @@ def _photo_with_face(width: int, height: int, face: tuple[int, int, int, int]) -
     return image
 
 
-def _spec(path: Path | str, face, width, height, **extra) -> dict:
-    x0, y0, x1, y1 = face
-    spec = {
-        "marker_uid": "mtest00000000001",
-        "file_uid": "ftest00000000001",
-        "file_root": "/",
-        "file_name": Path(path).name,
-        "path": str(path),
-        "path_reason": "",
-        "x": x0 / width,
-        "y": y0 / height,
-        "w": (x1 - x0) / width,
-        "h": (y1 - y0) / height,
-        "file_width": width,
-        "file_height": height,
-    }
-    spec.update(extra)
-    return spec
-
-
 def _crop(tmp_path: Path, spec: dict, settings: Section) -> dict:
     return crop_face(spec, settings, str(tmp_path / "out.jpg"), str(tmp_path / "out.json"))
 
@@ -72,7 +53,7 @@ def test_face_is_found_upright_for_every_orientation_and_decode_path(tmp_path, o
     path.write_bytes(encode_jpeg(_photo_with_face(width, height, face), orientation, quality=95))
     assert read_header(path).orientation == orientation
 
-    record = _crop(tmp_path, _spec(path, face, width, height), _settings(size=size, factor=2.0))
+    record = _crop(tmp_path, face_spec(path, face, width, height), _settings(size=size, factor=2.0))
 
     assert record["status"] == "ok", record["reason"]
     assert record["decode_scale"] == (1 if size == 1024 else 4)
@@ -94,7 +75,7 @@ def test_record_describes_the_crop(tmp_path):
     width, height, face = 3000, 2000, (1000, 500, 1500, 1000)
     path = tmp_path / "photo.jpg"
     path.write_bytes(encode_jpeg(_photo_with_face(width, height, face)))
-    record = _crop(tmp_path, _spec(path, face, width, height), _settings(size=512, factor=2.2))
+    record = _crop(tmp_path, face_spec(path, face, width, height), _settings(size=512, factor=2.2))
     on_disk = json.loads((tmp_path / "out.json").read_text())
     assert on_disk == record
     assert record["native_face_side"] == 500
@@ -109,7 +90,7 @@ def test_small_crops_are_never_upscaled(tmp_path):
     width, height, face = 800, 600, (300, 200, 400, 300)
     path = tmp_path / "photo.jpg"
     path.write_bytes(encode_jpeg(_photo_with_face(width, height, face)))
-    record = _crop(tmp_path, _spec(path, face, width, height), _settings(size=1024, factor=2.0))
+    record = _crop(tmp_path, face_spec(path, face, width, height), _settings(size=1024, factor=2.0))
     assert record["output_side"] == 200
     assert cv2.imread(record["image"]).shape[:2] == (200, 200)
 
@@ -147,7 +128,7 @@ def good_photo(tmp_path) -> tuple[Path, tuple[int, int, int, int]]:
 )
 def test_bad_input_is_excluded_with_a_reason(tmp_path, good_photo, case, reason):
     path, face = good_photo
-    spec = _spec(path, face, 1000, 800)
+    spec = face_spec(path, face, 1000, 800)
     if case == "missing":
         spec["path"], spec["path_reason"] = photos.resolve_photo({"/": str(tmp_path)}, "/", "gone.jpg")
     elif case == "zero-bytes":
@@ -192,7 +173,7 @@ def test_unusual_but_valid_images_are_cropped(tmp_path, kind):
         path.write_bytes(encode_jpeg(photo))
     elif kind == "rgba-png":
         cv2.imwrite(str(path), cv2.cvtColor(photo, cv2.COLOR_BGR2BGRA))
-    record = _crop(tmp_path, _spec(path, face, width, height), _settings(size=256, factor=2.0))
+    record = _crop(tmp_path, face_spec(path, face, width, height), _settings(size=256, factor=2.0))
     assert record["status"] == "ok", record["reason"]
     assert cv2.imread(record["image"]).shape == (240, 240, 3)
 

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 from fixtures.images import IMAGEMAGICK_CONVERT, encode_jpeg_xmp_first
+from fixtures.stage_inputs import face_spec
 from likeness import imageheader
 from likeness.config import Section, validate_config
 from likeness.crop.cropping import crop_face
@@ -47,22 +48,7 @@ def _jpeg(orientation: int, *, xmp_first: bool, long_type: bool = False) -> byte
 
 
 def _spec(path: Path, orientation: int | None = None) -> dict:
-    x0, y0, x1, y1 = FACE
-    return {
-        "marker_uid": "mtest00000000001",
-        "file_uid": "ftest00000000001",
-        "file_root": "/",
-        "file_name": path.name,
-        "path": str(path),
-        "path_reason": "",
-        "x": x0 / WIDTH,
-        "y": y0 / HEIGHT,
-        "w": (x1 - x0) / WIDTH,
-        "h": (y1 - y0) / HEIGHT,
-        "file_width": WIDTH,
-        "file_height": HEIGHT,
-        "file_orientation": orientation or 0,
-    }
+    return face_spec(path, FACE, WIDTH, HEIGHT, file_orientation=orientation or 0)
 
 
 def _assert_upright(record: dict) -> None:
