@@ -29,12 +29,8 @@ rule select_faces:
         run_logged(
             log[0],
             lk_select_job.select_faces,
-            input.records,
-            input.markers,
-            input.neighbours,
+            input,
+            output,
             params.settings,
-            lk_select_job.SelectOutputs(
-                output.manifest, output.excluded, output.identity, output.images
-            ),
-            workers=threads,
+            threads,
         )

@@ -82,22 +82,21 @@ def run_selection(
     return summary_line(len(selected), faces)
 
 
-def select_faces(
-    crop_json_paths: Sequence[str],
-    markers_tsv: str,
-    neighbours_tsv: str,
-    settings: Mapping[str, Any],
-    outputs: SelectOutputs,
-    workers: int = 1,
-    *,
-    log: JobLog,
-) -> str:
+def select_faces(inputs: Any, outputs: Any, settings: Mapping[str, Any], workers: int = 1, *, log: JobLog) -> str:
     """The select rule's job (through likeness.joblog.run_logged): select, then log the summary line.
 
-    ``settings`` is the validated ``select`` section as the rule passes it (a plain dict).
+    ``inputs`` and ``outputs`` are the rule's named input and output lists (records, markers, neighbours;
+    manifest, excluded, identity, images): every path comes from the rule. ``settings`` is the validated
+    ``select`` section as the rule passes it (a plain dict).
     """
     line = run_selection(
-        crop_json_paths, markers_tsv, neighbours_tsv, section_settings("select", settings), outputs, log, workers
+        inputs.records,
+        inputs.markers,
+        inputs.neighbours,
+        section_settings("select", settings),
+        SelectOutputs(outputs.manifest, outputs.excluded, outputs.identity, outputs.images),
+        log,
+        workers,
     )
     log(line)
     return line
