@@ -204,4 +204,4 @@ def test_the_script_rules_share_the_likeness_environment() -> None:
     rules = rules_using(REPO / "envs" / "likeness.yaml")
     assert set(rules) == {"train", "headshots", "install_trainer"}
     modules, _ = reached(list(rules.values()))
-    assert {"likeness.train.training", "likeness.train.headshots", "likeness.train.trainer_install"} <= modules
+    assert {"likeness.train.launch", "likeness.train.headshots", "likeness.train.trainer_install"} <= modules

@@ -204,7 +204,7 @@ def test_hostile_photos_and_markers_get_reasons_and_nothing_else_is_written(tmp_
         difference = np.abs(crop.astype(np.int16) - expected.astype(np.int16)).mean()
         assert difference < 6, (summary[uid]["source"], difference)
     # Every caption belongs to a selected face; the trigger word leads it.
-    captions = {p.stem: p.read_text() for p in (workdir / "results" / "dataset" / "images").glob("*.txt")}
+    captions = {p.stem: p.read_text() for p in (workdir / "results" / "captions" / "text").glob("*.txt")}
     assert set(captions) == set(manifest)
     assert all(text.startswith("ohwx, ") for text in captions.values())
 

@@ -126,10 +126,10 @@ def _may_be_rewritten(path: str, incomplete: set[str]) -> bool:
         return True
     if path.startswith("results/crops/") and path.endswith(".jpg"):  # the image beside its record
         return str(Path(path).with_suffix(".json")) in incomplete
-    if path.startswith("results/dataset/images/"):  # synced by selection, captioned by the caption job
-        caption_file = path.endswith(".txt")
-        owner = "results/captions/captions.tsv" if caption_file else "results/dataset/manifest.tsv"
-        return owner in incomplete
+    if path.startswith("results/dataset/images/"):  # synced by selection
+        return "results/dataset/manifest.tsv" in incomplete
+    if path.startswith("results/captions/text/"):  # written by the caption job
+        return "results/captions/captions.tsv" in incomplete
     return False
 
 
@@ -207,7 +207,8 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, library, reference
         for name in before
         if name.startswith("results/crops/") and name.endswith(".json") and name not in incomplete
     }
-    cut_off_crops = {name for name in incomplete if name.startswith("results/crops/")}
+    # Each crop job declares its record and its image: at most that many jobs were cut off.
+    cut_off_crops = {Path(name).stem for name in incomplete if name.startswith("results/crops/")}
     assert len(cut_off_crops) <= MAX_PARALLEL_JOBS, cut_off_crops
     stored = _stored_probabilities(workdir)
 

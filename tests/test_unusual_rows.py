@@ -237,7 +237,7 @@ def test_every_unusual_row_gets_a_reason_or_a_correct_crop_in_one_run(tmp_path, 
         expected = _expected_crop(case.displayed, record)
         difference = np.abs(crop.astype(np.int16) - expected.astype(np.int16)).mean()
         assert difference < 6, (uid, record["source"], difference)
-        assert (workdir / "results" / "dataset" / "images" / f"{stem}.txt").is_file()
+        assert (workdir / "results" / "captions" / "text" / f"{stem}.txt").is_file()
         report.append(f"{uid!r}: cropped via {record['decode']} ({difference:.1f} mean difference)")
     print("\n".join(report))
 
