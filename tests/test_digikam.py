@@ -12,7 +12,7 @@ from fixtures.library import PERSON, build_cross_library
 from fixtures.managers import write_digikam
 from likeness.config import Section, validate_config
 from likeness.errors import ConfigError
-from likeness.export import digikam, sourceapi, tsv
+from likeness.export import digikam, photos, sourceapi, tsv
 
 
 def _config(library, db, **extra) -> Section:
@@ -47,7 +47,7 @@ def test_export_lists_every_region_with_digikams_reasons(digikam_library):
     assert {label_of[name] for name, row in rows.items() if row.usable} == library.usable_labels()
     # The file: album root (volume mount + specificPath) + album relativePath + image name.
     edge1 = rows["2023/01/IMG_1.jpg"]
-    assert sourceapi.roots(export)[edge1.file_root] == str(library.originals)
+    assert photos.roots(export)[edge1.file_root] == str(library.originals)
     for orientation in range(1, 9):
         photo = library.photos[f"edge{orientation}"]
         row = rows[photo.file_name]

@@ -11,7 +11,7 @@ from fixtures.library import PERSON, build_cross_library
 from fixtures.managers import IMMICH_LAYOUTS, stable_uuid
 from likeness.config import Section, validate_config
 from likeness.errors import ConfigError, SourceError
-from likeness.export import immich, records, sourceapi
+from likeness.export import immich, photos, records, sourceapi
 from likeness.export.values import uid_text
 
 pytestmark = pytest.mark.postgres
@@ -91,7 +91,7 @@ def test_export_lists_every_face_with_immichs_reasons(immich_library, export_of)
     # Paths: the container's prefix is the root key, the rest stays relative to it.
     edge1 = rows["edge1"]
     assert (edge1.file_root, edge1.file_name) == ("/data/library", "2023/01/IMG_1.jpg")
-    assert sourceapi.roots(export)[edge1.file_root] == str(library.originals)
+    assert photos.roots(export)[edge1.file_root] == str(library.originals)
     # Displayed size and orientation come from asset.width/height and asset_exif.orientation.
     for orientation in range(1, 9):
         row, photo = rows[f"edge{orientation}"], library.photos[f"edge{orientation}"]
@@ -115,7 +115,7 @@ def test_preview_box_is_scaled_to_the_original(immich_library, export_of):
     )
     assert stored == [(1440, 960, 540, 240, 720, 420)]
     assert (big.file_width, big.file_height) == (2880, 1920)
-    assert (big.x, big.y, big.w, big.h) == sourceapi.fractions_for_pixels(1080, 480, 1440, 840, 2880, 1920)
+    assert (big.x, big.y, big.w, big.h) == records.fractions_for_pixels(1080, 480, 1440, 840, 2880, 1920)
     assert big.size == 360
 
 
@@ -294,12 +294,12 @@ def test_path_outside_the_path_map_is_a_reason(immich_library, export_of):
 
 def test_longest_path_map_prefix_wins():
     path_map = {"/usr/src/app/upload": "/a", "/usr/src/app/upload/library/admin": "/b", "/mnt/photos/": "/c"}
-    assert sourceapi.split_by_path_map(path_map, "/usr/src/app/upload/library/admin/2023/x.jpg") == (
+    assert photos.split_by_path_map(path_map, "/usr/src/app/upload/library/admin/2023/x.jpg") == (
         "/usr/src/app/upload/library/admin",
         "2023/x.jpg",
     )
-    assert sourceapi.split_by_path_map(path_map, "/mnt/photos/a.jpg") == ("/mnt/photos", "a.jpg")
-    assert sourceapi.split_by_path_map(path_map, "/mnt/photosx/a.jpg") == ("", "")
+    assert photos.split_by_path_map(path_map, "/mnt/photos/a.jpg") == ("/mnt/photos", "a.jpg")
+    assert photos.split_by_path_map(path_map, "/mnt/photosx/a.jpg") == ("", "")
 
 
 def test_releases_before_the_rename_get_one_line(immich_library, monkeypatch):

@@ -49,7 +49,7 @@ def test_photoprism_needs_its_originals_folder(tmp_path):
     with pytest.raises(ConfigError, match=r"^config key 'source\.originals': is required for a PhotoPrism library"):
         sourceapi.read_export(_config(f"sqlite:///{db}", originals=""), "Anna")
     export = sourceapi.read_export(_config(f"sqlite:///{db}", originals=str(library.originals)), "Anna")
-    assert sourceapi.roots(export)["/"] == str(library.originals)
+    assert photos.roots(export)["/"] == str(library.originals)
     with pytest.raises(ConfigError, match=r"^config key 'source\.kind': is 'immich' but the database has PhotoPrism's"):
         sourceapi.read_export(_config(f"sqlite:///{db}", kind="immich"), "Anna")
 
@@ -65,13 +65,13 @@ def test_pixel_boxes_survive_photoprisms_float32_truncation(width):
     height = width * 3 // 4
     for x0, x1 in ((0, 1), (1, 2), (width // 3, width // 2), (width - 7, width), (width // 7, width - 1)):
         for y0, y1 in ((0, height), (height // 5, height // 3 + 1)):
-            fractions = sourceapi.fractions_for_pixels(x0, y0, x1, y1, width, height)
+            fractions = records.fractions_for_pixels(x0, y0, x1, y1, width, height)
             rect = geometry.marker_rect(*fractions, width, height)
             assert rect.as_list() == [x0, y0, x1, y1]
 
 
 def test_a_path_that_climbs_out_of_its_mapped_folder_is_refused(tmp_path):
-    root, relative = sourceapi.split_by_path_map({"/data": str(tmp_path)}, "/data/../etc/passwd")
+    root, relative = photos.split_by_path_map({"/data": str(tmp_path)}, "/data/../etc/passwd")
     assert (root, relative) == ("/data", "../etc/passwd")
-    path, reason = photos.resolve_photo(sourceapi.path_map_roots({"/data": str(tmp_path)}), root, relative)
+    path, reason = photos.resolve_photo(photos.path_map_roots({"/data": str(tmp_path)}), root, relative)
     assert path == "" and "escapes its root" in reason

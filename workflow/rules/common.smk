@@ -55,7 +55,7 @@ except LikenessError as error:
 # Resolved now, while the database's answer is at hand, so that markers.tsv records each face's photo
 # and any reason it cannot be read (read back from there on a machine without the originals).
 if not FROM_EXPORT:
-    lk_photos.locate_photos(EXPORT, lk_sourceapi.roots(EXPORT))
+    lk_photos.locate_photos(EXPORT, lk_photos.roots(EXPORT))
 # Each face's crop parameters, keyed by its file stem (likeness.names).
 FACE_SPECS = {marker.stem: lk_crop_jobs.spec_for(marker) for marker in EXPORT.croppable}
 FACE_STEMS = sorted(FACE_SPECS)

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from likeness import geometry
 from likeness.config import Section
-from likeness.export import database, sourceapi
+from likeness.export import database, photos, records
 from likeness.export.records import Export, MarkerRow, Neighbour, Subject, region_marker
 from likeness.export.values import as_text, as_timestamp, safe_int
 
@@ -118,7 +118,7 @@ def root_folders(roots: list[Mapping[str, Any]], path_map: Mapping[str, str]) ->
         identifier = as_text(root["identifier"])
         specific = as_text(root["specificPath"]) or "/"
         key = f"{identifier}{specific}" if specific != "/" else identifier
-        mount = path_map.get(key) or path_map.get(identifier) or sourceapi.unquote_volume_path(identifier)
+        mount = path_map.get(key) or path_map.get(identifier) or photos.unquote_volume_path(identifier)
         if key in path_map:
             folder = path_map[key]
         elif mount:
@@ -168,7 +168,7 @@ def marker_from_row(
         if right <= left or bottom <= top:
             reason = f"region {list(rect)} lies outside the {width}x{height} image"
         else:
-            fractions = sourceapi.fractions_for_pixels(left, top, right, bottom, width, height)
+            fractions = records.fractions_for_pixels(left, top, right, bottom, width, height)
             side = max(right - left, bottom - top)
     key, folder = folders.get(safe_int(row["album_root"]), ("", ""))
     if not reason and not folder:
@@ -225,7 +225,7 @@ def read_export(engine: sa.Engine, person: str, source: Section) -> Export:
         with engine.connect() as conn:
             tags = [(safe_int(r.id), safe_int(r.pid), as_text(r.name)) for r in conn.execute(_TAGS_SQL)]
             properties = [(safe_int(r.tagid), as_text(r.property)) for r in conn.execute(_TAG_PROPERTIES_SQL)]
-            subject = sourceapi.resolve_subject(people(tags, properties), person, MANAGER)
+            subject = records.resolve_subject(people(tags, properties), person, MANAGER)
             folders = root_folders([dict(r._mapping) for r in conn.execute(_ROOTS_SQL)], path_map)
             params = {"tagid": int(subject.uid)}
             markers = [

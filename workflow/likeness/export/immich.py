@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from likeness import geometry
 from likeness.config import Section
 from likeness.errors import ConfigError, SourceError
-from likeness.export import database, sourceapi
+from likeness.export import database, photos, records
 from likeness.export.records import Export, MarkerRow, Neighbour, Subject, region_marker
 from likeness.export.values import as_text, as_timestamp, uid_text
 
@@ -216,10 +216,10 @@ def marker_from_row(row: Mapping[str, Any], path_map: Mapping[str, str], subj_sr
         if right <= left or bottom <= top:
             reason = f"face box {list(box)} lies outside the {row['iw']}x{row['ih']} detection image"
         else:
-            fractions = sourceapi.fractions_for_pixels(left, top, right, bottom, width, height)
+            fractions = records.fractions_for_pixels(left, top, right, bottom, width, height)
             side = max(right - left, bottom - top)
     original_path = as_text(row["original_path"])
-    root, relative = sourceapi.split_by_path_map(path_map, original_path) if original_path else ("", "")
+    root, relative = photos.split_by_path_map(path_map, original_path) if original_path else ("", "")
     if not reason and not root:
         reason = (
             f"originalPath '{original_path}' is under no source.path_map prefix "
@@ -281,7 +281,7 @@ def read_export(engine: sa.Engine, person: str, source: Section) -> Export:
                 Subject(str(r.id), "", as_text(r.name))
                 for r in conn.execute(sa.text(f"SELECT {key} AS id, name FROM person ORDER BY {key}, name"))
             ]
-            subject = sourceapi.resolve_subject(people, person, MANAGER, _id_key)
+            subject = records.resolve_subject(people, person, MANAGER, _id_key)
             params = {"person_id": subject.uid}
             subj_src = "manual" if subject.name else ""
             markers = [
@@ -295,4 +295,4 @@ def read_export(engine: sa.Engine, person: str, source: Section) -> Export:
     except sa.exc.SQLAlchemyError as exc:
         raise database.explain_db_error(exc, source.url, MANAGER) from None
     subject = Subject(uid_text(subject.uid), "", subject.name)
-    return Export(subject, markers, neighbours, roots=sourceapi.path_map_roots(path_map))
+    return Export(subject, markers, neighbours, roots=photos.path_map_roots(path_map))

@@ -7,8 +7,9 @@ name holds, the answer is a reason, never an exception: this runs while the Snak
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from likeness.export.records import UNREACHABLE, Export
 
@@ -55,3 +56,37 @@ def _resolve_inside(root: Path, file_name: str) -> tuple[str, str]:
     if not real_path.is_file():
         return "", f"photo is not a regular file: {path}"
     return str(path), ""
+
+
+# -- paths -----------------------------------------------------------------------------------------------
+def split_by_path_map(path_map: Mapping[str, str], stored_path: str) -> tuple[str, str]:
+    """(prefix, relative path) for a path the manager stored, by the longest ``source.path_map`` prefix.
+
+    ('', '') when no prefix covers it. The prefix becomes the file's root key, the folder it maps to the
+    root on this machine, so ``photos.resolve_photo`` keeps the path inside that folder.
+    """
+    path = PurePosixPath(stored_path)
+    best = ""
+    for prefix in path_map:
+        clean = prefix.rstrip("/") or "/"
+        if (path == PurePosixPath(clean) or PurePosixPath(clean) in path.parents) and len(clean) > len(best):
+            best = clean
+    if not best:
+        return "", ""
+    return best, str(path.relative_to(best))
+
+
+def path_map_roots(path_map: Mapping[str, str]) -> dict[str, str]:
+    return {(prefix.rstrip("/") or "/"): folder for prefix, folder in path_map.items()}
+
+
+def roots(export: Export) -> dict[str, str]:
+    """Root key -> folder on this machine, for ``photos.resolve_photo``."""
+    return dict(export.roots or {})
+
+
+def unquote_volume_path(identifier: str) -> str:
+    """A folder the identifier names itself ('volumeid:?path=/home/me', 'networkshareid:?mountpath=/mnt/nas')."""
+    _, _, query = identifier.partition("?")
+    values = urllib.parse.parse_qs(query)
+    return (values.get("path") or values.get("mountpath") or [""])[0]

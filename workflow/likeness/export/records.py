@@ -3,16 +3,21 @@
 Everything after the export reads only these (``results/export/markers.tsv`` and ``neighbours.tsv``,
 whose columns are ``likeness.tables.MARKER_COLUMNS`` and ``NEIGHBOUR_COLUMNS``), so the crop, select,
 caption and train stages are the same for every source. Readers build a :class:`MarkerRow` through
-:func:`marker_row` (or :func:`region_marker`), which derive the file stem and the status.
+:func:`marker_row` (or :func:`region_marker`), which derive the file stem and the status; they find the
+person with :func:`resolve_subject` and turn pixel boxes into PhotoPrism's fractions with
+:func:`fractions_for_pixels`.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from likeness.errors import ConfigError
 from likeness.names import file_stem
 
 # A marker's status: usable, excluded by the manager's filters or an unusable value (no crop job), or
@@ -136,3 +141,49 @@ def region_marker(marker_uid: str, reason: str, box: Fractions | None, side: int
     digiKam): ``box`` as (x, y, w, h) fractions (None: not placed, NaN), ``side`` its longer side in pixels."""
     x, y, w, h = box if box is not None else (math.nan,) * 4
     return marker_row(marker_uid, reason, marker_review=0, score=0, q=0, size=side, x=x, y=y, w=w, h=h, **values)
+
+
+# -- the person ------------------------------------------------------------------------------------------
+def resolve_subject(
+    subjects: Iterable[Subject], person: str, manager: str, id_key: Callable[[str], str] = str.strip
+) -> Subject:
+    """The subject ``person`` names: its id (compared through ``id_key``), or its name (records.name_key).
+
+    Several subjects with the same name (Immich keeps people per user) ask for the id; no match lists the
+    closest names. Each error is one line naming the config key.
+    """
+    pool = list(subjects)
+    wanted_id = id_key(person)
+    # One subject may come in several rows (Immich v3.2: one name per user for the same person group).
+    by_id = _first_per_uid(s for s in pool if wanted_id and id_key(s.uid) == wanted_id)
+    if len(by_id) == 1:
+        return by_id[0]
+    wanted = name_key(person)
+    by_name = _first_per_uid(s for s in pool if s.name and name_key(s.name) == wanted)
+    if len(by_name) == 1:
+        return by_name[0]
+    if len(by_name) > 1:
+        listed = ", ".join(f"{s.name} ({s.uid})" for s in by_name)
+        raise ConfigError("person", f"'{person}' matches several {manager} people: {listed}; give the id")
+    names = {name_key(s.name): s for s in pool if s.name}
+    close = difflib.get_close_matches(wanted, list(names), n=5, cutoff=0.4)
+    hint = ", ".join(f"{names[n].name} ({names[n].uid})" for n in close) or "none similar"
+    raise ConfigError("person", f"no {manager} person is named '{person}'; closest: {hint}")
+
+
+def _first_per_uid(subjects: Iterable[Subject]) -> list[Subject]:
+    first: dict[str, Subject] = {}
+    for subject in subjects:
+        first.setdefault(subject.uid, subject)
+    return list(first.values())
+
+
+# -- boxes -----------------------------------------------------------------------------------------------
+def fractions_for_pixels(x0: int, y0: int, x1: int, y1: int, width: int, height: int) -> tuple[float, ...]:
+    """(x, y, w, h) fractions from which PhotoPrism's float32 truncation gives back exactly [x0, x1) x [y0, y1).
+
+    The left and top edges sit half a pixel inside their pixel: ``int(W * x)`` then lands on ``x0`` however
+    float32 rounds, where ``x0 / W`` could land on ``x0 - 1``. This is what makes a box read from Immich or
+    digiKam crop the same pixels as the same box read from PhotoPrism.
+    """
+    return ((x0 + 0.5) / width, (y0 + 0.5) / height, (x1 - x0) / width, (y1 - y0) / height)
