@@ -79,11 +79,23 @@ def prepare_demo(workdir: Path, repo: Path) -> Path:
 
 
 def compare(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    problems = []
+    """One line per file that is not the same in both: moved (same name and bytes, another folder),
+    only before, only after, or differs."""
+    gone = {name for name in before if name not in after}
+    new = {name for name in after if name not in before}
+    moved = {}
+    for name in sorted(gone):
+        target = next((n for n in sorted(new) if Path(n).name == Path(name).name and after[n] == before[name]), None)
+        if target is not None:
+            moved[name] = target
+            new.discard(target)
+    problems = [f"moved, same bytes: {name} -> {target}" for name, target in moved.items()]
     for name in sorted(set(before) | set(after)):
-        if name not in after:
+        if name in moved or name in moved.values():
+            continue
+        if name in gone:
             problems.append(f"only before: {name}")
-        elif name not in before:
+        elif name in new:
             problems.append(f"only after:  {name}")
         elif before[name] != after[name]:
             problems.append(f"differs:     {name}")
