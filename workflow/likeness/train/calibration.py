@@ -94,10 +94,11 @@ def finished_elsewhere(cfg: Section, status_path: str | Path, inputs: Sequence[s
     except (OSError, ValueError, TypeError, KeyError):
         return False
     # A setting left to "auto" (a step budget that follows the dataset) matches what the plan resolved it to.
+    planned_values = plan.train_cfg
     changed = [
         key
         for key, value in cfg.as_dict().items()
-        if key not in RUNTIME_KEYS and value != "auto" and plan.train_cfg.get(key) != value
+        if key not in RUNTIME_KEYS and value != "auto" and planned_values.get(key) != value
     ]
     return not changed and st.training_finished(plan)
 

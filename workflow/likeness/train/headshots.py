@@ -149,7 +149,8 @@ def headshots_stage(
         return 0
     plan = RunPlan.load(status["run_dir"])
     epochs = run_epochs(plan)
-    base_model = str(plan.train_cfg.get("base_model") or cfg.base_model)
+    planned = plan.train_cfg  # what the run trained on, whatever the config says now
+    base_model = str(planned.get("base_model") or cfg.base_model)
     lines = prompt_lines(cfg, trigger, class_word)
     folder = Path(out_root) / plan.run_id / settings_digest(cfg, lines, base_model)
     image_names = names.sequential_names(len(lines))
