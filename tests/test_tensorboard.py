@@ -55,6 +55,16 @@ def test_scalars_agree_with_tensorboards_readers(tmp_path, tensor):
             assert [v for _, v in points] == pytest.approx([v for _, v in SERIES[tag]], rel=1e-6)
 
 
+def test_a_resumed_launch_that_numbers_from_1_again_comes_after_the_first(tmp_path):
+    """What sd-scripts v0.10.1 wrote in a real resume from the epoch-1 state (tests/test_sdscripts_real.py):
+    the second launch's folder logs epoch 2's steps as 1 and 2 again."""
+    write_events(tmp_path / "logs" / "20260101000000" / "network_train", {"loss/current": [(1, 0.5), (2, 0.4)]})
+    write_events(tmp_path / "logs" / "20260101010000" / "network_train", {"loss/current": [(1, 0.3), (2, 0.2)]})
+    points = tb.scalar_series(tb.event_files(tmp_path))["loss/current"]
+    assert [step for step, _ in points] == [1, 2, 3, 4]
+    assert [value for _, value in points] == pytest.approx([0.5, 0.4, 0.3, 0.2])
+
+
 def test_a_resumed_launch_overwrites_the_steps_it_repeats(tmp_path):
     first = write_events(
         tmp_path / "logs" / "20260101000000" / "network_train", {"loss/current": [(1, 0.5), (2, 0.4), (3, 0.3)]}

@@ -211,11 +211,26 @@ def event_files(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 def scalar_series(files: list[Path]) -> dict[str, list[tuple[int, float]]]:
-    """(step, value) per tag across ``files``, by step; a resumed launch overwrites the steps it repeats."""
+    """(step, value) per tag across ``files`` (launch order), by step.
+
+    sd-scripts v0.10.1 numbers a resumed launch's steps from 1 again (seen in a real resume from an epoch
+    state): a launch that starts again at or below the first launch's first step is placed after the
+    steps logged so far. A launch that goes on numbering overwrites any step it repeats (the steps a
+    killed launch logged after its last saved state are done again).
+    """
     by_tag: dict[str, dict[int, float]] = {}
+    first_step: int | None = None
+    last_step = 0
     for path in files:
-        for scalar in read_scalars(path):
-            by_tag.setdefault(scalar.tag, {})[scalar.step] = scalar.value
+        scalars = read_scalars(path)
+        if not scalars:
+            continue
+        start = min(scalar.step for scalar in scalars)
+        offset = last_step - start + 1 if first_step is not None and start <= first_step else 0
+        for scalar in scalars:
+            by_tag.setdefault(scalar.tag, {})[scalar.step + offset] = scalar.value
+        first_step = start if first_step is None else first_step
+        last_step = max(last_step, *(scalar.step + offset for scalar in scalars))
     return {tag: sorted(values.items()) for tag, values in sorted(by_tag.items())}
 
 
