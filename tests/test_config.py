@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
+from fixtures.runs import snakemake
 from likeness.config import Section, load_schema, section_settings, validate_config
 from likeness.errors import ConfigError
 
@@ -125,9 +124,7 @@ def test_snakemake_config_values_reach_the_settings(tmp_path):
             """
         )
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--config", "select={top_n: 5, diversity: false}",
-         "train={gpu_hourly_cost: 0.2}"],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    result = snakemake(
+        tmp_path, "-n", "--config", "select={top_n: 5, diversity: false}", "train={gpu_hourly_cost: 0.2}"
+    )
     assert "PROBE 5 0.2 False" in result.stdout

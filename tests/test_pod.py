@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tarfile
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 import yaml
 from fixtures import DOUBLES
 from fixtures.library import build_small_library, write_sqlite
-from fixtures.runs import copy_workflow, snakemake, wait_for, write_config
+from fixtures.runs import copy_workflow, kill_group, snakemake, start_group, wait_for, write_config
 from fixtures.training import double_config, double_env, read_jsonl
 from likeness.train import estimate as est
 
@@ -28,20 +27,13 @@ pytestmark = pytest.mark.snakemake
 NO_GPU = {"CUDA_VISIBLE_DEVICES": "", "LIKENESS_ALLOW_NO_GPU": "0"}
 
 
-def _pod(folder: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+def _pod(folder: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """`bash pod.sh` in its own process group, as a user runs it: it sets up its own environment (setup.sh,
     packages from the registry) in the unpacked folder, then trains."""
     env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "LIKENESS_VENV")}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p)
-    return subprocess.Popen(
-        ["bash", str(folder / "pod.sh")],
-        cwd=folder.parent,  # pod.sh changes into its own folder itself
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    # cwd: pod.sh changes into its own folder itself
+    return start_group(["bash", str(folder / "pod.sh")], folder.parent, env, subprocess.PIPE, subprocess.STDOUT)
 
 
 def _planned(workdir: Path, env: dict[str, str]) -> str:
@@ -92,12 +84,11 @@ def test_bundle_trains_on_a_pod_resumes_after_a_kill_and_comes_home_done(tmp_pat
         wait_for(lambda: (output / "face-000001-state" / "random_states_0.pkl").is_file(), 900, "epoch 1's state")
         wait_for(lambda: any(s["epoch"] == 2 for s in read_jsonl(output / "double_steps.jsonl")), 60, "epoch 2")
     finally:
-        os.killpg(running.pid, signal.SIGKILL)  # the machine restarts mid-epoch
-        running.wait(timeout=30)
+        kill_group(running)  # the machine restarts mid-epoch
     assert not (output / "face.safetensors").exists()
 
     again = _pod(pod, env)
-    log, _ = again.communicate(timeout=900)
+    log = again.communicate(timeout=900)[0].decode(errors="replace")
     assert again.returncode == 0, log
     assert "no database here: the job list comes from results/export/" in log
     assert f"pod.sh: training done; LoRA files and samples in {run_dir}/output/" in log

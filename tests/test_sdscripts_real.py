@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures.runs import copy_workflow, kill_group, snakemake, snakemake_env, wait_for, write_config
+from fixtures.runs import copy_workflow, snakemake, start_snakemake, wait_for, write_config
 from fixtures.training import only_run_dir
 from likeness.config import validate_section
 from likeness.sdscripts.states import state_epoch
@@ -113,25 +113,17 @@ def test_real_sd_scripts_trains_is_killed_and_the_workflow_resumes_with_only_epo
     runs = workdir / "results" / "train"
     log_path = workdir / "logs" / "train.log"
 
-    first = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--cores", "2"],
-        cwd=workdir,
-        env=snakemake_env(env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    first = start_snakemake(workdir, "--cores", "2", name="killed", env=env)
     try:
         wait_for(lambda: runs.is_dir() and any(p.is_dir() for p in runs.iterdir()), 300, "the run folder")
         output = only_run_dir(runs) / "output"
         wait_for(
-            lambda: state_epoch(output / "likeness-000001-state") == 1 or first.poll() is not None,
+            lambda: state_epoch(output / "likeness-000001-state") == 1 or first.process.poll() is not None,
             timeout=1800,
             what="epoch 1's state",
         )
     finally:
-        if first.poll() is None:
-            kill_group(first)
+        first.stop()  # SIGKILL to the whole run (a no-op once it has ended)
     log_text = log_path.read_text(errors="replace")
     assert state_epoch(output / "likeness-000001-state") == 1, log_text[-3000:]
     assert not (output / "likeness.safetensors").exists(), "training finished before it could be killed"

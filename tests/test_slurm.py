@@ -12,15 +12,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from fixtures.library import build_small_library, write_sqlite
-from fixtures.runs import copy_workflow, snakemake_env, wait_for, write_config
+from fixtures.runs import copy_workflow, snakemake, start_snakemake, wait_for, write_config
 from fixtures.training import double_config, double_env, read_jsonl
 
 pytestmark = [pytest.mark.slurm, pytest.mark.snakemake]
@@ -67,20 +65,8 @@ def _sacct(job_id: str, wanted: str) -> dict[str, str]:
         time.sleep(0.5)
 
 
-def _profile_run(workdir: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    command = [
-        sys.executable, "-m", "snakemake", "--profile", "profiles/slurm",
-        "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs",
-    ]  # fmt: skip
-    return subprocess.Popen(
-        command,
-        cwd=workdir,
-        env=snakemake_env(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+PROFILE_RUN = ("--profile", "profiles/slurm", "--slurm-init-seconds-before-status-checks", "1",
+               "--slurm-keep-successful-logs")  # fmt: skip
 
 
 def test_training_is_submitted_to_slurm_cancelled_and_resumed(tmp_path):
@@ -92,7 +78,7 @@ def test_training_is_submitted_to_slurm_cancelled_and_resumed(tmp_path):
     write_config(workdir, library.root, train=cfg)
     env = double_env(step_seconds=1.0)  # LIKENESS_ALLOW_NO_GPU=1: the node's GPU is a stand-in file
 
-    first = _profile_run(workdir, env)
+    first = start_snakemake(workdir, *PROFILE_RUN, name="cancelled", env=env)
     output = None
     try:
         runs = workdir / "results" / "train"
@@ -105,12 +91,11 @@ def test_training_is_submitted_to_slurm_cancelled_and_resumed(tmp_path):
         runtime = json.loads((output.parent / "estimate.json").read_text())["runtime_minutes"]
         assert re.search(rf"TimeLimit=(\d+-)?0*{runtime // 60}:{runtime % 60:02d}:00", shown), shown
         subprocess.run(["scancel", job_id], check=True)
-        log, _ = first.communicate(timeout=180)
+        returncode = first.wait(timeout=180)
     finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait(timeout=30)
-    assert first.returncode != 0, log
+        first.stop()  # nothing of the run outlives the test (a no-op once it has ended)
+    log = first.output
+    assert returncode != 0, log
     assert f"SLURM jobid {job_id}" in log
     cancelled = _sacct(job_id, "CANCELLED")
     assert "gres/gpu=1" in cancelled["AllocTRES"] and Path(cancelled["WorkDir"]) == workdir
@@ -118,8 +103,8 @@ def test_training_is_submitted_to_slurm_cancelled_and_resumed(tmp_path):
     killed_at = max(s["epoch"] for s in read_jsonl(output / "double_steps.jsonl"))
 
     # The same command again: a new job resumes from the newest complete state.
-    second = _profile_run(workdir, env)
-    log, _ = second.communicate(timeout=600)
+    second = snakemake(workdir, *PROFILE_RUN, check=False, env=env)
+    log = second.stdout + second.stderr
     assert second.returncode == 0, log
     (resumed_id,) = re.findall(r"submitted with SLURM jobid (\d+)", log)
     completed = _sacct(resumed_id, "COMPLETED")
@@ -142,10 +127,7 @@ def test_training_is_submitted_to_slurm_cancelled_and_resumed(tmp_path):
     job_log = (slurm_logs / "rule_train" / f"{resumed_id}.log").read_text()
     assert "no database here: the job list comes from results/export/" in job_log
     # Finished: the dry run of the same profile plans nothing (the login node has no GPU either).
-    dry = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "-n"],
-        cwd=workdir, env=snakemake_env({"CUDA_VISIBLE_DEVICES": ""}), capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    dry = snakemake(workdir, "--profile", "profiles/slurm", "-n", env={"CUDA_VISIBLE_DEVICES": ""})
     assert "Job stats:" in dry.stdout  # the loss curve and samples are still to draw
     assert not re.search(r"^train\s+\d+$", dry.stdout, re.MULTILINE), dry.stdout
 
@@ -158,8 +140,8 @@ def test_the_caption_job_is_submitted_on_request(tmp_path):
     # No trainer here: the training job stops at 'ready' on the node, quickly.
     train = {"mem_mb": 600, "cpus_per_gpu": 1, "submit_caption": True, "sd_scripts": ""}
     write_config(workdir, library.root, train=train)
-    run = _profile_run(workdir, {"CUDA_VISIBLE_DEVICES": ""})
-    log, _ = run.communicate(timeout=600)
+    run = snakemake(workdir, *PROFILE_RUN, check=False, env={"CUDA_VISIBLE_DEVICES": ""})
+    log = run.stdout + run.stderr
     assert run.returncode == 0, log
     submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", log)
     assert len(submitted) == 2

@@ -10,14 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from fixtures import REPO_ROOT
-from fixtures.runs import wait_for
+from fixtures.runs import kill_group, start_group, wait_for
 from fixtures.training import REQUIREMENT, TORCH_STANDIN_NAME, install_config, make_remote, make_wheels, pip_env
 from likeness.config import Section, validate_section
 from likeness.errors import ConfigError, LikenessError
@@ -189,17 +188,13 @@ def test_an_install_killed_midway_is_redone_cleanly(tmp_path, wheels) -> None:
     cfg = install_config(tmp_path, remote, commit)
     env = {**pip_env(wheels), "PYTHONPATH": str(REPO_ROOT / "workflow")}
     script = INSTALL_SCRIPT.format(cfg=cfg, log=str(tmp_path / "install.log"))
-    process = subprocess.Popen(
-        [sys.executable, "-c", script], env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    process = start_group([sys.executable, "-c", script], tmp_path, env, subprocess.DEVNULL, subprocess.DEVNULL)
     cache = tmp_path / "cache" / "train"
     try:
         # the environment exists but pip has not installed the requirements yet: kill everything there
         wait_for(lambda: list(cache.glob("sd-scripts-*/venv/bin/python")), 120, "the environment being created")
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+        kill_group(process)
     (root,) = cache.glob("sd-scripts-*")
     assert not (root / ti.MARKER).exists()  # cut short: no marker, so never used as it is
     (root / "venv" / "leftover-from-the-killed-run").write_text("x")

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from fixtures.library import build_small_library, write_sqlite
-from fixtures.runs import copy_workflow, snakemake, snakemake_env, wait_for, write_config
+from fixtures.runs import copy_workflow, snakemake, start_snakemake, wait_for, write_config
 from fixtures.training import double_config, double_env, read_jsonl
 
 pytestmark = pytest.mark.snakemake
@@ -79,23 +75,15 @@ def test_budget_guard_refuses_and_the_dry_run_warns(workflow):
 def test_sigkill_mid_training_then_the_readme_command_resumes(workflow):
     workdir, library = workflow
     write_config(workdir, library.root, train=double_config(workdir, max_train_epochs=3))
-    env = snakemake_env(double_env(step_seconds=0.4))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--cores", "2"],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    env = double_env(step_seconds=0.4)
+    run = start_snakemake(workdir, "--cores", "2", name="killed", env=env)
     try:
         states = workdir / "results" / "train"
         wait_for(lambda: list(states.glob("*/output/face-000001-state/random_states_0.pkl")), 120, "epoch 1 state")
         steps = lambda: read_jsonl(next(states.glob("*/output")) / "double_steps.jsonl")  # noqa: E731
         wait_for(lambda: any(s.get("epoch") == 2 for s in steps()), 60, "a step of epoch 2")
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+        run.stop()  # SIGKILL to the whole run
 
     # The lock SIGKILL left behind: Snakemake's own message says what to run.
     locked = snakemake(workdir, "--cores", "2", check=False, env=env)
