@@ -29,9 +29,10 @@ from typing import Any
 import jsonschema
 import yaml
 
+from likeness import WORKFLOW_DIR
 from likeness.errors import ConfigError
 
-SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
+SCHEMA_DIR = WORKFLOW_DIR / "schemas"
 
 
 def load_schema(schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -208,6 +209,21 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # Head-pose bins (select.diversity, the report's pose chart): yaw and pitch beyond this many degrees
 # are "turned left/right" and "up/down".
 POSE_BIN_DEGREES = 15.0
+# The bins in the order summaries and the report list them; a face without landmarks is "unknown".
+POSE_BINS = (
+    *(f"{turn}, {tilt}" for turn in ("frontal", "turned left", "turned right") for tilt in ("level", "up", "down")),
+    "unknown",
+)
+
+
+def pose_bin(yaw: float, pitch: float) -> str:
+    """The head-pose bin of a face's yaw and pitch in degrees (NaN: "unknown")."""
+    if math.isnan(yaw) or math.isnan(pitch):
+        return "unknown"
+    turn = "frontal" if abs(yaw) < POSE_BIN_DEGREES else ("turned left" if yaw < 0 else "turned right")
+    tilt = "level" if abs(pitch) < POSE_BIN_DEGREES else ("up" if pitch < 0 else "down")
+    return f"{turn}, {tilt}"
+
 
 MANIFEST_COLUMNS = (
     "rank", "marker_uid", "score", "image", "crop", "file_uid", "photo_uid", "subj_uid", "subj_src",

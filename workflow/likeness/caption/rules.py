@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from likeness import RESOURCES
 from likeness.caption.model import CHARACTER_CATEGORY, GENERAL_CATEGORY, RATING_CATEGORY, TagTable
 from likeness.config import Section
 from likeness.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_TRAIT_TAGS_FILE = REPO_ROOT / "resources" / "tagger" / "trait_tags.txt"  # caption.trait_tags_file: null
+DEFAULT_TRAIT_TAGS_FILE = RESOURCES / "tagger" / "trait_tags.txt"  # caption.trait_tags_file: null
 
 
 def tag_key(tag: str) -> str:

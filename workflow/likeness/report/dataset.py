@@ -19,7 +19,7 @@ from likeness.atomic import write_if_changed
 from likeness.joblog import JobLog
 from likeness.report.charts import bar_chart_svg
 from likeness.report.sheets import PathLike, Tile, contact_sheet
-from likeness.tables import POSE_BIN_DEGREES, REASON_ORDER
+from likeness.tables import POSE_BINS, REASON_ORDER, pose_bin
 
 # The caption stats' "model" of a run with the offline stand-in tagger (caption.standin) starts with this
 # (the label likeness.caption.captions.locate_model gives it); the tag chart then says:
@@ -166,44 +166,41 @@ def reason_counts(rows: Iterable[dict[str, str]]) -> list[tuple[str, int]]:
     return [(key, counts[key]) for key in sorted(counts, key=_reason_order)]
 
 
+def write_chart(
+    out_svg: PathLike, counts: list[tuple[str, int]], title: str, empty_text: str, note: str = ""
+) -> list[tuple[str, int]]:
+    """Write ``counts`` as a bar chart (unchanged bytes keep the file's mtime); returns the counts."""
+    write_if_changed(out_svg, bar_chart_svg(counts, title, empty_text, note).encode("utf-8"))
+    return counts
+
+
 def reasons_chart(excluded_tsv: PathLike, out_svg: PathLike) -> list[tuple[str, int]]:
     """Bar chart of exclusion reasons; returns the counts drawn."""
     counts = reason_counts(read_tsv(excluded_tsv))
     total = sum(count for _, count in counts)
-    svg = bar_chart_svg(counts, f"Why faces were left out ({total} in all)", "no face was excluded")
-    write_if_changed(out_svg, svg.encode("utf-8"))
-    return counts
+    return write_chart(out_svg, counts, f"Why faces were left out ({total} in all)", "no face was excluded")
 
 
 # --- head poses -------------------------------------------------------------------------------------
 
 
 def pose_counts(rows: Iterable[dict[str, str]]) -> list[tuple[str, int]]:
-    """(head-pose bin, faces) of the selected faces, bins in a fixed order (likeness.select.ranking.pose_bin)."""
-
+    """(head-pose bin, faces) of the selected faces, bins in likeness.tables.POSE_BINS order."""
     counts: Counter[str] = Counter()
     for row in rows:
         try:
             yaw, pitch = float(row.get("yaw") or "nan"), float(row.get("pitch") or "nan")
         except ValueError:
             yaw = pitch = math.nan
-        if math.isnan(yaw) or math.isnan(pitch):
-            counts["unknown"] += 1
-            continue
-        turn = "frontal" if abs(yaw) < POSE_BIN_DEGREES else ("turned left" if yaw < 0 else "turned right")
-        tilt = "level" if abs(pitch) < POSE_BIN_DEGREES else ("up" if pitch < 0 else "down")
-        counts[f"{turn}, {tilt}"] += 1
-    order = [f"{t}, {p}" for t in ("frontal", "turned left", "turned right") for p in ("level", "up", "down")]
-    return [(label, counts[label]) for label in [*order, "unknown"] if counts[label]]
+        counts[pose_bin(yaw, pitch)] += 1
+    return [(label, counts[label]) for label in POSE_BINS if counts[label]]
 
 
 def pose_chart(manifest_tsv: PathLike, out_svg: PathLike) -> list[tuple[str, int]]:
     """Bar chart of the training set's head poses (yaw x pitch bins from the identity model)."""
     counts = pose_counts(read_tsv(manifest_tsv))
     total = sum(count for _, count in counts)
-    svg = bar_chart_svg(counts, f"Head poses of the training set ({total} faces)", "no face selected")
-    write_if_changed(out_svg, svg.encode("utf-8"))
-    return counts
+    return write_chart(out_svg, counts, f"Head poses of the training set ({total} faces)", "no face selected")
 
 
 def selection_figures(
@@ -263,8 +260,7 @@ def tags_chart(
     counts = tag_counts(rows, top)
     title = f"Most frequent caption tags (top {len(counts)}, {len(rows)} captions)"
     note = STANDIN_NOTE if standin_tagged(stats_json) else ""
-    write_if_changed(out_svg, bar_chart_svg(counts, title, "no tags in the captions", note).encode("utf-8"))
-    return counts
+    return write_chart(out_svg, counts, title, "no tags in the captions", note)
 
 
 def tags_job(captions_tsv: PathLike, stats_json: PathLike, out_svg: PathLike, top: int, *, log: JobLog) -> None:

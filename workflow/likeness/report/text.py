@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-FONT_PATH = Path(__file__).resolve().parents[3] / "resources" / "fonts" / "DejaVuSans.ttf"
+from likeness import RESOURCES
+
+FONT_PATH = RESOURCES / "fonts" / "DejaVuSans.ttf"
 TEXT_RGB = (32, 32, 32)
 SMALLEST_SHARE = 0.75  # a label shrinks to this share of its size before it wraps
 ELLIPSIS = "…"

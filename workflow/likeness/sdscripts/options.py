@@ -16,13 +16,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from likeness import tables
+from likeness import RESOURCES, tables
 from likeness.errors import ConfigError
 from likeness.sdscripts import RELEASE
 
-RESOURCES = Path(__file__).resolve().parents[3] / "resources" / "kohya"
-OPTIONS_TSV = RESOURCES / f"sdxl_train_network_{RELEASE}_options.tsv"
-GEN_OPTIONS_TXT = RESOURCES / f"sdxl_gen_img_{RELEASE}_options.txt"
+KOHYA_RESOURCES = RESOURCES / "kohya"
+OPTIONS_TSV = KOHYA_RESOURCES / f"sdxl_train_network_{RELEASE}_options.tsv"
+GEN_OPTIONS_TXT = KOHYA_RESOURCES / f"sdxl_gen_img_{RELEASE}_options.txt"
 
 TRAIN_SCOPE = "train"
 DATASET_SCOPES = ("dataset.general", "dataset.datasets", "dataset.subsets")

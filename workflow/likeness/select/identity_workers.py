@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from likeness import WORKFLOW_DIR
 from likeness.errors import LikenessError
 from likeness.select.identity import Box, Embedding, EmbeddingCache, IdentityModel, embed_crop, load_model
 
@@ -50,7 +51,7 @@ def _embed_in_workers(pending: Sequence[tuple[str, Box]], cache: EmbeddingCache,
     shards = [pending[i::workers] for i in range(workers)]
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(WORKFLOW_DIR), os.environ.get("PYTHONPATH", "")]),
     }
     with tempfile.TemporaryDirectory(prefix="likeness-identity-") as folder:
         processes = []

@@ -24,10 +24,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from likeness import tables
 from likeness.config import Section
 from likeness.select.duplicates import exclude_duplicates
 from likeness.select.faces import Face
-from likeness.tables import POSE_BIN_DEGREES, Reason
+from likeness.tables import Reason
 
 # Rank score weights and shape constants (see the module docstring).
 WEIGHTS = {
@@ -88,10 +89,7 @@ def pose_bin(face: Face) -> str:
     (level within 15 degrees, up/down); "unknown" without the identity model's landmarks."""
     if face.identity is None:
         return "unknown"
-    yaw, pitch = face.identity.yaw, face.identity.pitch
-    turn = "frontal" if abs(yaw) < POSE_BIN_DEGREES else ("turned left" if yaw < 0 else "turned right")
-    tilt = "level" if abs(pitch) < POSE_BIN_DEGREES else ("up" if pitch < 0 else "down")
-    return f"{turn}, {tilt}"
+    return tables.pose_bin(face.identity.yaw, face.identity.pitch)
 
 
 def spread(pool: Sequence[Face], top_n: int) -> list[Face]:

@@ -21,13 +21,14 @@ from typing import Any
 
 import yaml
 
+from likeness import WORKFLOW_DIR
 from likeness.atomic import atomic_write_json
 from likeness.errors import LikenessError
 
 # Its presence at the top of a working folder tells the Snakefile to read results/export/ instead of the
 # database (common.smk).
 MARKER = "likeness-bundle.json"
-POD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pod.sh"
+POD_SCRIPT = WORKFLOW_DIR / "scripts" / "pod.sh"
 # What a checkout holds that the workflow needs on the pod (setup.sh installs the package from it).
 WORKFLOW_PARTS = ("Snakefile", "pyproject.toml", "README.md", "workflow", "profiles", "resources", "envs")
 # Results the training stage reads, and what later stages at home do not need to see again.

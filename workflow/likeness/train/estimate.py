@@ -15,15 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from likeness import tables
+from likeness import RESOURCES, tables
 from likeness.atomic import atomic_write_bytes
 from likeness.errors import ConfigError, LikenessError
 from likeness.sdscripts.buckets import StepPlan, bucket_settings, plan_steps
 from likeness.sdscripts.images import image_sizes
 from likeness.train import budget_hints, overheads, step_budget
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-GPU_SPEEDS_TSV = REPO_ROOT / "resources" / "gpu_speeds.tsv"
+GPU_SPEEDS_TSV = RESOURCES / "gpu_speeds.tsv"
 
 # Gradient checkpointing recomputes activations: the controlled H100/L40S sweep in gpu_speeds.tsv measured
 # 1.080/0.606 and 1.029/0.585 s/step, i.e. about 1.77x. Used only when no row has the requested setting.

@@ -25,6 +25,7 @@ from likeness import tables
 from likeness.atomic import write_if_changed
 from likeness.config import Section, section_settings
 from likeness.errors import ConfigError, LikenessError
+from likeness.hub import file_sha256
 from likeness.sdscripts import RELEASE, configs, images, names, prompts
 from likeness.sdscripts.tomlfile import dumps_toml
 from likeness.train import base_model as bm
@@ -127,14 +128,6 @@ class RunPlan:
         return section_settings("train", {**values, **self.train_cfg, **{k: values[k] for k in RUNTIME_KEYS}})
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def caption_of(image: Path, captions_dir: Path) -> Path:
     return captions_dir / f"{image.stem}{names.CAPTION_EXTENSION}"
 
@@ -223,8 +216,8 @@ def prepare_run(
     )
     fingerprint = {
         "sd_scripts_release": RELEASE,
-        "images": [(p.name, _sha256(p), _sha256(caption_of(p, captions_dir))) for p in train_images],
-        "reg_images": [(p.name, _sha256(p)) for p in reg_images],
+        "images": [(p.name, file_sha256(p), file_sha256(caption_of(p, captions_dir))) for p in train_images],
+        "reg_images": [(p.name, file_sha256(p)) for p in reg_images],
         "dataset_toml": dumps_toml(placeholder_dataset),
         "train_toml": dumps_toml(placeholder_train),
         "sample_prompts": prompt_text,
