@@ -140,4 +140,4 @@ def test_a_video_named_as_a_photo_is_excluded_before_it_is_read(tmp_path):
     small.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
     record = crop_face(_spec(small), _settings(), str(tmp_path / "c.jpg"), str(tmp_path / "c.json"))
     assert record["status"] == "excluded"
-    assert "video or HEIF" in record["reason"]
+    assert "a video (ISO media, brand 'mp42'), not a still photo" in record["reason"]

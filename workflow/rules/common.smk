@@ -57,7 +57,10 @@ except LikenessError as error:
 if not FROM_EXPORT:
     lk_photos.locate_photos(EXPORT, lk_photos.roots(EXPORT))
 # Each face's crop parameters, keyed by its file stem (likeness.names).
-FACE_SPECS = {marker.stem: lk_crop_jobs.spec_for(marker) for marker in EXPORT.croppable}
+FACE_SPECS = {
+    marker.stem: lk_crop_jobs.spec_for(marker, EXPORT.manager)
+    for marker in EXPORT.croppable
+}
 FACE_STEMS = sorted(FACE_SPECS)
 
 

@@ -1,4 +1,7 @@
-"""Crop one face from its photo: decode no more than needed, apply EXIF orientation, write atomically.
+"""Crop one face from its photo: decode no more than needed, apply its orientation, write atomically.
+
+JPEG, PNG, WebP, TIFF and BMP are decoded by OpenCV (JPEG regions by libjpeg-turbo), HEIF, AVIF and camera
+RAW by likeness.crop.decoders, each in the frame the photo's manager (the spec's ``manager``) shows it in.
 
 The result of every face is a JSON record (``results/crops/<stem>.json``): either ``status: ok`` with the
 crop image beside it, or ``status: excluded`` with the reason a user can read; an excluded face's image
@@ -21,7 +24,7 @@ import numpy as np
 from likeness import geometry
 from likeness.atomic import atomic_write_bytes, atomic_write_json
 from likeness.config import Section
-from likeness.crop import jpegregion, quality
+from likeness.crop import decoders, jpegregion, quality
 from likeness.imageheader import ImageHeader, describe_unknown, parse_header, read_head
 from likeness.names import file_stem
 
@@ -51,7 +54,24 @@ class Unusable(Exception):
     """This face cannot be cropped; the message is the reason recorded for it."""
 
 
-def _read_photo(path: str, settings: Section) -> tuple[bytes, ImageHeader]:
+# The managers' own words, for reasons that tell the user what to do in their manager.
+MANAGER_NAMES = {"photoprism": "PhotoPrism", "immich": "Immich", "digikam": "digiKam"}
+_REINDEX = {
+    "photoprism": "re-index the photo in PhotoPrism",
+    "immich": "refresh the asset's metadata and faces in Immich (asset menu > Refresh metadata, Refresh faces)",
+    "digikam": "reread the file's metadata in digiKam (Item > Reread Metadata From File) and rescan its faces",
+}
+# Formats decoded by likeness.crop.decoders rather than OpenCV.
+_OWN_DECODERS = ("heif", "avif", "raw")
+
+
+def _manager(spec: dict[str, Any]) -> tuple[str, str]:
+    """(manager's name, what to do there) for the spec's ``manager`` ('' when unknown: a neutral wording)."""
+    kind = spec.get("manager", "photoprism")  # specs written before the key existed were PhotoPrism's
+    return MANAGER_NAMES.get(kind, "the photo manager"), _REINDEX.get(kind, "re-index the photo in its manager")
+
+
+def _read_photo(path: str, settings: Section, manager: str = "photoprism") -> tuple[bytes, ImageHeader]:
     """The photo's bytes and header, read only after its size and header say it is a photo worth reading."""
     try:
         size = os.stat(path).st_size
@@ -60,17 +80,20 @@ def _read_photo(path: str, settings: Section) -> tuple[bytes, ImageHeader]:
         if size > settings.max_file_mb * 2**20:
             raise Unusable(f"photo file is {size / 2**20:,.0f} MiB, over crop.max_file_mb ({settings.max_file_mb:g})")
         head = read_head(path)
-        header = parse_header(head)
+        header = parse_header(head, path)
         if header is None:
             raise Unusable(f"photo cannot be decoded: {describe_unknown(head)}")
         if header.format == "tiff" and header.orientation != 1:
             # OpenCV's TIFF decoder turns some TIFFs itself (those it reads through libtiff's RGBA
             # interface) even when told to ignore the orientation, others not: the result is not known.
+            sidecar = " (as PhotoPrism's sidecar)" if manager == "photoprism" else ""
             raise Unusable(
                 f"photo is a TIFF with orientation {header.orientation}, which OpenCV decodes inconsistently; "
-                "a JPEG of it (as PhotoPrism's sidecar) can be used"
+                f"a JPEG of it{sidecar} can be used"
             )
         width, height = geometry.displayed_size(header.width, header.height, header.orientation)
+        if header.format in _OWN_DECODERS:
+            width, height = header.width, header.height  # a quarter turn does not change the pixel count
         if width * height > settings.max_megapixels * 1e6:
             raise Unusable(
                 f"photo declares {width}x{height} pixels, over crop.max_megapixels ({settings.max_megapixels:g} MP)"
@@ -79,6 +102,9 @@ def _read_photo(path: str, settings: Section) -> tuple[bytes, ImageHeader]:
             data = handle.read()
     except OSError as exc:
         raise Unusable(f"cannot read photo: {exc.strerror or exc}") from None
+    if header.format in ("heif", "avif"):
+        # The Exif item may lie past the first megabyte read for the header: read it from the whole file.
+        header = parse_header(data, path) or header
     _check_complete(data, header)
     return data, header
 
@@ -131,23 +157,44 @@ def crop_face(spec: dict[str, Any], settings: Section, image_path: str, record_p
     return record
 
 
+def _orientation(spec: dict[str, Any], header: ImageHeader) -> int:
+    """The orientation a JPEG/PNG/WebP/TIFF is shown in: digiKam's database orientation where it holds one
+    (digiKam shows non-RAW files so, loadsavethread.cpp), else the file's EXIF tag after checking that the
+    manager saw the same (its boxes were drawn in that frame)."""
+    recorded = int(spec.get("file_orientation") or 0)
+    if spec.get("manager") == "digikam":
+        return recorded if 1 <= recorded <= 8 else header.orientation
+    if 1 <= recorded <= 8 and recorded != header.orientation:
+        name, advice = _manager(spec)
+        raise Unusable(
+            f"photo's EXIF orientation is {header.orientation} on disk but {name} indexed it as "
+            f"{recorded}: the marker's box would land elsewhere; {advice}"
+        )
+    return header.orientation
+
+
+def _check_size(spec: dict[str, Any], width: int, height: int, what: str = "on disk") -> None:
+    expected = (int(spec.get("file_width") or 0), int(spec.get("file_height") or 0))
+    if all(expected) and (width, height) != expected:
+        name, advice = _manager(spec)
+        raise Unusable(
+            f"photo is {width}x{height} {what} but {name} indexed it as "
+            f"{expected[0]}x{expected[1]}: the file changed since indexing, "
+            + ("re-index it" if spec.get("manager", "photoprism") in ("photoprism", "") else advice)
+        )
+
+
 def _crop(spec: dict[str, Any], settings: Section, image_path: str) -> dict[str, Any]:
     if spec.get("path_reason"):
         raise Unusable(spec["path_reason"])
-    data, header = _read_photo(spec["path"], settings)
+    data, header = _read_photo(spec["path"], settings, spec.get("manager", "photoprism"))
+    if header.format in _OWN_DECODERS:
+        return _crop_decoded(spec, settings, image_path, data, header)
+    orientation = _orientation(spec, header)
+    if orientation != header.orientation:
+        header = ImageHeader(header.format, header.width, header.height, orientation, header.channels)
     width, height = geometry.displayed_size(header.width, header.height, header.orientation)
-    indexed_orientation = int(spec.get("file_orientation") or 0)
-    if 1 <= indexed_orientation <= 8 and indexed_orientation != header.orientation:
-        raise Unusable(
-            f"photo's EXIF orientation is {header.orientation} on disk but PhotoPrism indexed it as "
-            f"{indexed_orientation}: the marker's box would land elsewhere; re-index the photo in PhotoPrism"
-        )
-    expected = (int(spec.get("file_width") or 0), int(spec.get("file_height") or 0))
-    if all(expected) and (width, height) != expected:
-        raise Unusable(
-            f"photo is {width}x{height} on disk but PhotoPrism indexed it as "
-            f"{expected[0]}x{expected[1]}: the file changed since indexing, re-index it"
-        )
+    _check_size(spec, width, height)
 
     face = geometry.marker_rect(spec["x"], spec["y"], spec["w"], spec["h"], width, height)
     square = geometry.square_crop(face, width, height, settings.factor)
@@ -165,6 +212,57 @@ def _crop(spec: dict[str, Any], settings: Section, image_path: str) -> dict[str,
             )
         region = geometry.scale_rect(square.rect, scale, decoded.shape[1], decoded.shape[0])
         pixels = decoded[region.y0 : region.y1, region.x0 : region.x1]
+    return _finish(pixels, settings, image_path, face, square, out_side, (width, height), scale, decode_path)
+
+
+def _crop_decoded(
+    spec: dict[str, Any], settings: Section, image_path: str, data: bytes, header: ImageHeader
+) -> dict[str, Any]:
+    """A HEIF, AVIF or RAW face: the whole photo decoded in its manager's frame, then cut."""
+    expected = (int(spec.get("file_width") or 0), int(spec.get("file_height") or 0))
+    try:
+        if header.format == "raw":
+            width, height = decoders.raw_size(data)
+            if width * height > settings.max_megapixels * 1e6:
+                raise Unusable(
+                    f"photo declares {width}x{height} pixels, over crop.max_megapixels ({settings.max_megapixels:g} MP)"
+                )
+            decoded = decoders.decode_raw(data, expected)
+        else:
+            if header.clean_aperture and spec.get("manager") == "digikam":
+                raise Unusable(
+                    "photo is a HEIF/AVIF with a clean-aperture crop (clap), which digiKam does not apply and "
+                    "libheif does: the regions' frame is not known"
+                )
+            rule = "recorded" if spec.get("manager") == "digikam" else "container"
+            orientation = decoders.display_orientation(header, rule, int(spec.get("file_orientation") or 0))
+            decoded = decoders.decode_bmff(data, header, orientation)
+    except decoders.DecodeError as exc:
+        raise Unusable(str(exc)) from None
+    pixels = decoded.pixels
+    height, width = pixels.shape[:2]
+    _check_size(spec, width, height, f"as {_manager(spec)[0]} shows it")
+    face = geometry.marker_rect(spec["x"], spec["y"], spec["w"], spec["h"], width, height)
+    square = geometry.square_crop(face, width, height, settings.factor)
+    out_side = geometry.output_side(square.side, settings.size)
+    region = square.rect
+    cut = pixels[region.y0 : region.y1, region.x0 : region.x1]
+    return _finish(cut, settings, image_path, face, square, out_side, (width, height), 1, decoded.how)
+
+
+def _finish(
+    pixels: np.ndarray,
+    settings: Section,
+    image_path: str,
+    face: geometry.Rect,
+    square: geometry.SquareCrop,
+    out_side: int,
+    size: tuple[int, int],
+    scale: int,
+    decode_path: str,
+) -> dict[str, Any]:
+    """Resize, encode and write the crop; the record's fields."""
+    width, height = size
     if pixels.shape[0] != out_side or pixels.shape[1] != out_side:
         pixels = cv2.resize(pixels, (out_side, out_side), interpolation=cv2.INTER_AREA)
 
@@ -236,6 +334,7 @@ _CROP_MODULES = (
     "crop/jpegregion.py",
     "crop/_jpegskip.c",
     "crop/quality.py",
+    "crop/decoders.py",
 )
 
 

@@ -22,11 +22,12 @@ from likeness.crop.cropping import crop_face
 _WILDCARD = re.compile(r"\{\s*[.\w]+\s*(,[^{}]*)?\}")
 
 
-def spec_for(marker: Any) -> dict[str, Any]:
+def spec_for(marker: Any, manager: str = "") -> dict[str, Any]:
     """The per-face parameters of a crop job: everything that, when it changes, must re-crop the face.
 
     ``marker`` is a located export row (likeness.export.photos.locate_photos): its path, or the reason its
-    photo cannot be read.
+    photo cannot be read; ``manager`` the export's (likeness.export.records.Export.manager): which frame
+    the photo is shown in and whose words the reasons use.
     """
     path = marker.path if marker.usable else ""
     path_reason = "" if marker.usable else marker.reason
@@ -45,6 +46,7 @@ def spec_for(marker: Any) -> dict[str, Any]:
         "file_width": marker.file_width,
         "file_height": marker.file_height,
         "file_orientation": marker.file_orientation,
+        "manager": manager,
     }
 
 

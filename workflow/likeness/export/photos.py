@@ -16,24 +16,30 @@ from likeness.export.records import UNREACHABLE, Export
 
 def locate_photos(export: Export, roots: Mapping[str, str]) -> None:
     """Find each usable marker's photo on this machine; a path that cannot be read makes it unreachable."""
+    manager = _MANAGER_NAMES.get(export.manager, "the photo manager")
     for marker in export.usable:
-        marker.path, reason = resolve_photo(roots, marker.file_root, marker.file_name)
+        marker.path, reason = resolve_photo(roots, marker.file_root, marker.file_name, manager)
         if reason:
             marker.status, marker.reason = UNREACHABLE, reason
 
 
-def resolve_photo(roots: Mapping[str, str], file_root: str, file_name: str) -> tuple[str, str]:
+_MANAGER_NAMES = {"photoprism": "PhotoPrism", "immich": "Immich", "digikam": "digiKam", "": "PhotoPrism"}
+
+
+def resolve_photo(
+    roots: Mapping[str, str], file_root: str, file_name: str, manager: str = "PhotoPrism"
+) -> tuple[str, str]:
     """(path, '') for a photo inside its root folder, or ('', reason) when it must not or cannot be read.
 
     Too long for the OS, a symlink loop, a folder that cannot be read: each is a reason.
     """
     root = roots.get(file_root or "/")
     if not root:
-        return "", f"no folder configured for PhotoPrism root '{file_root}'"
+        return "", f"no folder configured for {manager} root '{file_root}'"
     if not file_name or "\x00" in file_name:
         return "", "file_name is empty or invalid"
     try:
-        return _resolve_inside(Path(root), file_name)
+        return _resolve_inside(Path(root), file_name, manager)
     except FileNotFoundError:
         return "", f"photo missing on disk: {Path(root) / file_name}"
     except RuntimeError:  # Python 3.11's resolve() on a symlink loop
@@ -43,9 +49,9 @@ def resolve_photo(roots: Mapping[str, str], file_root: str, file_name: str) -> t
         return "", f"photo cannot be reached: {detail}: {Path(root) / file_name}"
 
 
-def _resolve_inside(root: Path, file_name: str) -> tuple[str, str]:
+def _resolve_inside(root: Path, file_name: str, manager: str = "PhotoPrism") -> tuple[str, str]:
     if file_name.startswith(("/", "\\")) or Path(file_name).is_absolute():
-        return "", f"file_name '{file_name}' is an absolute path; PhotoPrism stores paths relative to a root"
+        return "", f"file_name '{file_name}' is an absolute path; {manager} stores paths relative to a root"
     if ".." in Path(file_name).parts:
         return "", f"file_name '{file_name}' escapes its root ('..')"
     path = root / file_name

@@ -112,6 +112,9 @@ class Export:
     neighbours: list[Neighbour]
     # Root key (MarkerRow.file_root) -> folder on this machine; set by likeness.export.sourceapi.read_export.
     roots: dict[str, str] | None = None
+    # Which manager wrote it ('photoprism', 'immich', 'digikam'; '' when read back from markers.tsv): the
+    # crop stage shows HEIF and JPEG files in that manager's frame and words its reasons for it.
+    manager: str = ""
 
     @property
     def usable(self) -> list[MarkerRow]:

@@ -107,11 +107,13 @@ def read_export(source: Section, person: str) -> Export:
     if kind == "photoprism":
         export = photoprism.read_export(engine, person, source.url)
         export.roots = photoprism.roots(source)
-        return export
-    if kind == "immich":
+    elif kind == "immich":
         from likeness.export import immich
 
-        return immich.read_export(engine, person, source)
-    from likeness.export import digikam
+        export = immich.read_export(engine, person, source)
+    else:
+        from likeness.export import digikam
 
-    return digikam.read_export(engine, person, source)
+        export = digikam.read_export(engine, person, source)
+    export.manager = kind
+    return export
