@@ -168,3 +168,123 @@ def test_mariadb_database_gives_the_same_export_read_only(digikam_library):
         assert cursor.fetchall() == before
     finally:
         database.drop()
+
+
+def _with_training_copies(db) -> int:
+    """digiKam's rows after confirming suggestions: each tagRegion gets a faceToTrain copy of its box,
+    spelled as the face-training code writes it (attributes in another order), listed before it."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT imageid, tagid, value FROM ImageTagProperties WHERE property = 'tagRegion'"
+        ).fetchall()
+        for image, tag, value in rows:
+            x, y, w, h = digikam.parse_rect(value)
+            copy = f'<rect width="{w}" height="{h}" x="{x}" y="{y}"/>'
+            conn.execute(
+                "INSERT INTO ImageTagProperties (imageid, tagid, property, value) VALUES (?, ?, 'faceToTrain', ?)",
+                (image, tag, copy),
+            )
+        regions = conn.execute(
+            "SELECT COUNT(*) FROM ImageTagProperties p JOIN Tags t ON t.id = p.tagid"
+            " WHERE t.name = ? AND p.property != 'faceToTrain'",
+            (PERSON,),
+        ).fetchone()[0]
+    return regions
+
+
+def test_a_training_copy_is_not_a_second_marker(tmp_path):
+    """One marker per region: the faceToTrain copy of a confirmed face shares its uid and its manual flag."""
+    library = build_cross_library(tmp_path / "lib")
+    db = write_digikam_sqlite(library)
+    before = {m.marker_uid: m for m in sourceapi.read_export(_config(library, db), PERSON).markers}
+    regions = _with_training_copies(db)
+    export = sourceapi.read_export(_config(library, db), PERSON)
+    uids = [m.marker_uid for m in export.markers]
+    assert len(uids) == len(set(uids)) == regions == len(before)  # the export's count is digiKam's regions
+    for marker in export.markers:
+        assert (marker.subj_src, marker.reason, marker.marker_src) == (
+            before[marker.marker_uid].subj_src,
+            before[marker.marker_uid].reason,
+            before[marker.marker_uid].marker_src,
+        )
+    assert tsv.export_summary(export) == tsv.export_summary(type(export)(export.subject, list(before.values()), []))
+
+
+def test_manual_only_keeps_every_confirmed_face(tmp_path):
+    """With select.manual_only, every region confirmed in digiKam passes the "named by hand" filter, through
+    the real export, markers.tsv, crop and select filters (the training copies are there too)."""
+    from likeness.crop.cropping import crop_face
+    from likeness.crop.jobs import spec_for
+    from likeness.select.faces import gather_faces
+    from likeness.select.filters import apply_filters, check_record, check_settings
+    from likeness.tables import MARKER_COLUMNS, Reason, read_table
+
+    library = build_cross_library(tmp_path / "lib")
+    library.faces["edge2"].review = True  # a suggestion nobody confirmed: not named by hand
+    db = write_digikam_sqlite(library)
+    _with_training_copies(db)
+    config = validate_config(
+        {
+            "person": PERSON,
+            "source": {"url": f"sqlite:///{db}", "path_map": digikam_path_map(library)},
+            "select": {"manual_only": True},
+            "crop": {"size": 256},
+        }
+    )
+    export = sourceapi.read_export(config.source, PERSON)
+    photos.locate_photos(export, photos.roots(export))
+    out = tmp_path / "out"
+    out.mkdir()
+    tsv.write_tables(export, str(out / "markers.tsv"), str(out / "neighbours.tsv"))
+    records = []
+    for marker in export.croppable:
+        spec = spec_for(marker, export.manager)
+        record_path = str(out / f"{marker.stem}.json")
+        crop_face(spec, config.crop, str(out / f"{marker.stem}.jpg"), record_path)
+        records.append(record_path)
+    faces = gather_faces(records, read_table(out / "markers.tsv", MARKER_COLUMNS))
+    window = check_settings(config.select)
+    for face in faces:
+        check_record(face, {})
+        apply_filters(face, config.select, window)
+    confirmed = {m.marker_uid for m in export.markers if m.usable and m.subj_src == "manual"}
+    assert len(faces) == len(export.markers)
+    not_by_hand = {f.marker_uid for f in faces if f.reason_key == Reason.NOT_NAMED_BY_HAND}
+    assert confirmed and not (confirmed & not_by_hand)
+    cropped = {f.marker_uid for f in faces if f.record and f.record.get("status") == "ok"}
+    assert confirmed - {m.marker_uid for m in export.markers if "not_on_disk" in m.file_name} <= cropped
+    unconfirmed = {m.marker_uid for m in export.markers if m.file_name == library.photos["edge2"].file_name}
+    assert all(f.reason_key == Reason.UNREADABLE for f in faces if f.marker_uid in unconfirmed)  # excluded at export
+
+
+def test_the_database_orientation_wins_for_non_raw_files(tmp_path):
+    """digiKam shows a JPEG in ImageInformation.orientation's frame (its rotate tool may have changed it
+    without touching the file): the face is cropped in that frame, never refused with PhotoPrism advice."""
+    from likeness.crop.cropping import crop_face
+    from likeness.crop.jobs import spec_for
+
+    library = build_cross_library(tmp_path / "lib")
+    photo = library.photos["edge1"]
+    # The file says 1; digiKam's database says 3 (the user rotated the image by 180 degrees in digiKam, which
+    # turned its regions with it): the region is where the face is in the turned image.
+    face = library.faces["edge1"]
+    face.x, face.y = 1 - face.x - face.w, 1 - face.y - face.h
+    photo.orientation = 3
+    db = write_digikam_sqlite(library)
+    config = validate_config(
+        {"person": PERSON, "source": {"url": f"sqlite:///{db}", "path_map": digikam_path_map(library)}}
+    )
+    export = sourceapi.read_export(config.source, PERSON)
+    photos.locate_photos(export, photos.roots(export))
+    marker = next(m for m in export.markers if m.file_name == photo.file_name)
+    assert marker.file_orientation == 3
+    record = crop_face(spec_for(marker, export.manager), config.crop, str(tmp_path / "c.jpg"), str(tmp_path / "c.json"))
+    assert record["status"] == "ok", record["reason"]
+    import cv2
+    import numpy as np
+
+    crop = cv2.imread(str(tmp_path / "c.jpg"))
+    turned = library.canvases["edge1"][::-1, ::-1]  # the drawn (file) image as digiKam shows it
+    left, top, side, _ = record["crop_box"]
+    expected = cv2.resize(turned[top : top + side, left : left + side], crop.shape[1::-1], interpolation=cv2.INTER_AREA)
+    assert np.abs(crop.astype(int) - expected.astype(int)).mean() < 6

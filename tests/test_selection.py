@@ -258,6 +258,10 @@ def test_unreadable_faces_are_listed_with_their_reason(lib: Library) -> None:
     good = add_distinct(lib, 1)
     crop_failed = lib.add(None, None, status="excluded", reason="cannot decode photo")
     export_failed = lib.add(None, None, export_reason="marker no longer fits the file")
+    # What the manager did with the photo is counted in its own words, not as "unreadable".
+    lib.add(None, None, export_reason="photo archived in PhotoPrism")
+    lib.add(None, None, export_reason="asset in Immich's trash")
+    lib.add(None, None, status="excluded", reason="photo missing on disk: /photos/a.jpg")
     no_record = add_distinct(lib, 2)
     broken = add_distinct(lib, 3)
     vanished = add_distinct(lib, 4)
@@ -272,7 +276,7 @@ def test_unreadable_faces_are_listed_with_their_reason(lib: Library) -> None:
     assert reasons[no_record]["reason"] == "unreadable: no crop record"
     assert reasons[broken]["reason"].startswith("unreadable: crop record")
     assert "missing" in reasons[vanished]["reason"]
-    assert line == "kept 1 of 6 faces: unreadable 5"
+    assert line == "kept 1 of 9 faces: archived 1, trashed 1, missing 1, unreadable 5"
 
 
 def test_crop_record_without_a_marker_is_stale(lib: Library) -> None:

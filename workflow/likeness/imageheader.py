@@ -205,8 +205,40 @@ def read_header(path: str | Path) -> ImageHeader | None:
 # -- camera RAW ------------------------------------------------------------------------------------------
 # The names digiKam, Immich and PhotoPrism treat as RAW; over a TIFF structure, the name decides.
 RAW_EXTENSIONS = frozenset(
-    ".3fr .ari .arw .bay .cap .cr2 .cr3 .crw .dcr .dcs .dng .erf .fff .iiq .k25 .kdc .mef .mos .mrw .nef "
-    ".nrw .orf .ori .pef .raf .raw .rw2 .rwl .sr2 .srf .srw .x3f".split()
+    [
+        ".3fr",
+        ".ari",
+        ".arw",
+        ".bay",
+        ".cap",
+        ".cr2",
+        ".cr3",
+        ".crw",
+        ".dcr",
+        ".dcs",
+        ".dng",
+        ".erf",
+        ".fff",
+        ".iiq",
+        ".k25",
+        ".kdc",
+        ".mef",
+        ".mos",
+        ".mrw",
+        ".nef",
+        ".nrw",
+        ".orf",
+        ".ori",
+        ".pef",
+        ".raf",
+        ".raw",
+        ".rw2",
+        ".rwl",
+        ".sr2",
+        ".srf",
+        ".srw",
+        ".x3f",
+    ]
 )
 _DNG_VERSION, _SUBIFDS, _NEW_SUBFILE_TYPE = 0xC612, 0x014A, 0x00FE
 

@@ -184,6 +184,28 @@ class Reason:
     BELOW_TOP_N = "below top_n"
 
 
+# What an ``unreadable`` face's reason says happened to its photo, in the manager's own words: the console's
+# counts name these instead of "unreadable" (excluded.tsv keeps the key). First match wins, in this order.
+PHOTO_STATE_WORDS = (
+    ("archived", "archived"),
+    ("trash", "trashed"),
+    ("hidden", "hidden"),
+    ("offline", "offline"),
+    ("locked folder", "locked"),
+    ("missing on disk", "missing"),
+    ("marked missing", "missing"),
+    ("deleted", "deleted"),
+    ("rejected", "rejected"),
+    ("ignored", "ignored"),
+)
+
+
+def photo_state(reason: str) -> str:
+    """'archived', 'trashed', 'hidden', 'offline', 'missing'... for an unreadable face's reason; '' otherwise."""
+    text = reason.casefold()
+    return next((state for word, state in PHOTO_STATE_WORDS if word in text), "")
+
+
 # The order in which the selection tests the reasons: a face gets the first that applies, and
 # summaries, excluded.tsv and the report list them in this order.
 REASON_ORDER = (

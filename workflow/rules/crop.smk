@@ -33,12 +33,20 @@ rule crop_face:
 
 
 rule crop_summary:
-    """Tabulate every face's crop record: cropped, or excluded with the reason."""
+    """Tabulate every face's crop record: cropped, or excluded with the reason; the export's markers.tsv
+    (where the faces that got no crop job keep their reasons) is made with it."""
     input:
         records=crop_records(),
+        markers=EXPORT_MARKERS,
     output:
         table="results/crops/summary.tsv",
     log:
         "logs/crop_summary.log",
     run:
-        run_logged(log[0], lk_crop_jobs.summary_job, input.records, output.table)
+        run_logged(
+            log[0],
+            lk_crop_jobs.summary_job,
+            input.records,
+            output.table,
+            markers=input.markers,
+        )

@@ -62,10 +62,7 @@ def display_orientation(header: ImageHeader, rule: str, recorded: int) -> int:
 
 def decode_bmff(data: bytes, header: ImageHeader, orientation: int) -> Decoded:
     """A HEIF (pillow-heif) or AVIF (Pillow) image turned by ``orientation`` from its stored pixels."""
-    if header.format == "heif":
-        stored = _heif_stored(data, header)
-    else:
-        stored = _avif_stored(data)
+    stored = _heif_stored(data, header) if header.format == "heif" else _avif_stored(data)
     return Decoded(np.ascontiguousarray(geometry.apply_orientation(stored, orientation)), header.format)
 
 
@@ -124,9 +121,7 @@ def decode_raw(data: bytes, expected: tuple[int, int]) -> Decoded:
             raise DecodeError(f"photo cannot be decoded: RAW: {exc}") from None
     pixels = np.ascontiguousarray(rgb[..., ::-1])
     if (pixels.shape[1], pixels.shape[0]) != want:
-        raise DecodeError(
-            f"RAW demosaiced to {pixels.shape[1]}x{pixels.shape[0]} pixels, expected {want[0]}x{want[1]}"
-        )
+        raise DecodeError(f"RAW demosaiced to {pixels.shape[1]}x{pixels.shape[0]} pixels, expected {want[0]}x{want[1]}")
     return Decoded(pixels, "raw-demosaic")
 
 

@@ -106,6 +106,22 @@ def write_summary(record_paths: list[str], table_path: str) -> str:
     return f"cropped {cropped} of {len(rows)} faces" + (f", excluded {detail}" if detail else "")
 
 
-def summary_job(record_paths: list[str], table_path: str, *, log: Callable[[str], None]) -> None:
-    """The crop summary rule's body: the table, and its summary line in the log."""
+def export_exclusions(markers_path: str) -> str:
+    """A line counting the faces the export gave no crop job, by what happened to their photo
+    (archived, trashed, hidden, offline, missing: tables.photo_state) or their reason's kind; '' if none."""
+    rows = tables.read_table(markers_path, ("status", "reason"))
+    kinds = Counter(
+        tables.photo_state(row["reason"]) or row["reason"].split(":")[0] for row in rows if row["status"] == "excluded"
+    )
+    if not kinds:
+        return ""
+    detail = "; ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+    return f"the export gave {sum(kinds.values())} faces no crop job: {detail} (results/export/markers.tsv)"
+
+
+def summary_job(record_paths: list[str], table_path: str, *, markers: str = "", log: Callable[[str], None]) -> None:
+    """The crop summary rule's body: the table, and its summary line in the log (with the export's)."""
     log(write_summary(record_paths, table_path))
+    line = export_exclusions(markers) if markers else ""
+    if line:
+        log(line)

@@ -101,9 +101,38 @@ def parse_rect(value: Any) -> tuple[int, int, int, int] | None:
 
 
 def region_uid(image_id: Any, tag_id: Any, value: Any) -> str:
-    """digiKam's regions have no id: image, tag and a digest of the box make one (letters and digits)."""
-    digest = hashlib.sha1(as_text(value).encode("utf-8")).hexdigest()[:8]
+    """digiKam's regions have no id: image, tag and a digest of the box make one (letters and digits).
+
+    The box is digested as its four numbers where it parses, so that the rows digiKam keeps for one region
+    (its ``tagRegion`` and the ``faceToTrain`` copy, written by different code) get the same id however
+    their XML is spelled; an unparsable value is digested as it is.
+    """
+    rect = parse_rect(value)
+    text = ",".join(map(str, rect)) if rect is not None else as_text(value)
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
     return f"i{safe_int(image_id)}t{safe_int(tag_id)}r{digest}"
+
+
+# Which of a region's rows stands for it: a confirmed face first, then a suggestion, the training copy
+# and an ignored face last (digiKam writes tagRegion and faceToTrain for one confirmed region).
+_ROW_PRIORITY = {CONFIRMED: 0, "autodetectedPerson": 1, "autodetectedFace": 2, "faceToTrain": 3, "ignoredFace": 4}
+
+
+def regions(rows: list[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], bool]]:
+    """One (row, confirmed) per region: digiKam's rows grouped by image, tag and box.
+
+    ``confirmed`` is whether any of the region's rows is a ``tagRegion``: a face confirmed from a
+    suggestion keeps a ``faceToTrain`` copy until digiKam trains on it, which is the same region, not a
+    second face. The row standing for the region is its most confirmed one (``_ROW_PRIORITY``).
+    """
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(region_uid(row["imageid"], row["tagid"], row["value"]), []).append(row)
+    chosen = []
+    for uid in sorted(grouped):
+        group = sorted(grouped[uid], key=lambda r: _ROW_PRIORITY.get(as_text(r["property"]), 9))
+        chosen.append((group[0], any(as_text(r["property"]) == CONFIRMED for r in group)))
+    return chosen
 
 
 def root_folders(roots: list[Mapping[str, Any]], path_map: Mapping[str, str]) -> dict[int, tuple[str, str]]:
@@ -150,8 +179,14 @@ def exclusion_reason(row: Mapping[str, Any], include_unconfirmed: bool) -> str:
 
 
 def marker_from_row(
-    row: Mapping[str, Any], folders: Mapping[int, tuple[str, str]], include_unconfirmed: bool
+    row: Mapping[str, Any],
+    folders: Mapping[int, tuple[str, str]],
+    include_unconfirmed: bool,
+    confirmed: bool | None = None,
 ) -> MarkerRow:
+    """The marker of one region (``row`` standing for it; ``confirmed``: any of its rows is a tagRegion)."""
+    prop = as_text(row["property"])
+    confirmed = prop == CONFIRMED if confirmed is None else confirmed
     reason = exclusion_reason(row, include_unconfirmed)
     orientation = safe_int(row["orientation"]) or 1
     width, height = geometry.displayed_size(safe_int(row["width"]), safe_int(row["height"]), orientation)
@@ -178,7 +213,6 @@ def marker_from_row(
         )
     relative = as_text(row["relative_path"]).strip("/")
     name = as_text(row["name"])
-    prop = as_text(row["property"])
     image = f"i{safe_int(row['imageid'])}"
     return region_marker(
         region_uid(row["imageid"], row["tagid"], row["value"]),
@@ -188,8 +222,8 @@ def marker_from_row(
         file_uid=image,
         photo_uid=image,
         subj_uid=str(safe_int(row["tagid"])),
-        marker_src=prop,
-        subj_src="manual" if prop == CONFIRMED else "",
+        marker_src=CONFIRMED if confirmed else prop,
+        subj_src="manual" if confirmed else "",
         file_root=key,
         file_name=f"{relative}/{name}" if relative else name,
         file_hash=as_text(row["unique_hash"]),
@@ -228,13 +262,16 @@ def read_export(engine: sa.Engine, person: str, source: Section) -> Export:
             subject = records.resolve_subject(people(tags, properties), person, MANAGER)
             folders = root_folders([dict(r._mapping) for r in conn.execute(_ROOTS_SQL)], path_map)
             params = {"tagid": int(subject.uid)}
+            rows = [dict(r._mapping) for r in conn.execute(_REGIONS_SQL, params)]
             markers = [
-                marker_from_row(r._mapping, folders, source.include_unconfirmed)
-                for r in conn.execute(_REGIONS_SQL, params)
+                marker_from_row(row, folders, source.include_unconfirmed, confirmed) for row, confirmed in regions(rows)
             ]
-            neighbours = [
-                n for n in (neighbour_from_row(r._mapping) for r in conn.execute(_NEIGHBOURS_SQL, params)) if n
-            ]
+            unique: dict[str, Neighbour] = {}
+            for r in conn.execute(_NEIGHBOURS_SQL, params):
+                neighbour = neighbour_from_row(r._mapping)
+                if neighbour:  # a region with a suggestion row and a confirmed one is one face
+                    unique.setdefault(neighbour.marker_uid, neighbour)
+            neighbours = list(unique.values())
             conn.rollback()
     except sa.exc.SQLAlchemyError as exc:
         raise database.explain_db_error(exc, source.url, MANAGER) from None

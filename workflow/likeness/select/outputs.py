@@ -10,7 +10,7 @@ from typing import Any
 from likeness import tables
 from likeness.names import file_stem
 from likeness.select.faces import Face, one_line
-from likeness.tables import EXCLUDED_COLUMNS, MANIFEST_COLUMNS, REASON_ORDER
+from likeness.tables import EXCLUDED_COLUMNS, MANIFEST_COLUMNS, REASON_ORDER, Reason
 
 
 def _fmt(value: Any, digits: int | None = None) -> str:
@@ -94,11 +94,19 @@ def excluded_bytes(excluded: Sequence[Face]) -> bytes:
 
 
 def summary_line(kept: int, faces: Sequence[Face]) -> str:
+    """ "kept K of N faces: archived 1, missing 1, unreadable 2, too small 3": a face the manager archived,
+    trashed, hid, took offline or lost counts by that word (tables.photo_state), not as unreadable."""
     counts: dict[str, int] = {}
+    states: dict[str, int] = {}
     for face in faces:
-        if face.reason_key:
+        state = tables.photo_state(face.reason) if face.reason_key == Reason.UNREADABLE else ""
+        if state:
+            states[state] = states.get(state, 0) + 1
+        elif face.reason_key:
             counts[face.reason_key] = counts.get(face.reason_key, 0) + 1
-    parts = [f"{key} {counts[key]}" for key in REASON_ORDER if counts.get(key)]
+    order = dict.fromkeys(state for _word, state in tables.PHOTO_STATE_WORDS)
+    parts = [f"{state} {states[state]}" for state in order if states.get(state)]
+    parts += [f"{key} {counts[key]}" for key in REASON_ORDER if counts.get(key)]
     line = f"kept {kept} of {len(faces)} faces"
     return f"{line}: {', '.join(parts)}" if parts else line
 
