@@ -145,7 +145,7 @@ def test_every_face_is_cropped_with_the_right_pixels(formats, source, label):
     library, crops = formats
     record, crop = crops[source][label]
     assert record["status"] == "ok", record["reason"]
-    kind, orientation = library.kinds[label]
+    kind, _orientation = library.kinds[label]
     scene = immich_frame(label, library)[0] if source == "immich" else library.scenes[label]
     assert (record["photo_width"], record["photo_height"]) == (scene.shape[1], scene.shape[0])
     error = np.abs(crop.astype(float) - _expected(scene, record).astype(float)).mean()
@@ -219,7 +219,7 @@ def test_a_raw_never_reaches_opencvs_tiff_decoder(tmp_path):
     assert imageheader.parse_header(b"FUJIFILMCCD-RAW 0201" + bytes(64)).format == "raw"
     assert imageheader.parse_header(b"\x00\x00\x00\x18ftypcrx \x00\x00\x00\x01crx isom").format == "raw"
     # A real TIFF photo is still a TIFF.
-    ok, tiff = cv2.imencode(".tiff", scene)
+    _ok, tiff = cv2.imencode(".tiff", scene)
     assert imageheader.parse_header(tiff.tobytes(), "scan.tif").format == "tiff"
 
 
