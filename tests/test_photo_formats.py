@@ -155,7 +155,7 @@ def test_every_face_is_cropped_with_the_right_pixels(formats, source, label):
     assert np.abs(crop.astype(float) - _expected(wrong, record).astype(float)).mean() > 3 * CODEC_ERROR
     expected_decode = {"heic": "heif", "heic-exif": "heif", "avif": "avif", "dng": "raw-preview"}
     if source != "photoprism":
-        assert record["decode"] == expected_decode.get(kind, "raw-demosaic")
+        assert record["decode"].split("/")[0] == expected_decode.get(kind, "raw-demosaic")
 
 
 @pytest.mark.parametrize("label", LABELS)
@@ -245,7 +245,7 @@ def test_a_raw_of_another_size_than_recorded_is_a_reason(tmp_path):
     assert record["status"] == "excluded"
     assert "RAW decodes to 80x60 pixels (LibRaw)" in record["reason"] and "96x64" in record["reason"]
     with pytest.raises(decoders.DecodeError, match="RAW"):
-        decoders.decode_raw(b"II*\x00\x08\x00\x00\x00" + bytes(100), (0, 0))
+        decoders.read_raw(b"II*\x00\x08\x00\x00\x00" + bytes(100), (0, 0), 1e8)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

@@ -195,7 +195,14 @@ def _crop(spec: dict[str, Any], settings: Section, image_path: str) -> dict[str,
         header = ImageHeader(header.format, header.width, header.height, orientation, header.channels)
     width, height = geometry.displayed_size(header.width, header.height, header.orientation)
     _check_size(spec, width, height)
+    return _crop_jpeg_like(spec, settings, image_path, data, header)
 
+
+def _crop_jpeg_like(
+    spec: dict[str, Any], settings: Section, image_path: str, data: bytes, header: ImageHeader, label: str = ""
+) -> dict[str, Any]:
+    """A face from a file OpenCV decodes (a JPEG: only the region it needs); ``label`` names the decode."""
+    width, height = geometry.displayed_size(header.width, header.height, header.orientation)
     face = geometry.marker_rect(spec["x"], spec["y"], spec["w"], spec["h"], width, height)
     square = geometry.square_crop(face, width, height, settings.factor)
     out_side = geometry.output_side(square.side, settings.size)
@@ -212,6 +219,7 @@ def _crop(spec: dict[str, Any], settings: Section, image_path: str) -> dict[str,
             )
         region = geometry.scale_rect(square.rect, scale, decoded.shape[1], decoded.shape[0])
         pixels = decoded[region.y0 : region.y1, region.x0 : region.x1]
+    decode_path = f"{label}/{decode_path}" if label else decode_path
     return _finish(pixels, settings, image_path, face, square, out_side, (width, height), scale, decode_path)
 
 
@@ -222,12 +230,10 @@ def _crop_decoded(
     expected = (int(spec.get("file_width") or 0), int(spec.get("file_height") or 0))
     try:
         if header.format == "raw":
-            width, height = decoders.raw_size(data)
-            if width * height > settings.max_megapixels * 1e6:
-                raise Unusable(
-                    f"photo declares {width}x{height} pixels, over crop.max_megapixels ({settings.max_megapixels:g} MP)"
-                )
-            decoded = decoders.decode_raw(data, expected)
+            decoded = decoders.read_raw(data, expected, settings.max_megapixels * 1e6)
+            if isinstance(decoded, decoders.RawPreview):
+                _check_complete(decoded.jpeg, decoded.header)
+                return _crop_jpeg_like(spec, settings, image_path, decoded.jpeg, decoded.header, "raw-preview")
         else:
             if header.clean_aperture and spec.get("manager") == "digikam":
                 raise Unusable(
@@ -246,7 +252,7 @@ def _crop_decoded(
     square = geometry.square_crop(face, width, height, settings.factor)
     out_side = geometry.output_side(square.side, settings.size)
     region = square.rect
-    cut = pixels[region.y0 : region.y1, region.x0 : region.x1]
+    cut = decoded.cut(region.y0, region.y1, region.x0, region.x1)
     return _finish(cut, settings, image_path, face, square, out_side, (width, height), 1, decoded.how)
 
 

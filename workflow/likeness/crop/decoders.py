@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from likeness import geometry
-from likeness.imageheader import ImageHeader
+from likeness.imageheader import ImageHeader, parse_header
 
 # LibRaw's flip (dcraw's) for each EXIF orientation is "50132467"[orientation & 7]: the inverse here.
 _FLIP_TO_ORIENTATION = {0: 1, 1: 2, 3: 3, 2: 4, 4: 5, 6: 6, 7: 7, 5: 8}
@@ -45,8 +45,14 @@ class DecodeError(Exception):
 
 @dataclass
 class Decoded:
-    pixels: np.ndarray  # BGR, displayed frame
-    how: str  # "heif", "avif", "raw-preview" or "raw-demosaic"
+    pixels: np.ndarray  # displayed frame (a view of the decoded buffer: the crop copies only its cut)
+    how: str  # "heif", "avif" or "raw-demosaic"
+    rgb: bool = False  # channels in RGB order (converted on the cut only: cheaper than a reversed view)
+
+    def cut(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """The region as a contiguous BGR array."""
+        region = self.pixels[y0:y1, x0:x1]
+        return cv2.cvtColor(region, cv2.COLOR_RGB2BGR) if self.rgb else np.ascontiguousarray(region)
 
 
 def display_orientation(header: ImageHeader, rule: str, recorded: int) -> int:
@@ -62,8 +68,11 @@ def display_orientation(header: ImageHeader, rule: str, recorded: int) -> int:
 
 def decode_bmff(data: bytes, header: ImageHeader, orientation: int) -> Decoded:
     """A HEIF (pillow-heif) or AVIF (Pillow) image turned by ``orientation`` from its stored pixels."""
-    stored = _heif_stored(data, header) if header.format == "heif" else _avif_stored(data)
-    return Decoded(np.ascontiguousarray(geometry.apply_orientation(stored, orientation)), header.format)
+    if header.format == "heif":
+        stored, rgb = _heif_stored(data, header), False
+    else:
+        stored, rgb = _avif_stored(data), True
+    return Decoded(geometry.apply_orientation(stored, orientation), header.format, rgb)
 
 
 def _heif_stored(data: bytes, header: ImageHeader) -> np.ndarray:
@@ -88,28 +97,34 @@ def _avif_stored(data: bytes) -> np.ndarray:
             rgb = np.asarray(image.convert("RGB"))  # Pillow leaves irot/imir to the caller: stored pixels
     except (OSError, ValueError, SyntaxError) as exc:
         raise DecodeError(f"photo cannot be decoded: AVIF: {str(exc).strip() or type(exc).__name__}") from None
-    return rgb[..., ::-1]
+    return rgb
 
 
-def raw_size(data: bytes) -> tuple[int, int]:
-    """LibRaw's displayed (width, height) of a RAW, without decoding it."""
-    with _open_raw(data) as raw:
-        sizes = raw.sizes
-        return geometry.displayed_size(sizes.width, sizes.height, _FLIP_TO_ORIENTATION.get(sizes.flip, 1))
+@dataclass
+class RawPreview:
+    """A RAW's full-size embedded JPEG preview, to be cut like any JPEG (region decode) in the RAW's frame."""
+
+    jpeg: bytes
+    header: ImageHeader  # the preview's stored size, the RAW's orientation (the preview's own EXIF is ignored)
 
 
-def decode_raw(data: bytes, expected: tuple[int, int]) -> Decoded:
-    """The RAW in LibRaw's frame: its full-size JPEG preview when it has one of ``expected`` size, else a
-    demosaic. A result of any other size than ``expected`` (when known) is a reason, never a crop."""
+def read_raw(data: bytes, expected: tuple[int, int], max_pixels: float) -> Decoded | RawPreview:
+    """The RAW in LibRaw's frame: its full-size JPEG preview when it has one of ``expected`` size (not decoded
+    here: the crop cuts it as a JPEG), else a demosaic. Any other size than ``expected`` (when known) is a
+    reason, never a crop."""
     import rawpy
 
     with _open_raw(data) as raw:
         orientation = _FLIP_TO_ORIENTATION.get(raw.sizes.flip, 1)
         full = geometry.displayed_size(raw.sizes.width, raw.sizes.height, orientation)
+        if full[0] * full[1] > max_pixels:
+            raise DecodeError(
+                f"photo declares {full[0]}x{full[1]} pixels, over crop.max_megapixels ({max_pixels / 1e6:g} MP)"
+            )
         want = expected if all(expected) else full
         preview = _full_size_preview(raw, orientation, want)
         if preview is not None:
-            return Decoded(preview, "raw-preview")
+            return preview
         if full != want:
             raise DecodeError(
                 f"RAW decodes to {full[0]}x{full[1]} pixels (LibRaw) and has no {want[0]}x{want[1]} preview, "
@@ -119,10 +134,9 @@ def decode_raw(data: bytes, expected: tuple[int, int]) -> Decoded:
             rgb = raw.postprocess(**RAW_POSTPROCESS)
         except (rawpy.LibRawError, ValueError) as exc:
             raise DecodeError(f"photo cannot be decoded: RAW: {exc}") from None
-    pixels = np.ascontiguousarray(rgb[..., ::-1])
-    if (pixels.shape[1], pixels.shape[0]) != want:
-        raise DecodeError(f"RAW demosaiced to {pixels.shape[1]}x{pixels.shape[0]} pixels, expected {want[0]}x{want[1]}")
-    return Decoded(pixels, "raw-demosaic")
+    if (rgb.shape[1], rgb.shape[0]) != want:
+        raise DecodeError(f"RAW demosaiced to {rgb.shape[1]}x{rgb.shape[0]} pixels, expected {want[0]}x{want[1]}")
+    return Decoded(rgb, "raw-demosaic", rgb=True)
 
 
 def _open_raw(data: bytes):
@@ -134,8 +148,8 @@ def _open_raw(data: bytes):
         raise DecodeError(f"photo cannot be decoded: RAW ({type(exc).__name__}: {exc})") from None
 
 
-def _full_size_preview(raw, orientation: int, want: tuple[int, int]) -> np.ndarray | None:
-    """The embedded JPEG preview turned by the RAW's orientation, when it is exactly ``want``; else None."""
+def _full_size_preview(raw, orientation: int, want: tuple[int, int]) -> RawPreview | None:
+    """The embedded JPEG preview, when it is exactly ``want`` once turned by the RAW's orientation; else None."""
     import rawpy
 
     try:
@@ -144,11 +158,12 @@ def _full_size_preview(raw, orientation: int, want: tuple[int, int]) -> np.ndarr
         return None  # no preview, or one LibRaw cannot read: demosaic
     if thumb.format != rawpy.ThumbFormat.JPEG:
         return None
+    jpeg = bytes(thumb.data)
+    stored = parse_header(jpeg)
+    if stored is None or stored.format != "jpeg":
+        return None
     # The preview's own EXIF orientation (if any) is ignored: the RAW's decides, as Immich and digiKam do.
-    stored = cv2.imdecode(np.frombuffer(thumb.data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if stored is None:
+    header = ImageHeader("jpeg", stored.width, stored.height, orientation, stored.channels)
+    if geometry.displayed_size(header.width, header.height, orientation) != want:
         return None
-    pixels = geometry.apply_orientation(stored, orientation)
-    if (pixels.shape[1], pixels.shape[0]) != want:
-        return None
-    return np.ascontiguousarray(pixels)
+    return RawPreview(jpeg, header)
