@@ -265,3 +265,10 @@ def test_container_transforms_read_as_libheif_applies_them(orientation):
     decoded = np.asarray(pillow_heif.open_heif(io.BytesIO(buffer.getvalue())))
     assert header.container_orientation == orientation
     assert np.abs(apply_orientation(stored, orientation).astype(float) - decoded).mean() < CODEC_ERROR
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_header_orientation_table_is_the_geometry_one(orientation):
+    """imageheader's numpy-free orientation table does what likeness.geometry does."""
+    grid = np.arange(6).reshape(2, 3)
+    assert imageheader._EXIF_OPS[orientation](grid.tolist()) == apply_orientation(grid, orientation).tolist()

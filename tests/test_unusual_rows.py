@@ -121,7 +121,7 @@ def _build(root: Path) -> UnusualLibrary:
         add(f"2024/07/xmp-{long_type}.jpg", data=encode_jpeg_xmp_first(canvas, 6, long_type), displayed=canvas,
             orientation=6, width=2400, height=1600, box=(0.4, 0.3, 0.15, 0.225))  # fmt: skip
     # 6. Videos marked as photos: a 2 GiB one (sparse, so it costs no disk) and a small one.
-    add("2024/08/small-clip.jpg", data=b"\x00\x00\x00\x18ftypmp42" + bytes(4000), reason="video or HEIF")
+    add("2024/08/small-clip.jpg", data=b"\x00\x00\x00\x18ftypmp42" + bytes(4000), reason="a video (ISO media")
     add("2024/08/clip.jpg", reason="over crop.max_file_mb")
     with open(library.originals / "2024" / "08" / "clip.jpg", "wb") as handle:
         handle.write(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom")

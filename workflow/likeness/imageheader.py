@@ -320,28 +320,47 @@ def _uint(data: bytes, pos: int, size: int) -> int:
     return int.from_bytes(data[pos : pos + size], "big") if size else 0
 
 
+Grid = list[list[int]]
+
+
+def _rot90(grid: Grid) -> Grid:
+    """A quarter turn anticlockwise (numpy's rot90)."""
+    return [list(row) for row in zip(*grid, strict=True)][::-1]
+
+
+def _transpose(grid: Grid) -> Grid:
+    return [list(row) for row in zip(*grid, strict=True)]
+
+
+# What each EXIF orientation does to the stored pixels (likeness.geometry.apply_orientation, without numpy:
+# this module is imported where numpy is not installed).
+_EXIF_OPS = {
+    1: lambda g: g,
+    2: lambda g: [row[::-1] for row in g],
+    3: lambda g: [row[::-1] for row in g[::-1]],
+    4: lambda g: g[::-1],
+    5: _transpose,
+    6: lambda g: _rot90(_rot90(_rot90(g))),
+    7: lambda g: _transpose([row[::-1] for row in g[::-1]]),
+    8: _rot90,
+}
+
+
 def _orientation_of_transforms(transforms: list[tuple[str, int]]) -> int:
     """The EXIF orientation that does what irot (anticlockwise quarter turns) and imir do, in their order.
 
     imir's bit as libheif 1.23 decodes it (and pillow-heif writes it for EXIF orientation 2): 1 flips
     left-right, 0 top-bottom. tests/test_photo_formats.py checks every orientation against libheif.
     """
-    import numpy as np  # only for the exact mapping: eight 2x3 grids
-
-    from likeness.geometry import apply_orientation
-
-    grid = np.arange(6).reshape(2, 3)
+    grid = [[0, 1, 2], [3, 4, 5]]
     image = grid
     for kind, value in transforms:
         if kind == "irot":
-            image = np.rot90(image, k=value % 4)
+            for _ in range(value % 4):
+                image = _rot90(image)
         elif kind == "imir":
-            image = image[:, ::-1] if value == 1 else image[::-1]
-    for orientation in range(1, 9):
-        candidate = apply_orientation(grid, orientation)
-        if candidate.shape == image.shape and (candidate == image).all():
-            return orientation
-    return 1
+            image = [row[::-1] for row in image] if value == 1 else image[::-1]
+    return next((o for o, op in _EXIF_OPS.items() if op(grid) == image), 1)
 
 
 def bmff_header(data: bytes) -> ImageHeader | None:
