@@ -94,7 +94,10 @@ def test_bad_photos_are_reported_and_the_run_finishes(workflow):
     (library.originals / library.photos["photo0"].file_name).unlink()
     truncated = library.originals / library.photos["photo1"].file_name
     truncated.write_bytes(truncated.read_bytes()[:2000])
-    run = snakemake(workdir, "--cores", "2")
+    # Asking for the crops alone also writes markers.tsv, where the faces without a crop job keep their reasons.
+    run = snakemake(workdir, "results/crops/summary.tsv", "--cores", "2")
+    markers = (workdir / "results" / "export" / "markers.tsv").read_text()
+    assert "photo archived in PhotoPrism" in markers and "file marked missing in PhotoPrism" in markers
     summary = (workdir / "results" / "crops" / "summary.tsv").read_text()
     assert "photo missing on disk" in summary and "truncated" in summary
     assert "cropped 4 of 6 faces" in run.stdout + run.stderr
@@ -113,7 +116,10 @@ def test_bad_photos_are_reported_and_the_run_finishes(workflow):
         assert f"results/crops/{image.name}" in listed
         assert (workdir / "logs" / "crop" / f"{record_path.stem}.log").read_text().startswith(record["marker_uid"])
     assert "9 face markers, 5 usable" in (workdir / "logs" / "export_markers.log").read_text()
-    assert (workdir / "logs" / "crop_summary.log").read_text().startswith("cropped 4 of 6 faces")
+    summary_log = (workdir / "logs" / "crop_summary.log").read_text()
+    assert summary_log.startswith("cropped 4 of 6 faces")
+    # The export's exclusions, counted by what happened to the photo: archived is not "unreadable".
+    assert "the export gave 3 faces no crop job: 1 archived; 1 missing; 1 rejected" in summary_log
 
 
 def test_config_errors_are_one_line_naming_the_key(workflow):
