@@ -184,6 +184,10 @@ class Reason:
     BELOW_TOP_N = "below top_n"
 
 
+# The photo managers likeness reads (source.kind, Export.manager) and how each writes its own name: every
+# reason a user reads names theirs.
+MANAGER_NAMES = {"photoprism": "PhotoPrism", "immich": "Immich", "digikam": "digiKam"}
+
 # What an ``unreadable`` face's reason says happened to its photo, in the manager's own words: the console's
 # counts name these instead of "unreadable" (excluded.tsv keeps the key). First match wins, in this order.
 PHOTO_STATE_WORDS = (

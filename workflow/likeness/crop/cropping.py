@@ -54,12 +54,19 @@ class Unusable(Exception):
     """This face cannot be cropped; the message is the reason recorded for it."""
 
 
-# The managers' own words, for reasons that tell the user what to do in their manager.
-MANAGER_NAMES = {"photoprism": "PhotoPrism", "immich": "Immich", "digikam": "digiKam"}
-_REINDEX = {
-    "photoprism": "re-index the photo in PhotoPrism",
-    "immich": "refresh the asset's metadata and faces in Immich (asset menu > Refresh metadata, Refresh faces)",
-    "digikam": "reread the file's metadata in digiKam (Item > Reread Metadata From File) and rescan its faces",
+# Each manager's name and what to do there when its record no longer fits the file. The names are also
+# likeness.tables.MANAGER_NAMES: not imported, since every module the crop reaches is part of its code
+# digest (_CROP_MODULES) and a change to the tables must not re-crop every face.
+_MANAGERS = {
+    "photoprism": ("PhotoPrism", "re-index the photo in PhotoPrism"),
+    "immich": (
+        "Immich",
+        "refresh the asset's metadata and faces in Immich (asset menu > Refresh metadata, Refresh faces)",
+    ),
+    "digikam": (
+        "digiKam",
+        "reread the file's metadata in digiKam (Item > Reread Metadata From File) and rescan its faces",
+    ),
 }
 # Formats decoded by likeness.crop.decoders rather than OpenCV.
 _OWN_DECODERS = ("heif", "avif", "raw")
@@ -68,7 +75,7 @@ _OWN_DECODERS = ("heif", "avif", "raw")
 def _manager(spec: dict[str, Any]) -> tuple[str, str]:
     """(manager's name, what to do there) for the spec's ``manager`` ('' when unknown: a neutral wording)."""
     kind = spec.get("manager", "photoprism")  # specs written before the key existed were PhotoPrism's
-    return MANAGER_NAMES.get(kind, "the photo manager"), _REINDEX.get(kind, "re-index the photo in its manager")
+    return _MANAGERS.get(kind, ("the photo manager", "re-index the photo in its manager"))
 
 
 def _read_photo(path: str, settings: Section, manager: str = "photoprism") -> tuple[bytes, ImageHeader]:

@@ -93,7 +93,11 @@ def parse_server_url(url: str, password_env: str) -> sa.URL:
 
 def _sqlite_engine(database: str, lock_timeout: float) -> sa.Engine:
     if not database or database == ":memory:":
-        raise ConfigError("source.url", "give the path of PhotoPrism's index.db: sqlite:///path/to/index.db")
+        raise ConfigError(
+            "source.url",
+            "give the path of the SQLite database (PhotoPrism's index.db, digiKam's digikam4.db): "
+            "sqlite:///path/to/index.db",
+        )
     path = Path(database).expanduser().resolve()
     if not path.is_file():
         raise ConfigError("source.url", f"no SQLite database at {path}")

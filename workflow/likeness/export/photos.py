@@ -12,18 +12,17 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from likeness.export.records import UNREACHABLE, Export
+from likeness.tables import MANAGER_NAMES
 
 
 def locate_photos(export: Export, roots: Mapping[str, str]) -> None:
     """Find each usable marker's photo on this machine; a path that cannot be read makes it unreachable."""
-    manager = _MANAGER_NAMES.get(export.manager, "the photo manager")
+    # An export read back from markers.tsv names no manager: its reasons keep PhotoPrism's wording, as before.
+    manager = MANAGER_NAMES.get(export.manager or "photoprism", "the photo manager")
     for marker in export.usable:
         marker.path, reason = resolve_photo(roots, marker.file_root, marker.file_name, manager)
         if reason:
             marker.status, marker.reason = UNREACHABLE, reason
-
-
-_MANAGER_NAMES = {"photoprism": "PhotoPrism", "immich": "Immich", "digikam": "digiKam", "": "PhotoPrism"}
 
 
 def resolve_photo(

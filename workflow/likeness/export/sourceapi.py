@@ -25,9 +25,9 @@ from likeness.errors import ConfigError
 from likeness.export import database, photoprism
 from likeness.export.database import explain_db_error, mask_url
 from likeness.export.records import Export
+from likeness.tables import MANAGER_NAMES
 
 KINDS = ("photoprism", "immich", "digikam")
-MANAGER_NAMES = {"photoprism": "PhotoPrism", "immich": "Immich", "digikam": "digiKam"}
 
 
 # -- which manager wrote this database -------------------------------------------------------------------
