@@ -171,15 +171,15 @@ def test_mariadb_database_gives_the_same_export_read_only(digikam_library):
 
 
 def _with_training_copies(db) -> int:
-    """digiKam's rows after confirming suggestions: each tagRegion gets a faceToTrain copy of its box,
-    spelled as the face-training code writes it (attributes in another order), listed before it."""
+    """digiKam's rows after confirming suggestions: each tagRegion gets a faceToTrain copy of its box (every
+    other one spelled with its attributes in another order), which sorts before it by property."""
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
             "SELECT imageid, tagid, value FROM ImageTagProperties WHERE property = 'tagRegion'"
         ).fetchall()
-        for image, tag, value in rows:
+        for number, (image, tag, value) in enumerate(rows):
             x, y, w, h = digikam.parse_rect(value)
-            copy = f'<rect width="{w}" height="{h}" x="{x}" y="{y}"/>'
+            copy = value if number % 2 else f'<rect width="{w}" height="{h}" x="{x}" y="{y}"/>'
             conn.execute(
                 "INSERT INTO ImageTagProperties (imageid, tagid, property, value) VALUES (?, ?, 'faceToTrain', ?)",
                 (image, tag, copy),
@@ -227,7 +227,7 @@ def test_manual_only_keeps_every_confirmed_face(tmp_path):
         {
             "person": PERSON,
             "source": {"url": f"sqlite:///{db}", "path_map": digikam_path_map(library)},
-            "select": {"manual_only": True},
+            "select": {"manual_only": True, "min_crop_side": 64, "max_clipped_share": 1.0, "min_sharpness": 0},
             "crop": {"size": 256},
         }
     )
@@ -251,6 +251,9 @@ def test_manual_only_keeps_every_confirmed_face(tmp_path):
     assert len(faces) == len(export.markers)
     not_by_hand = {f.marker_uid for f in faces if f.reason_key == Reason.NOT_NAMED_BY_HAND}
     assert confirmed and not (confirmed & not_by_hand)
+    # With the size and exposure limits opened, the filters keep every confirmed face whose file is there.
+    on_disk = confirmed - {m.marker_uid for m in export.markers if "not_on_disk" in m.file_name}
+    assert {f.marker_uid: f.reason for f in faces if f.marker_uid in on_disk and f.reason_key} == {}
     cropped = {f.marker_uid for f in faces if f.record and f.record.get("status") == "ok"}
     assert confirmed - {m.marker_uid for m in export.markers if "not_on_disk" in m.file_name} <= cropped
     unconfirmed = {m.marker_uid for m in export.markers if m.file_name == library.photos["edge2"].file_name}
