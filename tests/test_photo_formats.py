@@ -51,13 +51,17 @@ def formats(tmp_path_factory):
     immich = immich_library(library)
     write_immich(immich.builder, engine)
     engine.dispose()
-    # Immich's asset_exif holds the file's EXIF orientation tag even where its decoder does not use it.
+    # What Immich records for an EXIF-only HEIC: the tag in asset_exif, and asset.width/height turned by it
+    # (metadata.service), though its decoder ignores the tag: the preview and the boxes are in the stored frame.
     for label, (kind, orientation) in library.kinds.items():
         if kind == "heic-exif":
+            asset = stable_uuid(library.photos[label].photo_uid)
             database.execute(
                 'UPDATE asset_exif SET orientation = %(o)s WHERE "assetId" = %(id)s',
-                {"o": str(orientation), "id": stable_uuid(library.photos[label].photo_uid)},
+                {"o": str(orientation), "id": asset},
             )
+            if orientation in (5, 6, 7, 8):
+                database.execute("UPDATE asset SET width = height, height = width WHERE id = %(id)s", {"id": asset})
     _add_live_photo_video(library, database)
     database.grant_read()
     sources = {

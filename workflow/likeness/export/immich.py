@@ -164,6 +164,20 @@ def original_size(row: Mapping[str, Any], orientation: int) -> tuple[int, int]:
     return 0, 0
 
 
+def in_detection_frame(size: tuple[int, int], detected: tuple[int, int]) -> tuple[int, int]:
+    """The original's size turned to the frame the detector saw, when Immich recorded it turned the other way.
+
+    Immich records ``asset.width``/``height`` turned by the EXIF orientation tag, but its decoder (libvips)
+    ignores that tag in a HEIF whose container states no rotation (an EXIF-only file), so the preview the
+    faces were detected on, and the boxes, are in the stored frame. A portrait size with a landscape
+    detection image (or the reverse) is that case: the boxes belong to the turned size.
+    """
+    (width, height), (iw, ih) = size, detected
+    if iw and ih and iw != ih and width != height and (iw > ih) != (width > height):
+        return height, width
+    return width, height
+
+
 def scale_box(box: tuple[int, int, int, int], detected: tuple[int, int], size: tuple[int, int]) -> tuple[int, ...]:
     """The detector's box in the original's displayed pixels, widened to whole pixels, clamped."""
     (x1, y1, x2, y2), (iw, ih), (width, height) = box, detected, size
@@ -206,6 +220,8 @@ def marker_from_row(row: Mapping[str, Any], path_map: Mapping[str, str], subj_sr
     reason = exclusion_reason(row)
     orientation = orientation_of(row["orientation"])
     width, height = original_size(row, orientation)
+    if row["iw"] and row["ih"]:
+        width, height = in_detection_frame((width, height), (int(row["iw"]), int(row["ih"])))
     fractions = None
     side = 0
     if not reason and not (width and height):
