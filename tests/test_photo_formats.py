@@ -276,3 +276,29 @@ def test_the_header_orientation_table_is_the_geometry_one(orientation):
     """imageheader's numpy-free orientation table does what likeness.geometry does."""
     grid = np.arange(6).reshape(2, 3)
     assert imageheader._EXIF_OPS[orientation](grid.tolist()) == apply_orientation(grid, orientation).tolist()
+
+
+@pytest.mark.parametrize("kind", ["heic", "avif", "dng", "dng-raw"])
+def test_damaged_originals_are_reasons_never_errors(tmp_path, kind):
+    """Truncated and bit-flipped HEIC, AVIF and DNG files: each face gets a record, ok or with a reason."""
+    from fixtures.formats import encode_original
+
+    scene = np.full((48, 64, 3), 90, np.uint8)
+    data = encode_original(kind, scene, 6)
+    settings = validate_config({"person": PERSON, "source": {"url": "sqlite:///x.db"}}).crop
+    rng = np.random.default_rng(len(data))
+    damaged = [data[:cut] for cut in (12, 40, 200, len(data) // 2, len(data) - 10)]
+    for _ in range(6):
+        flipped = bytearray(data)
+        for at in rng.integers(8, len(data), 8):
+            flipped[at] ^= 0xFF
+        damaged.append(bytes(flipped))
+    for number, blob in enumerate(damaged):
+        path = tmp_path / f"broken{number}{'.dng' if kind.startswith('dng') else '.heic'}"
+        path.write_bytes(blob)
+        imageheader.parse_header(blob, path.name)  # never raises
+        spec = {"marker_uid": f"m{number}", "path": str(path), "x": 0.3, "y": 0.3, "w": 0.3, "h": 0.3,
+                "file_width": 48, "file_height": 64, "file_orientation": 6, "manager": "immich"}  # fmt: skip
+        record = crop_face(spec, settings, str(tmp_path / "c.jpg"), str(tmp_path / "c.json"))
+        assert record["status"] in ("ok", "excluded")
+        assert record["status"] == "ok" or record["reason"]

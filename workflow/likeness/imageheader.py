@@ -159,7 +159,10 @@ def parse_header(data: bytes, name: str = "") -> ImageHeader | None:
     if is_raw(data, name):
         return ImageHeader("raw", 0, 0, 1)
     if data[4:8] == b"ftyp":
-        return bmff_header(data)
+        try:
+            return bmff_header(data)
+        except (IndexError, ValueError):  # a damaged box structure: not a photo likeness can read
+            return None
     if data.startswith(b"\xff\xd8"):
         return _jpeg_header(data)
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
