@@ -34,20 +34,97 @@ class Reference:
     members_uids: frozenset[str] | None = None  # which faces those are, when they are faces of the library
 
 
+# Faces that may seed the group: at most this many, evenly spaced over the input order (a deterministic
+# cap). Each is still compared with every face, so the seed's count is over all faces; the cost of the
+# vote is O(MAX_SEED_CANDIDATES x n) instead of O(n^2). Below the cap every face is a candidate.
+MAX_SEED_CANDIDATES = 2000
+# Distances are computed through the Gram matrix in float32, a block of rows at a time, so the memory is
+# about BLOCK_VALUES float32 values whatever n is (the old pairwise array was n x n x d float64).
+BLOCK_VALUES = 2_000_000
+
+
+def seed_candidates(count: int) -> np.ndarray:
+    """The indices of the faces that may seed the group (all of them up to MAX_SEED_CANDIDATES)."""
+    if count <= MAX_SEED_CANDIDATES:
+        return np.arange(count)
+    return np.unique(np.linspace(0, count - 1, MAX_SEED_CANDIDATES).round().astype(np.int64))
+
+
+def exact_distances(vectors: np.ndarray, row: int) -> np.ndarray:
+    """Distances of one face to every face, in float64, computed as the seed choice defines them."""
+    return np.linalg.norm(vectors[row] - vectors, axis=1)
+
+
+def _pair_distances(vectors: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(vectors[rows] - vectors[cols], axis=1)
+
+
+def _gram_error(vectors32: np.ndarray, limit_sq: float) -> float:
+    """A bound on the error of a squared distance computed in float32 through the Gram matrix.
+
+    |a|^2 + |b|^2 - 2 a.b: each dot product of d terms is off by at most d * eps * |a| |b| (the classical
+    bound), and the float64 -> float32 rounding of the inputs adds a few eps * |a|^2 (the squared
+    threshold stands in for tiny vectors). Eight times that is generous; pairs within it of the
+    threshold are decided in float64.
+    """
+    eps = float(np.finfo(np.float32).eps)
+    largest = float(np.max(np.einsum("ij,ij->i", vectors32, vectors32))) if len(vectors32) else 0.0
+    return 8.0 * (vectors32.shape[1] + 4) * eps * max(largest, limit_sq, 1e-30)
+
+
+def _vote(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For each seed candidate: its exact count of faces within ``threshold`` and bounds on its median
+    distance (the float32 median +- the error bound), computed a block of rows at a time.
+    """
+    count = len(vectors)
+    candidates = seed_candidates(count)
+    vectors32 = vectors.astype(np.float32)
+    norms32 = np.einsum("ij,ij->i", vectors32, vectors32)
+    limit_sq = threshold * threshold
+    error = _gram_error(vectors32, limit_sq)
+    counts = np.zeros(len(candidates), dtype=np.int64)
+    median_low = np.zeros(len(candidates))
+    median_high = np.zeros(len(candidates))
+    block = max(1, BLOCK_VALUES // max(count, 1))
+    middle = sorted({(count - 1) // 2, count // 2})
+    for start in range(0, len(candidates), block):
+        rows = candidates[start : start + block]
+        squared = norms32[rows, None] + norms32[None, :] - 2.0 * (vectors32[rows] @ vectors32.T)
+        np.maximum(squared, 0.0, out=squared)
+        sure = (squared <= limit_sq - error).sum(axis=1)
+        unsure_rows, unsure_cols = np.nonzero(np.abs(squared - limit_sq) <= error)
+        if len(unsure_rows):
+            near = _pair_distances(vectors, rows[unsure_rows], unsure_cols) <= threshold
+            sure += np.bincount(unsure_rows[near], minlength=len(rows))
+        counts[start : start + len(rows)] = sure
+        # The median of the distances is the mean of the middle one or two; the sqrt keeps order, and a
+        # squared distance off by at most ``error`` gives a distance within these bounds.
+        mid = np.partition(squared, middle, axis=1)[:, middle].astype(np.float64)
+        median_low[start : start + len(rows)] = np.sqrt(np.maximum(mid - error, 0.0)).mean(axis=1)
+        median_high[start : start + len(rows)] = np.sqrt(mid + error).mean(axis=1)
+    return candidates, counts, median_low, median_high
+
+
 def robust_centre(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
     """The centre of the largest group of mutually similar faces, and that group's size.
 
-    The face with the most others within ``threshold`` (ties: the smaller median distance) seeds the
-    group; the centre is the mean of the faces within ``threshold`` of the group's mean, refined twice.
+    The face with the most others within ``threshold`` (ties: the smaller median distance, then the
+    earlier face) seeds the group; the centre is the mean of the faces within ``threshold`` of the
+    group's mean, refined twice. Seeds are drawn from at most MAX_SEED_CANDIDATES faces (all of them
+    below that). Memory is O(n) whatever n: the vote runs in blocks of float32 distances through the
+    Gram matrix, and every comparison the float32 error could decide wrongly, and the median of every
+    face still in the running, is recomputed in float64, so the result is that of the exact pairwise
+    distances.
     """
     vectors = np.asarray(vectors, dtype=np.float64)
     if len(vectors) == 0:
         raise ValueError("no faces to centre")
-    pairwise = np.linalg.norm(vectors[:, None, :] - vectors[None, :, :], axis=2)
-    counts = (pairwise <= threshold).sum(axis=1)
-    medians = np.median(pairwise, axis=1)
-    seed = min(range(len(vectors)), key=lambda i: (-counts[i], medians[i], i))
-    members = pairwise[seed] <= threshold
+    candidates, counts, median_low, median_high = _vote(vectors, threshold)
+    best = counts == counts.max()
+    contenders = np.flatnonzero(best & (median_low <= median_high[best].min()))
+    medians = {int(k): float(np.median(exact_distances(vectors, int(candidates[k])))) for k in contenders}
+    seed = int(candidates[min(medians, key=lambda k: (medians[k], int(candidates[k])))])
+    members = exact_distances(vectors, seed) <= threshold
     centre = vectors[members].mean(axis=0)
     for _ in range(2):
         near = np.linalg.norm(vectors - centre, axis=1) <= threshold
