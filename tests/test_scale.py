@@ -15,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from likeness.select import reference
+from likeness.select import pairs, reference
+from likeness.select.duplicates import group_duplicates
+from likeness.select.faces import Face
+from likeness.select.identity import Embedding
 from likeness.select.reference import robust_centre
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
@@ -41,14 +44,17 @@ def pairwise_robust_centre(vectors: np.ndarray, threshold: float) -> tuple[np.nd
 
 
 def run_capped(code: str, ceiling_mb: int = CEILING_MB) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` after the cap: the address space the interpreter holds after ``import numpy`` and
-    likeness.select.reference, plus ``ceiling_mb``. One BLAS thread, so that the cap is not spent on
+    """Run ``code`` after the cap: the address space the interpreter holds after importing numpy and
+    the modules under test, plus ``ceiling_mb``. One BLAS thread, so that the cap is not spent on
     thread stacks."""
     prelude = textwrap.dedent(
         f"""
         import resource, sys
         sys.path.insert(0, {str(WORKFLOW)!r})
         import numpy as np
+        from likeness.select.duplicates import group_duplicates
+        from likeness.select.faces import Face
+        from likeness.select.identity import Embedding
         from likeness.select.reference import robust_centre
         with open("/proc/self/status") as status:
             size_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
@@ -106,7 +112,7 @@ def test_distances_at_the_threshold_are_decided_in_float64(monkeypatch: pytest.M
     # could count them either way, the exact recount keeps the pairwise result.
     vectors = np.zeros((9, 128))
     vectors[:, 0] = np.arange(9) * 0.5
-    monkeypatch.setattr(reference, "BLOCK_VALUES", 20)  # blocks of two rows
+    monkeypatch.setattr(pairs, "BLOCK_VALUES", 20)  # blocks of two rows
     assert robust_centre(vectors, 0.5)[1] == pairwise_robust_centre(vectors, 0.5)[1]
     assert robust_centre(vectors, 0.5)[0].tobytes() == pairwise_robust_centre(vectors, 0.5)[0].tobytes()
 
@@ -121,3 +127,77 @@ def test_above_the_cap_the_seed_comes_from_evenly_spaced_faces(monkeypatch: pyte
     rng.shuffle(vectors)
     centre, members = robust_centre(vectors, 0.6)
     assert members == 600 and np.abs(centre - 0.1).max() < 0.01
+
+
+def pairwise_duplicate_groups(faces: list[Face], max_distance: int, identity_distance: float) -> list[list[str]]:
+    """The groups as the row-by-row code before blocks found them: every pair, one pass each."""
+    parent = list(range(len(faces)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    def link(i: int, j: int) -> None:
+        a, b = root(i), root(j)
+        parent[max(a, b)] = min(a, b)
+
+    hashes = [int(f.measurements["phash"], 16) for f in faces]
+    vectors = np.array([f.identity.vector for f in faces], dtype=np.float64)  # type: ignore[union-attr]
+    for i in range(len(faces)):
+        for j in range(i + 1, len(faces)):
+            if (hashes[i] ^ hashes[j]).bit_count() <= max_distance:
+                link(i, j)
+        if identity_distance > 0:
+            for offset in np.flatnonzero(np.linalg.norm(vectors[i + 1 :] - vectors[i], axis=1) <= identity_distance):
+                link(i, i + 1 + int(offset))
+    groups: dict[int, list[str]] = {}
+    for i, face in enumerate(faces):
+        groups.setdefault(root(i), []).append(face.marker_uid)
+    return list(groups.values())
+
+
+def random_faces(count: int, seed: int) -> list[Face]:
+    rng = np.random.default_rng(seed)
+    base_hashes = rng.integers(0, 2**63, size=max(count // 4, 1), dtype=np.int64).astype(np.uint64)
+    centres = rng.normal(0, 0.1, (max(count // 5, 1), 128))
+    faces = []
+    for index in range(count):
+        flips = np.uint64(sum(1 << int(b) for b in rng.choice(64, int(rng.integers(0, 12)), replace=False)))
+        phash = int(base_hashes[index % len(base_hashes)] ^ flips)
+        vector = (centres[index % len(centres)] + rng.normal(0, 0.006, 128)).astype(np.float32)
+        embedding = Embedding(vector, (0, 0, 1, 1), True, 0.0, 0.0)
+        faces.append(Face(f"m{index:04d}", record={"measurements": {"phash": f"{phash:016x}"}}, identity=embedding))
+    return faces
+
+
+@pytest.mark.parametrize(("count", "block_values"), [(2, 20), (57, 20), (300, 1000), (300, 2_000_000)])
+def test_duplicate_groups_in_blocks_are_those_of_every_pair(
+    count: int, block_values: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faces = random_faces(count, count)
+    monkeypatch.setattr(pairs, "BLOCK_VALUES", block_values)
+    for max_distance, identity_distance in [(0, 0.0), (6, 0.0), (6, 0.08), (3, 0.1)]:
+        groups = [[f.marker_uid for f in group] for group in group_duplicates(faces, max_distance, identity_distance)]
+        assert groups == pairwise_duplicate_groups(faces, max_distance, identity_distance)
+    assert count < 50 or max(len(g) for g in groups) > 1  # the data has duplicates to find
+
+
+def test_duplicate_groups_of_20000_faces_fit_300_mb() -> None:
+    result = run_capped(
+        """
+        rng = np.random.default_rng(5)
+        vectors = rng.normal(0, 0.1, (20000, 128)).astype(np.float32)
+        vectors[1::2] = vectors[::2] + 0.001  # every face has one near-copy
+        hashes = rng.integers(0, 2**63, size=20000, dtype=np.int64)
+        faces = [
+            Face(f"m{i:05d}", record={"measurements": {"phash": f"{int(h):016x}"}},
+                 identity=Embedding(v, (0, 0, 1, 1), True, 0.0, 0.0))
+            for i, (h, v) in enumerate(zip(hashes, vectors))
+        ]
+        groups = group_duplicates(faces, 0, 0.08)
+        print(len(groups), max(len(g) for g in groups))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["10000", "2"]

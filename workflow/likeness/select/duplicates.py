@@ -13,7 +13,7 @@ import numpy as np
 
 from likeness.config import Section
 from likeness.crop.quality import hamming_distance
-from likeness.select import identity
+from likeness.select import identity, pairs
 from likeness.select.faces import Face
 from likeness.tables import Reason
 
@@ -33,22 +33,22 @@ def group_duplicates(faces: Sequence[Face], max_distance: int, identity_distance
             i = parent[i]
         return i
 
+    def link(i: int, j: int) -> None:
+        a, b = root(i), root(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+
+    # Both passes run in blocks of rows (likeness.select.pairs): O(n) memory, never n x n at once.
     hashes = np.array([int(f.measurements["phash"], 16) for f in faces], dtype=np.uint64)
-    for i in range(count - 1):
-        distances = np.bitwise_count(hashes[i + 1 :] ^ hashes[i])
-        for offset in np.flatnonzero(distances <= max_distance):
-            a, b = root(i), root(i + 1 + int(offset))
-            if a != b:
-                parent[max(a, b)] = min(a, b)
+    for rows, cols in pairs.hash_pairs(hashes, max_distance):
+        for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
+            link(i, j)
     embedded = [i for i, f in enumerate(faces) if f.identity is not None]
     if identity_distance > 0 and len(embedded) > 1:
         vectors = np.array([faces[i].identity.vector for i in embedded], dtype=np.float64)  # type: ignore[union-attr]
-        for k, i in enumerate(embedded[:-1]):
-            near = np.linalg.norm(vectors[k + 1 :] - vectors[k], axis=1) <= identity_distance
-            for offset in np.flatnonzero(near):
-                a, b = root(i), root(embedded[k + 1 + int(offset)])
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
+        for rows, cols in pairs.embedding_pairs(vectors, identity_distance):
+            for k, m in zip(rows.tolist(), cols.tolist(), strict=True):
+                link(embedded[k], embedded[m])
     groups: dict[int, list[Face]] = {}
     for i, face in enumerate(faces):
         groups.setdefault(root(i), []).append(face)

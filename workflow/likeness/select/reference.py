@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from likeness.errors import ConfigError
+from likeness.select import pairs
 from likeness.select.identity import EmbeddingCache, IdentityModel, detect_faces
 from likeness.tables import IMAGE_SUFFIXES
 
@@ -38,9 +39,6 @@ class Reference:
 # cap). Each is still compared with every face, so the seed's count is over all faces; the cost of the
 # vote is O(MAX_SEED_CANDIDATES x n) instead of O(n^2). Below the cap every face is a candidate.
 MAX_SEED_CANDIDATES = 2000
-# Distances are computed through the Gram matrix in float32, a block of rows at a time, so the memory is
-# about BLOCK_VALUES float32 values whatever n is (the old pairwise array was n x n x d float64).
-BLOCK_VALUES = 2_000_000
 
 
 def seed_candidates(count: int) -> np.ndarray:
@@ -51,25 +49,9 @@ def seed_candidates(count: int) -> np.ndarray:
 
 
 def exact_distances(vectors: np.ndarray, row: int) -> np.ndarray:
-    """Distances of one face to every face, in float64, computed as the seed choice defines them."""
+    """Distances of one face to every face, in float64, computed as the seed choice defines them (the
+    vote's blocks are float32 through the Gram matrix, likeness.select.pairs: O(n) memory)."""
     return np.linalg.norm(vectors[row] - vectors, axis=1)
-
-
-def _pair_distances(vectors: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(vectors[rows] - vectors[cols], axis=1)
-
-
-def _gram_error(vectors32: np.ndarray, limit_sq: float) -> float:
-    """A bound on the error of a squared distance computed in float32 through the Gram matrix.
-
-    |a|^2 + |b|^2 - 2 a.b: each dot product of d terms is off by at most d * eps * |a| |b| (the classical
-    bound), and the float64 -> float32 rounding of the inputs adds a few eps * |a|^2 (the squared
-    threshold stands in for tiny vectors). Eight times that is generous; pairs within it of the
-    threshold are decided in float64.
-    """
-    eps = float(np.finfo(np.float32).eps)
-    largest = float(np.max(np.einsum("ij,ij->i", vectors32, vectors32))) if len(vectors32) else 0.0
-    return 8.0 * (vectors32.shape[1] + 4) * eps * max(largest, limit_sq, 1e-30)
 
 
 def _vote(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -81,11 +63,11 @@ def _vote(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray
     vectors32 = vectors.astype(np.float32)
     norms32 = np.einsum("ij,ij->i", vectors32, vectors32)
     limit_sq = threshold * threshold
-    error = _gram_error(vectors32, limit_sq)
+    error = pairs.gram_error(vectors32, limit_sq)
     counts = np.zeros(len(candidates), dtype=np.int64)
     median_low = np.zeros(len(candidates))
     median_high = np.zeros(len(candidates))
-    block = max(1, BLOCK_VALUES // max(count, 1))
+    block = pairs.block_rows(count)
     middle = sorted({(count - 1) // 2, count // 2})
     for start in range(0, len(candidates), block):
         rows = candidates[start : start + block]
@@ -94,7 +76,7 @@ def _vote(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray
         sure = (squared <= limit_sq - error).sum(axis=1)
         unsure_rows, unsure_cols = np.nonzero(np.abs(squared - limit_sq) <= error)
         if len(unsure_rows):
-            near = _pair_distances(vectors, rows[unsure_rows], unsure_cols) <= threshold
+            near = pairs.pair_distances(vectors, unsure_cols, rows[unsure_rows]) <= threshold
             sure += np.bincount(unsure_rows[near], minlength=len(rows))
         counts[start : start + len(rows)] = sure
         # The median of the distances is the mean of the middle one or two; the sqrt keeps order, and a
