@@ -8,18 +8,21 @@ fit under that same cap.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
-from likeness.select import pairs, reference
+from likeness.select import identity, identity_workers, pairs, reference
 from likeness.select.duplicates import group_duplicates
 from likeness.select.faces import Face
 from likeness.select.identity import Embedding
 from likeness.select.reference import robust_centre
+from synthlib.portraits import PORTRAITS
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
 CEILING_MB = 300
@@ -56,6 +59,7 @@ def run_capped(code: str, ceiling_mb: int = CEILING_MB) -> subprocess.CompletedP
         from likeness.select.faces import Face
         from likeness.select.identity import Embedding
         from likeness.select.reference import robust_centre
+from synthlib.portraits import PORTRAITS
         with open("/proc/self/status") as status:
             size_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
         limit = size_kb * 1024 + {ceiling_mb} * 1024 * 1024
@@ -201,3 +205,34 @@ def test_duplicate_groups_of_20000_faces_fit_300_mb() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["10000", "2"]
+
+
+PROGRESS_LINE = re.compile(
+    r"identity: (\d+) of 12 faces embedded, [0-9.]+ faces/s, (about [0-9a-z ]+ left|time left not known yet)$"
+)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_identity_pass_logs_faces_done_rate_and_time_left(
+    workers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = identity.load_model()
+    portrait = cv2.imread(str(PORTRAITS / "grace_hopper.jpg"))
+    crops = []
+    for index in range(12):  # twelve sizes: twelve contents, none cached
+        side = 300 - 10 * index
+        path = tmp_path / f"crop{index}.jpg"
+        cv2.imwrite(str(path), cv2.resize(portrait, (side, side)))
+        crops.append((str(path), (0, 0, side, side)))
+    monkeypatch.setenv("LIKENESS_PROGRESS_SECONDS", "0")
+    monkeypatch.setattr(identity_workers, "PARALLEL_MIN_FACES", 2)
+    lines: list[str] = []
+    cache = identity.EmbeddingCache(tmp_path / "cache", model)
+    embeddings = identity_workers.embed_crops(model, cache, crops, workers, lines.append)
+    assert all(e is not None for e in embeddings) and cache.computed == 12
+    assert lines, "no progress line"
+    done = [int(PROGRESS_LINE.match(line).group(1)) for line in lines]  # type: ignore[union-attr]
+    assert done == sorted(done) and all(d < 12 for d in done)
+    if workers == 1:  # in process: a line after each face but the last
+        assert done == list(range(1, 12))
+        assert all("about" in line for line in lines)

@@ -18,6 +18,8 @@ from typing import Any, TextIO
 from likeness.errors import LikenessError
 
 PREFIX = "likeness: "
+# Seconds between a long job's progress lines (the training, the identity pass); tests set it low.
+PROGRESS_INTERVAL_ENV = "LIKENESS_PROGRESS_SECONDS"
 
 
 class JobLog:

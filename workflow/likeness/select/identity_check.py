@@ -75,7 +75,7 @@ def check_identity(
     candidates = [f for f in faces if not f.reason_key]
     started = time.monotonic()
     crops = [(f.crop_path, crop_face_box(f.record or {})) for f in candidates]
-    for face, embedding in zip(candidates, embed_crops(model, cache, crops, workers), strict=True):
+    for face, embedding in zip(candidates, embed_crops(model, cache, crops, workers, log), strict=True):
         face.identity = embedding
         if embedding is None:
             face.exclude(Reason.UNREADABLE, f"crop image {face.crop_path} cannot be read or decoded")

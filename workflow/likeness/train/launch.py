@@ -28,7 +28,7 @@ import yaml
 
 from likeness.atomic import atomic_write_json
 from likeness.config import Section, validate_section
-from likeness.joblog import JobLog, run_script
+from likeness.joblog import PROGRESS_INTERVAL_ENV, JobLog, run_script
 from likeness.sdscripts import names, progress
 from likeness.sdscripts.states import find_resume_state
 from likeness.train import base_model as bm
@@ -39,7 +39,6 @@ from likeness.train import trainer_install as ti
 from likeness.train.runplan import RUN_OUTPUT, RunPlan, as_plan, estimate_record, plan_estimate, prepare_run
 
 LAUNCH_COMMAND = "snakemake --cores 2 train"  # what the README tells users to run; logged in the ready line
-PROGRESS_INTERVAL_ENV = "LIKENESS_PROGRESS_SECONDS"
 
 
 def launch_command(cfg: Section, resume: tuple[Path, int] | None, model_file: str | None = None) -> list[str]:
