@@ -59,7 +59,6 @@ def run_capped(code: str, ceiling_mb: int = CEILING_MB) -> subprocess.CompletedP
         from likeness.select.faces import Face
         from likeness.select.identity import Embedding
         from likeness.select.reference import robust_centre
-from synthlib.portraits import PORTRAITS
         with open("/proc/self/status") as status:
             size_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
         limit = size_kb * 1024 + {ceiling_mb} * 1024 * 1024
@@ -236,3 +235,75 @@ def test_the_identity_pass_logs_faces_done_rate_and_time_left(
     if workers == 1:  # in process: a line after each face but the last
         assert done == list(range(1, 12))
         assert all("about" in line for line in lines)
+
+
+# A real stage function asked for more than any machine has: every one of 200 million faces voting
+# for the reference (a view costs nothing; robust_centre's float64 copy is 205 GB).
+TOO_MANY_FACES_JOB = """
+def too_many_faces(log):
+    from likeness.select.reference import robust_centre
+    robust_centre(np.broadcast_to(np.float32(0.1), (200_000_000, 128)), 0.6)
+"""
+
+
+def test_a_job_out_of_memory_ends_with_one_line_naming_the_stage_and_a_key(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "select_faces.log"
+    result = run_capped(
+        TOO_MANY_FACES_JOB
+        + f"""
+from likeness.joblog import run_logged, run_script
+from snakemake.exceptions import WorkflowError
+try:
+    run_logged({str(log)!r}, too_many_faces)
+except WorkflowError as error:
+    print("run_logged:", error.args[0])
+print("run_script: exit", run_script({str(log)!r}, too_many_faces))
+"""
+    )
+    assert result.returncode == 0, result.stderr
+    line = "likeness: the select stage ran out of memory; to lower what it needs set --cores 1"
+    assert result.stdout.splitlines()[0].startswith(f"run_logged: {line}")
+    assert result.stdout.splitlines()[1] == "run_script: exit 1"
+    assert result.stderr.startswith(line) and len(result.stderr.splitlines()) == 1
+    assert (
+        log.read_text().startswith("error: the select stage ran out of memory") and "Traceback" not in log.read_text()
+    )
+
+
+@pytest.mark.snakemake
+def test_snakemake_shows_a_job_out_of_memory_as_one_line_and_no_traceback(tmp_path: Path) -> None:
+    # A rule that runs the stage function as the workflow's rules do (run_logged, a run: job inside
+    # Snakemake), under an address-space cap so that the allocation fails whatever the machine.
+    (tmp_path / "Snakefile").write_text(
+        "import numpy as np\nfrom likeness.joblog import run_logged\n"
+        + TOO_MANY_FACES_JOB
+        + textwrap.dedent(
+            """
+            rule select_faces:
+                output:
+                    "manifest.tsv",
+                log:
+                    "logs/select_faces.log",
+                run:
+                    run_logged(log[0], too_many_faces)
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(WORKFLOW)}
+    limit = 16 * 1024**3
+
+    def cap() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "--cores", "1", "--force-use-threads"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, preexec_fn=cap, timeout=300,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    lines = [line for line in output.splitlines() if "likeness:" in line]
+    assert lines == ["likeness: the select stage ran out of memory; to lower what it needs set --cores 1"
+                     " (one identity worker process) or select.taken_after (fewer faces)"], output  # fmt: skip
+    assert "Traceback" not in output and "MemoryError" not in output

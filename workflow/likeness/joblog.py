@@ -46,8 +46,40 @@ def _open(log_path: str | os.PathLike[str]) -> TextIO:
     return open(log_path, "w", encoding="utf-8")
 
 
+# What lowers a stage's memory need, for the one line a job that ran out of memory ends with. The stage
+# is read from the rule's log path (logs/<stage>_..., logs/<stage>/...).
+MEMORY_HINTS = {
+    "export": "select.taken_after (export fewer markers) or a machine with more memory",
+    "crop": "crop.size (a smaller crop side)",
+    "select": "--cores 1 (one identity worker process) or select.taken_after (fewer faces)",
+    "caption": "caption.batch_size (fewer crops through the tagger at once)",
+    "train": "train.batch_size (or train.gradient_checkpointing: true)",
+    "headshots": "train.headshot_size (smaller headshots)",
+    "best-epoch": "train.headshot_size (smaller headshots)",
+    "report": "select.top_n (fewer faces on the sheets)",
+    "bundle": "a machine with more memory",
+    "install": "a machine with more memory",
+}
+
+
+def stage_of(log_path: str | os.PathLike[str]) -> str:
+    """The stage a job belongs to, from its log path: logs/select_faces.log -> select (best_lora's:
+    best-epoch)."""
+    parts = Path(log_path).parts
+    name = parts[parts.index("logs") + 1] if "logs" in parts[:-1] else Path(log_path).stem
+    stage = name.split("_")[0].removesuffix(".log")
+    return "best-epoch" if stage == "best" else stage
+
+
+def out_of_memory_line(log_path: str | os.PathLike[str]) -> str:
+    stage = stage_of(log_path)
+    hint = MEMORY_HINTS.get(stage, "a machine with more memory")
+    return f"the {stage} stage ran out of memory; to lower what it needs set {hint}"
+
+
 def run_logged(log_path: str | os.PathLike[str], job: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run ``job(*args, **kwargs, log=JobLog)``; a LikenessError stops the job with one line."""
+    """Run ``job(*args, **kwargs, log=JobLog)``; a LikenessError, or running out of memory, stops the
+    job with one line (the latter names the stage and the key that lowers its need)."""
     from snakemake.exceptions import WorkflowError  # only jobs need it; the library imports without it
 
     with _open(log_path) as handle:
@@ -56,6 +88,10 @@ def run_logged(log_path: str | os.PathLike[str], job: Callable[..., Any], *args:
         except LikenessError as error:
             handle.write(f"error: {error}\n")
             raise WorkflowError(f"{PREFIX}{error}") from None
+        except MemoryError:
+            line = out_of_memory_line(log_path)
+            handle.write(f"error: {line}\n")
+            raise WorkflowError(f"{PREFIX}{line}") from None
 
 
 def run_script(log_path: str | os.PathLike[str], job: Callable[..., int], *args: Any, **kwargs: Any) -> int:
@@ -66,4 +102,9 @@ def run_script(log_path: str | os.PathLike[str], job: Callable[..., int], *args:
         except LikenessError as error:
             handle.write(f"error: {error}\n")
             print(f"{PREFIX}{error}", file=sys.stderr)
+            return 1
+        except MemoryError:
+            line = out_of_memory_line(log_path)
+            handle.write(f"error: {line}\n")
+            print(f"{PREFIX}{line}", file=sys.stderr)
             return 1

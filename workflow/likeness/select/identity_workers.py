@@ -144,6 +144,8 @@ def _embed_in_workers(
             errors.close()
             if process.returncode != 0:
                 lines = Path(errors.name).read_text(errors="replace").strip().splitlines()
+                if lines and lines[-1].startswith("MemoryError"):
+                    raise MemoryError(lines[-1])  # the job's one line names the stage and the key
                 raise LikenessError(f"identity worker failed: {lines[-1] if lines else process.returncode}")
 
 
