@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # likeness from workflow/, the fake-library builder from resources/synthlib/.
 sys.path[:0] = [str(ROOT / "workflow"), str(ROOT / "resources")]
 
-from likeness.select import identity  # noqa: E402
+from likeness import identity  # noqa: E402
 from likeness.select.identity_check import crop_face_box  # noqa: E402
 from synthlib.portraits import build_two_person_library  # noqa: E402
 

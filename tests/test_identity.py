@@ -19,9 +19,11 @@ import numpy as np
 import pytest
 from fixtures.runs import KEEP_ALL, copy_workflow, snakemake, write_config
 from fixtures.stage_inputs import read_tsv_rows
+from likeness import identity
 from likeness.config import Section, validate_config
 from likeness.errors import ConfigError, LikenessError
-from likeness.select import dlib_model, identity, identity_workers
+from likeness.identity import dlib_model
+from likeness.identity import workers as identity_workers
 from likeness.select.faces import Face
 from likeness.select.identity_check import compare_with_photoprism
 from likeness.select.ranking import choose, pose_bin

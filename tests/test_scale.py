@@ -17,10 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from likeness.select import identity, identity_workers, pairs, reference
+from likeness import identity
+from likeness.identity import Embedding
+from likeness.identity import workers as identity_workers
+from likeness.select import pairs, reference
 from likeness.select.duplicates import group_duplicates
 from likeness.select.faces import Face
-from likeness.select.identity import Embedding
 from likeness.select.reference import robust_centre
 from synthlib.portraits import PORTRAITS
 
@@ -57,7 +59,7 @@ def run_capped(code: str, ceiling_mb: int = CEILING_MB) -> subprocess.CompletedP
         import numpy as np
         from likeness.select.duplicates import group_duplicates
         from likeness.select.faces import Face
-        from likeness.select.identity import Embedding
+        from likeness.identity import Embedding
         from likeness.select.reference import robust_centre
         with open("/proc/self/status") as status:
             size_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))

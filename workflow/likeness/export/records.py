@@ -74,7 +74,7 @@ class MarkerRow:
     path: str = ""  # the photo on this machine (likeness.export.photos); '' until located or when it cannot be
     status: str = OK  # OK, EXCLUDED or UNREACHABLE, with the reason
     reason: str = ""
-    # PhotoPrism's own face recognition, recorded beside likeness's identity check (likeness.select.identity):
+    # PhotoPrism's own face recognition, recorded beside likeness's identity check (likeness.identity):
     # the marker's distance to its face cluster (-1: none) and its first embedding, base64 float32.
     face_dist: float = -1.0
     embedding: str = ""

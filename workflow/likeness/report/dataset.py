@@ -64,7 +64,7 @@ def selected_tiles(rows: Iterable[dict[str, str]], root: PathLike | None = None)
         return (int(value) if value.isdigit() else 1 << 30, row.get("marker_uid", ""))
 
     def date_and_distance(row: dict[str, str]) -> str:
-        # The identity distance to the person's reference (likeness.select.identity), when it was measured.
+        # The identity distance to the person's reference (likeness.identity), when it was measured.
         distance = row.get("identity_distance") or ""
         text = _date(row.get("taken_at", "")) + (f"  id {float(distance):.2f}" if distance else "")
         return text + ("  PhotoPrism differs" if row.get("identity_note") else "")

@@ -22,7 +22,7 @@ and crowded is "crowded"):
 7. ``crowded``: other faces cover more than ``select.max_other_face_share`` of the crop;
 8. ``blurred``: sharpness below ``select.min_sharpness``;
 9. ``exposure``: face too dark, too bright or too clipped;
-10. ``not the same person``: the identity model (likeness.select.identity) puts the face farther than
+10. ``not the same person``: the identity model (likeness.identity) puts the face farther than
     ``select.max_identity_distance`` from the person's reference (``select.identity_reference``);
 11. ``duplicate``: a better face of the same near-duplicate group (perceptual hash within
     ``select.duplicate_distance`` bits, or identity embeddings within ``select.duplicate_identity_distance``)
@@ -32,7 +32,7 @@ and crowded is "crowded"):
     ``select.diversity``; likeness.select.ranking).
 
 Modules, in the order the job uses them: faces (one face and the inputs), crowding (other faces in a
-crop), filters (reasons 1-9), identity_check (reason 10; identity, dlib_model, identity_workers and
-reference are the identity model itself), ranking and duplicates (reasons 11-13 and the score),
+crop), filters (reasons 1-9), identity_check (reason 10, with the identity model of likeness.identity
+and the person's reference), ranking and duplicates (reasons 11-13 and the score),
 outputs (the tables' bytes), dataset_images (the images folder), job (the entry point).
 """

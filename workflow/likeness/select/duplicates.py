@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from likeness import identity
 from likeness.config import Section
 from likeness.crop.quality import hamming_distance
-from likeness.select import identity, pairs
+from likeness.select import pairs
 from likeness.select.faces import Face
 from likeness.tables import Reason
 

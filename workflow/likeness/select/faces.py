@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from likeness.select.identity import Embedding
+from likeness.identity import Embedding
 from likeness.tables import Reason
 
 

@@ -1,6 +1,6 @@
 """Reason 10, "not the same person": the identity check, and what identity.json records of it.
 
-Every candidate face is embedded by the identity model (cached, likeness.select.identity), the person's
+Every candidate face is embedded by the identity model (cached, likeness.identity), the person's
 reference is built (likeness.select.reference) and faces farther from it than the threshold
 (``select.max_identity_distance``: a distance, ``model`` for the model's own threshold, or null for no
 check) are excluded. Where PhotoPrism stored its own embeddings, its verdict is recorded beside ours.
@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from likeness import identity
 from likeness.config import Section
 from likeness.errors import LikenessError
-from likeness.select import identity
+from likeness.identity.workers import embed_crops
 from likeness.select.faces import Face
-from likeness.select.identity_workers import embed_crops
 from likeness.select.reference import Reference, reference_from_faces, reference_from_folder, robust_centre
 from likeness.tables import Reason
 

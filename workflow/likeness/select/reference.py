@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from likeness.errors import ConfigError
+from likeness.identity import EmbeddingCache, IdentityModel, detect_faces
 from likeness.select import pairs
-from likeness.select.identity import EmbeddingCache, IdentityModel, detect_faces
 from likeness.tables import IMAGE_SUFFIXES
 
 RECENT_YEARS = 3.0  # "recent": faces taken within this many years of the newest face ...

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from likeness import identity
 from likeness.atomic import atomic_write_bytes, atomic_write_json
 from likeness.config import Section
 from likeness.errors import LikenessError
 from likeness.joblog import JobLog
-from likeness.select import identity
 from likeness.train.status import require_record
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from likeness import WORKFLOW_DIR
 from likeness.errors import LikenessError
+from likeness.identity import Box, Embedding, EmbeddingCache, IdentityModel, embed_crop, load_model
 from likeness.joblog import PROGRESS_INTERVAL_ENV
-from likeness.select.identity import Box, Embedding, EmbeddingCache, IdentityModel, embed_crop, load_model
 
 PARALLEL_MIN_FACES = 64  # below this, worker processes (~2 s to import and load the model) do not pay
 # How often the identity pass logs its progress (faces done, rate, time left); the test knob shared
@@ -71,7 +71,7 @@ def embed_crops(
     """Embed (crop path, box) pairs; uncached ones in ``workers`` processes when there are many.
 
     dlib holds the GIL while it computes, so threads would not help: each worker is a fresh Python
-    process (``python -m likeness.select.identity_workers``) that loads the model once, embeds its share into the
+    process (``python -m likeness.identity.workers``) that loads the model once, embeds its share into the
     cache and exits; the results are then read from the cache. None for an unreadable crop.
     One crop's bytes are held at a time (memory does not grow with the crops' size), and ``log`` gets
     a progress line at least every LIKENESS_PROGRESS_SECONDS (30 s) while faces are embedded.
@@ -127,7 +127,7 @@ def _embed_in_workers(
         for index, shard in enumerate(shards):
             jobs = Path(folder) / f"shard{index}.json"
             jobs.write_text(json.dumps({"cache": str(cache.folder.parent), "crops": [[p, list(b)] for p, b in shard]}))
-            command = [sys.executable, "-m", "likeness.select.identity_workers", str(jobs)]
+            command = [sys.executable, "-m", "likeness.identity.workers", str(jobs)]
             # stderr to a file, not a pipe: a worker that writes much must not block on a full pipe
             # while this process waits for it.
             errors = (Path(folder) / f"shard{index}.err").open("wb")

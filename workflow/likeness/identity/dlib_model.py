@@ -1,4 +1,4 @@
-"""dlib's ResNet face descriptor: the identity model's one implementation (likeness.select.identity).
+"""dlib's ResNet face descriptor: the identity model's one implementation (likeness.identity).
 
 128-d ``dlib_face_recognition_resnet_model_v1`` (same person below 0.6 Euclidean on LFW), with dlib's
 HOG frontal detector and 68-point landmarks, from the PyPI packages ``dlib-bin`` and
@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from likeness.select.identity import Box, Embedding, IdentityModelMissing, box_iou
+from likeness.identity import Box, Embedding, IdentityModelMissing, box_iou
 
 # The packages and versions pinned in pyproject.toml; named in the message when they are missing.
 MODEL_PACKAGES = "dlib-bin==20.0.1.post1 face-recognition-models==0.3.0"

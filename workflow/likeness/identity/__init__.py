@@ -2,12 +2,12 @@
 
 The model (``IdentityModel``) does two things: embed a face given its box in an image, and find and
 embed every face in an image (generated headshots). The one implementation is dlib's ResNet face
-descriptor (likeness.select.dlib_model); another model can replace it by implementing the same three
+descriptor (likeness.identity.dlib_model); another model can replace it by implementing the same three
 attributes and two methods.
 
 Embeddings are cached under ``<cache>/<model key>/<sha256 of crop bytes + box>.json``: a crop is
 embedded once, whatever run or setting asks again. Many crops are embedded in worker processes
-(likeness.select.identity_workers); the person's reference is likeness.select.reference.
+(likeness.identity.workers); the person's reference is likeness.select.reference.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def box_iou(a: Box, b: Box) -> float:
 def load_model() -> IdentityModel:
     """The identity model; IdentityModelMissing (one line) when its packages are not installed."""
     # Imported here: the implementation builds on this module's interface (Embedding, Box).
-    from likeness.select.dlib_model import DlibModel
+    from likeness.identity.dlib_model import DlibModel
 
     return DlibModel()
 
