@@ -12,15 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from likeness import hub
+from likeness.caption.wd14 import MODEL_FILE, TAGS_FILE
 from likeness.config import Section
 from likeness.errors import ConfigError, LikenessError
 from likeness.hub import Log
 
-MODEL_FILE = "model.onnx"
-TAGS_FILE = "selected_tags.csv"
-RATING_CATEGORY = 9
-GENERAL_CATEGORY = 0
-CHARACTER_CATEGORY = 4
 STANDIN_DIR = "standin-model"  # in caption.cache_dir: the stand-in tagger, built on first use
 OFFLINE_HINT = (
     "set config key 'caption.model_dir' to a folder with model.onnx and selected_tags.csv, or run once with network"

