@@ -113,13 +113,15 @@ def latent_weights(alpha: np.ndarray) -> np.ndarray:
 
 
 def crop_mask(frame: CropFrame, own_face: Sequence[float], other_faces: Sequence[Sequence[float]]) -> np.ndarray | None:
-    """The alpha mask of one crop (photo-pixel boxes in), or None when no other head reaches the crop."""
+    """The alpha mask of one crop (photo-pixel boxes in), or None when no other head reaches into the crop
+    (a head just outside, whose soft edge alone would reach in, leaves the crop as it is)."""
     if not other_faces:
         return None
     alpha = alpha_channel(
         loss_weights(frame.output_side, frame.to_crop(own_face), [frame.to_crop(face) for face in other_faces])
     )
-    return alpha if int(alpha.min()) < 255 else None
+    # Only the soft edge of a head outside the crop reaching in: nothing of another person to mask.
+    return alpha if int(alpha.min()) == 0 else None
 
 
 def face_mask(record: Mapping[str, Any], other_faces: Sequence[Sequence[float]]) -> np.ndarray | None:
