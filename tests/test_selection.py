@@ -199,6 +199,15 @@ def test_crop_with_a_second_face_inside_is_crowded(lib: Library) -> None:
     assert (alpha[own] == 255).all()
     alone_row = next(row for row in manifest() if row["marker_uid"] == alone)
     assert alone_row["image"].endswith(".jpg")
+    # A second run leaves the masked PNG as it is (same bytes, same inode and mtime).
+    png = Path(OUT) / masked_row["image"]
+    before = png.stat()
+    run(lib)
+    after = png.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # Back to crowded: exclude, the PNG leaves the images folder.
+    run(lib, {"crowded": "exclude"})
+    assert not png.exists() and sorted(p.suffix for p in (Path(OUT) / "images").iterdir()) == [".jpg"]
 
 
 def test_a_crop_the_masks_would_mostly_blank_stays_crowded(lib: Library) -> None:
