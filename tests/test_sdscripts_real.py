@@ -219,7 +219,9 @@ def test_real_sd_scripts_trains_a_masked_dataset_with_masked_loss_and_resumes(tm
         "output_name": "likeness",
         "extra": {"tokenizer_cache_dir": tokenizers},
     }
-    write_config(workdir, tmp_path / "library", person="Grace Hopper", select={"top_n": 2}, train=cfg)
+    write_config(
+        workdir, tmp_path / "library", person="Grace Hopper", select={"top_n": 2, "crowded": "mask"}, train=cfg
+    )
     env = {"LIKENESS_ALLOW_NO_GPU": "1", "LIKENESS_PROGRESS_SECONDS": "0", "HF_HUB_OFFLINE": "1"}
     runs = workdir / "results" / "train"
     target = "results/train/status.json"
