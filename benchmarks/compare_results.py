@@ -1,6 +1,7 @@
 """Show that a change of code changes no result: every file under results/, before and after, by digest.
 
     python benchmarks/compare_results.py --baseline REV [--library demo|faces] [--faces 200] [--keep DIR]
+                                         [--config KEY=VALUE ...]
 
 The library is built once by this checkout (the demo library, or ``--faces`` faces of one person on
 small photos, as bench_crop.py builds them); the workflow of ``REV`` (git archive) and the workflow of
@@ -9,6 +10,10 @@ copy's ``results/`` is hashed (SHA-256) and the two lists are compared file by f
 when something happened or how long it took are blanked first (JSON keys in ``TIME_KEYS``), and so are
 absolute paths of the two copies (each copy runs in its own folder). Exit status 1 when any file differs
 or exists on one side only; the differing files are listed.
+
+``--config select.crowded=exclude`` (repeatable; a dotted key, a YAML value) is set in the working
+tree's config.yaml only: a setting the baseline does not know, whose value should reproduce the
+baseline's results (e.g. `select.crowded: exclude` against a revision from before masks).
 """
 
 from __future__ import annotations
@@ -78,6 +83,28 @@ def prepare_demo(workdir: Path, repo: Path) -> Path:
     return workdir
 
 
+def parse_setting(text: str) -> tuple[list[str], object]:
+    """``a.b=VALUE`` -> (["a", "b"], VALUE read as YAML: ``exclude``, ``0.35``, ``null``, ``[1, 2]``)."""
+    key, separator, value = text.partition("=")
+    path = [part for part in key.strip().split(".") if part]
+    if not separator or not path:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (a dotted key), got {text!r}")
+    return path, yaml.safe_load(value)
+
+
+def apply_settings(config_path: Path, settings: Sequence[tuple[list[str], object]]) -> None:
+    """Set each dotted key in the YAML file ``config_path`` (nested tables made as needed)."""
+    if not settings:
+        return
+    config = yaml.safe_load(config_path.read_text()) or {}
+    for path, value in settings:
+        table = config
+        for part in path[:-1]:
+            table = table.setdefault(part, {})
+        table[path[-1]] = value
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+
+
 def compare(before: dict[str, str], after: dict[str, str]) -> list[str]:
     """One line per file that is not the same in both: moved (same name and bytes, another folder),
     only before, only after, or differs."""
@@ -108,6 +135,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--library", choices=("demo", "faces"), default="demo")
     parser.add_argument("--faces", type=int, default=200, help="faces of the synthetic library (--library faces)")
     parser.add_argument("--keep", default="", help="folder to keep both runs in (default: a temporary one)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        type=parse_setting,
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a dotted config key in the working tree's run only (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="likeness-compare-"))
@@ -125,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.baseline: prepare_workflow(base / "before", library, baseline_tree),
             "working tree": prepare_workflow(base / "after", library),
         }
+    apply_settings(workdirs["working tree"] / "config.yaml", args.config)
+    for path, value in args.config:
+        print(f"working tree: {'.'.join(path)} = {value!r}")
     digests = {}
     for label, workdir in workdirs.items():
         seconds, _ = run_snakemake(workdir)

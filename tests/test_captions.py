@@ -470,3 +470,50 @@ def test_provider_choice() -> None:
     assert tagger.choose_providers("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     with pytest.raises(ConfigError):
         tagger.choose_providers("cuda", ["CPUExecutionProvider"])
+
+
+# ------------------------------------------------------------------------------ masked faces (select.crowded: mask)
+
+GROUP_TABLE = TagTable(
+    names=("general", "sensitive", "questionable", "explicit", "1girl", "2girls", "multiple_girls", "smile",
+           "hug", "group", "looking_at_viewer"),
+    categories=(9, 9, 9, 9, 0, 0, 0, 0, 0, 0, 0),
+)  # fmt: skip
+
+
+def test_a_masked_faces_caption_drops_the_group_tags_of_the_documented_list() -> None:
+    probs = np.full(len(GROUP_TABLE), 0.9, dtype=np.float32)
+    probs[:4] = 0.0
+    rules = _rules(remove_underscore=False)
+    assert caption_tags(probs, GROUP_TABLE, rules) == [
+        "1girl", "2girls", "multiple_girls", "smile", "hug", "group", "looking_at_viewer"
+    ]  # fmt: skip
+    assert caption_tags(probs, GROUP_TABLE, rules, masked=True) == ["1girl", "smile", "looking_at_viewer"]
+    listed = read_trait_tags(REPO_ROOT / "resources" / "tagger" / "group_tags.txt")
+    assert {"2girls", "multiple girls", "2boys", "multiple boys", "group"} <= listed
+    assert not {"1girl", "1boy", "solo", "smile"} & listed  # the person's own tags stay
+
+
+def test_the_tagger_sees_a_masked_face_with_the_masked_heads_filled_white(tmp_path: Path) -> None:
+    from likeness.select import masks
+
+    manifest, images = write_dataset(tmp_path, ["a1", "b2"])
+    jpeg = images / "b2.jpg"
+    side = cv2.imread(str(jpeg)).shape[0]
+    alpha = masks.alpha_channel(masks.loss_weights(side, (0, 0, 1, 1), [(side * 0.6, side * 0.1, side, side * 0.5)]))
+    (images / "b2.png").write_bytes(masks.masked_png(str(jpeg), alpha))
+    jpeg.unlink()
+    text = _text_dir(tmp_path)
+    _run(tmp_path, manifest, images, {"general_threshold": 0.2})
+    folder = tmp_path / "cache" / model.STANDIN_DIR
+    table = model.read_tag_table(folder / "selected_tags.csv")
+    rules = _rules(standin=True, general_threshold=0.2)
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    tensor = preprocess(decode_image((images / "b2.png").read_bytes()))
+    # Where the mask is 0 the tagger's input is white: the other head is not tagged.
+    scale = 448 / side
+    y, x = int(side * 0.3 * scale), int(side * 0.8 * scale)
+    assert tensor[y, x].tolist() == [255.0, 255.0, 255.0]
+    probs = session.run(None, {"input": tensor[None]})[0][0]
+    expected = caption_line("ohwx", "person", caption_tags(probs, table, rules, masked=True))
+    assert (text / "b2.txt").read_text(encoding="utf-8") == expected + "\n"

@@ -689,3 +689,37 @@ def test_headshot_grid_marks_the_chosen_epoch_and_every_score(tmp_path):
     best.write_text(json.dumps(record))
     assert training_figures.headshots_sheet(best, tmp_path / "grid.png", tile=64) == 2
     assert cv2.imread(str(tmp_path / "grid.png")) is not None
+
+
+def test_the_selected_sheet_hatches_a_masked_faces_mask(tmp_path):
+    from likeness.select import masks
+
+    rows = _manifest_rows(tmp_path, 2)
+    images = tmp_path / "images"
+    images.mkdir()
+    # m01 was kept by masking: its dataset image is a PNG whose alpha masks the right half.
+    crop = tmp_path / rows[1]["crop"]
+    alpha = np.full((64, 64), 255, np.uint8)
+    alpha[:, 32:] = 0
+    jpeg = tmp_path / "m01.jpg"
+    cv2.imwrite(str(jpeg), cv2.imread(str(crop)), [cv2.IMWRITE_JPEG_QUALITY, 100])
+    (images / "m01.png").write_bytes(masks.masked_png(str(jpeg), cv2.resize(alpha, cv2.imread(str(jpeg)).shape[1::-1])))
+    rows[0]["image"], rows[1]["image"] = "images/m00.jpg", "images/m01.png"
+    manifest = write_table(tmp_path / "manifest.tsv", MANIFEST_COLUMNS, rows)
+    out = tmp_path / "selected.png"
+    dataset.selected_sheet(manifest, out, columns=2, tile=48, root=tmp_path)
+    tiles = dataset.selected_tiles(rows, tmp_path, tmp_path)
+    assert tiles[1].path == images / "m01.png" and tiles[1].lines[0].endswith("masked")
+    assert tiles[0].path == tmp_path / rows[0]["crop"] and "masked" not in tiles[0].lines[0]
+    sheet = _read(out)
+    layout = sheets.sheet_layout(2, 2, 48, lines=3, title="training set: 2 faces in rank order")
+    x, y = layout.image_origin(1)
+    tile = sheet[y : y + 48, x : x + 48].astype(int)
+    kept, masked = tile[:, 4:20], tile[:, 30:46]
+    hatched = (np.abs(masked - np.array(sheets.MASK_HATCH)).sum(axis=2) == 0).sum()
+    assert hatched >= 16 * 48 // sheets.MASK_HATCH_PERIOD  # the masked half carries hatch lines
+    assert (np.abs(kept - np.array(sheets.MASK_HATCH)).sum(axis=2) == 0).sum() == 0
+    # and is dimmed towards grey: further from the face's colour than the kept half
+    colour = np.array(COLOURS[1])
+    not_hatch = np.abs(masked - np.array(sheets.MASK_HATCH)).sum(axis=2) > 0
+    assert np.abs(masked[not_hatch] - colour).mean() > np.abs(kept - colour).mean() + 20

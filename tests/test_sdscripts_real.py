@@ -169,3 +169,112 @@ def test_real_sd_scripts_trains_is_killed_and_the_workflow_resumes_with_only_epo
     assert best["state"] == "done" and best["epoch"] in (1, 2)
     chosen = workdir / best["source_lora"]
     assert (workdir / "results" / "lora" / "ohwx.safetensors").read_bytes() == chosen.read_bytes()
+
+
+def _sd_scripts_accepts(dataset_toml: Path, python: str) -> subprocess.CompletedProcess:
+    """sd-scripts' own validator on a dataset.toml, as train_network.py builds it with masked_loss:
+    ConfigSanitizer(DreamBooth, fine-tuning, ControlNet = masked_loss, dropout)."""
+    script = (
+        "import sys, toml\n"
+        "from library.config_util import ConfigSanitizer\n"
+        "doc = ConfigSanitizer(True, True, True, True).sanitize_user_config(toml.load(sys.argv[1]))\n"
+        "print('alpha_mask', [s.get('alpha_mask') for d in doc['datasets'] for s in d['subsets']])\n"
+    )
+    return subprocess.run(
+        [python, "-c", script, str(dataset_toml)], cwd=SD_SCRIPTS, capture_output=True, text=True, check=False
+    )
+
+
+def test_real_sd_scripts_trains_a_masked_dataset_with_masked_loss_and_resumes(tmp_path: Path) -> None:
+    """Issue 18: a group photo kept by masking trains with masked_loss; sd-scripts caches its mask."""
+    import tomllib
+
+    import numpy as np
+    from synthlib.portraits import build_group_library
+
+    base_model = required_env("LIKENESS_SD_BASE_MODEL")
+    tokenizers = required_env("LIKENESS_SD_TOKENIZERS")
+    python = os.environ.get("LIKENESS_SD_PYTHON") or sys.executable
+    # The person with a neighbour right beside her, and alone: one masked face, one plain one.
+    found = build_group_library(tmp_path / "library", n_group=1, n_alone=1)
+    workdir = copy_workflow(tmp_path / "wf")
+    cfg = {
+        "sd_scripts": SD_SCRIPTS,
+        "launcher": "",
+        "python": python,
+        "base_model": base_model,
+        "gpu": "CPU",
+        "max_gpu_hours": 0.0,
+        "resolution": 256,
+        "batch_size": 1,
+        "num_repeats": 1,
+        "max_train_epochs": 2,
+        "network_dim": 4,
+        "network_alpha": 1.0,
+        "optimizer_type": "AdamW",
+        "mixed_precision": "no",
+        "save_precision": "float",
+        "max_data_loader_n_workers": 0,
+        "sample_every_n_epochs": 0,
+        "output_name": "likeness",
+        "extra": {"tokenizer_cache_dir": tokenizers},
+    }
+    write_config(
+        workdir, tmp_path / "library", person="Grace Hopper", select={"top_n": 2, "crowded": "mask"}, train=cfg
+    )
+    env = {"LIKENESS_ALLOW_NO_GPU": "1", "LIKENESS_PROGRESS_SECONDS": "0", "HF_HUB_OFFLINE": "1"}
+    runs = workdir / "results" / "train"
+    target = "results/train/status.json"
+
+    first = start_snakemake(workdir, "--cores", "2", target, name="killed", env=env)
+    try:
+        wait_for(lambda: runs.is_dir() and any(p.is_dir() for p in runs.iterdir()), 300, "the run folder")
+        run_dir = only_run_dir(runs)
+        output = run_dir / "output"
+        wait_for(
+            lambda: state_epoch(output / "likeness-000001-state") == 1 or first.process.poll() is not None,
+            timeout=1800,
+            what="epoch 1's state",
+        )
+    finally:
+        first.stop()
+    log_path = workdir / "logs" / "train.log"
+    assert state_epoch(output / "likeness-000001-state") == 1, log_path.read_text(errors="replace")[-3000:]
+    assert not (output / "likeness.safetensors").exists(), "training finished before it could be killed"
+
+    # The configs: masked_loss and alpha_mask, accepted by sd-scripts' own validator.
+    train_toml = tomllib.loads((run_dir / "train.toml").read_text())
+    dataset_toml = tomllib.loads((run_dir / "dataset.toml").read_text())
+    assert train_toml["training"]["masked_loss"] is True
+    assert dataset_toml["datasets"][0]["subsets"][0]["alpha_mask"] is True
+    checked = _sd_scripts_accepts(run_dir / "dataset.toml", python)
+    assert checked.returncode == 0 and "alpha_mask [True]" in checked.stdout, checked.stderr[-2000:]
+    print(f"sd-scripts' ConfigSanitizer: {checked.stdout.strip()}")
+
+    # sd-scripts loaded the mask: its latents cache holds it, 0 over the neighbour's head.
+    dataset = run_dir / "dataset"
+    masked_png = [p for p in dataset.glob("*.png")]
+    assert [p.stem for p in masked_png] == found["group"]
+    caches = {p.name.split("_")[0]: p for p in dataset.glob("*_sdxl.npz")}
+    assert set(caches) == {*found["group"], *found["alone"]}, sorted(dataset.iterdir())
+    with np.load(caches[found["group"][0]]) as npz:
+        cached_mask = npz["alpha_mask"]
+    with np.load(caches[found["alone"][0]]) as npz:
+        plain_mask = npz["alpha_mask"]  # an image without alpha in an alpha_mask subset: all ones
+    print(f"cached alpha_mask {cached_mask.shape}: min {cached_mask.min():.3f}, mean {cached_mask.mean():.3f}")
+    assert cached_mask.shape == (256, 256) and cached_mask.min() == 0.0 and cached_mask.max() == 1.0
+    assert (plain_mask == 1.0).all()
+
+    snakemake(workdir, "--unlock")
+    snakemake(workdir, "--cores", "2", target, env=env, timeout=1800)
+    command, body = last_launch(log_path.read_text(errors="replace"))
+    print(f"resumed with: {command}")
+    assert "--resume output/likeness-000001-state" in command and "--initial_epoch 2" in command
+    assert "epoch 2/2" in body and "epoch 1/2" not in body
+    steps = re.search(r"steps for 2 epochs is[^:]*: (\d+)", body)
+    plan = runplan.RunPlan.load(run_dir)
+    estimate = runplan.plan_estimate(plan, validate_section("train", plan.train_cfg | cfg), None)
+    assert steps and int(steps.group(1)) == estimate.total_steps
+    print(f"sd-scripts' step count {steps.group(1)} = the estimate {estimate.total_steps}")
+    assert (output / "likeness.safetensors").is_file()
+    assert json.loads((runs / "status.json").read_text())["state"] == "done"

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import yaml
 from fixtures.images import blurred, burst_shot, face_crop, with_second_face
@@ -171,13 +172,57 @@ def test_crop_with_a_second_face_inside_is_crowded(lib: Library) -> None:
     second = (centre_x - half, centre_y - half, centre_x + half, centre_y + half)
     crowded = lib.add(crowded_image, box, other_faces=[second])
     alone = add_distinct(lib, 4)
-    run(lib)
+    run(lib, {"crowded": "exclude"})
     assert kept_uids() == [alone]
     row = excluded()[crowded]
     assert row["reason_key"] == "crowded"
     # The visible part of the second face's square box: it sticks out past the crop's right/bottom edge.
     visible = (min(second[2], 1324) - second[0]) * (min(second[3], 1224) - second[1])
     assert float(row["other_face_share"]) == pytest.approx(visible / 1024**2, abs=2e-3)
+
+    # With crowded: mask (the default) the same face is kept, its image a PNG carrying the mask.
+    summary = run(lib)
+    assert sorted(kept_uids()) == sorted([alone, crowded])
+    assert summary.startswith("kept 2 (1 by masking) of 2 faces")
+    masked_row = next(row for row in manifest() if row["marker_uid"] == crowded)
+    assert masked_row["image"].endswith(".png")
+    assert float(masked_row["other_face_share"]) == pytest.approx(visible / 1024**2, abs=2e-3)
+    alpha = cv2.imread(str(Path(OUT) / masked_row["image"]), cv2.IMREAD_UNCHANGED)[:, :, 3]
+    # The drawn crop is 512 px for 1024 native: the second face's box at half scale is 0 in the mask,
+    # except where it overlaps the person's own face box, which always weighs 1.
+    x0, y0 = ((second[0] - 300) // 2, (second[1] - 200) // 2)
+    own = np.zeros(alpha.shape, bool)
+    own[box[1] : box[3], box[0] : box[2]] = True
+    second_region = np.zeros(alpha.shape, bool)
+    second_region[y0:, x0:] = True
+    assert (alpha[second_region & ~own] == 0).all()
+    assert (alpha[own] == 255).all()
+    alone_row = next(row for row in manifest() if row["marker_uid"] == alone)
+    assert alone_row["image"].endswith(".jpg")
+    # A second run leaves the masked PNG as it is (same bytes, same inode and mtime).
+    png = Path(OUT) / masked_row["image"]
+    before = png.stat()
+    run(lib)
+    after = png.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # Back to crowded: exclude, the PNG leaves the images folder.
+    run(lib, {"crowded": "exclude"})
+    assert not png.exists() and sorted(p.suffix for p in (Path(OUT) / "images").iterdir()) == [".jpg"]
+
+
+def test_a_crop_the_masks_would_mostly_blank_stays_crowded(lib: Library) -> None:
+    image, box = distinct_face(3)
+    # Three faces as large as the crop's third around the person: their heads take most of the crop.
+    others = [(300, 200, 640, 540), (984, 200, 1324, 540), (300, 884, 640, 1224)]
+    crowded = lib.add(image, box, other_faces=others)
+    run(lib)
+    row = excluded()[crowded]
+    assert row["reason_key"] == "crowded"
+    share = float(row["reason"].split("would take ")[1].split(" ")[0])
+    assert share > 0.35
+    assert "> 0.35" in row["reason"]
+    run(lib, {"max_masked_share": 0.9})
+    assert kept_uids() == [crowded]
 
 
 def test_coverage_ignores_the_face_itself_and_a_second_marker_on_the_same_face(lib: Library) -> None:

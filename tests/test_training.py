@@ -456,3 +456,50 @@ def test_captions_in_their_own_folder_give_the_same_run(tmp_path: Path) -> None:
     assert sorted(p.name for p in (Path(apart.run_dir) / "dataset").iterdir()) == sorted(
         p.name for p in (tmp_path / "together").iterdir()
     )
+
+
+def _mask_one_image(image: Path) -> Path:
+    """The selection's form of a masked face: the crop as a PNG whose alpha channel is the loss mask."""
+    import cv2
+    import numpy as np
+    from likeness.select import masks
+
+    side = cv2.imread(str(image)).shape[0]
+    alpha = masks.alpha_channel(masks.loss_weights(side, (80, 80, 176, 176), [(190, 60, 250, 140)]))
+    png = image.with_suffix(".png")
+    png.write_bytes(masks.masked_png(str(image), alpha))
+    image.unlink()
+    assert np.asarray(alpha).min() == 0
+    return png
+
+
+def test_masked_loss_only_when_an_image_carries_a_mask_and_the_steps_stay_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tomllib
+
+    plain_dir, masked_dir = tmp_path / "plain", tmp_path / "masked"
+    make_images(plain_dir, 3)
+    make_images(masked_dir, 3)
+    _mask_one_image(sorted(masked_dir.glob("*.jpg"))[1])
+    cfg = double_config(tmp_path)
+    plain = prepare(tmp_path, cfg, plain_dir)
+    masked = prepare(tmp_path, cfg, masked_dir)
+    plain_train, masked_train = (tomllib.loads(Path(p.train_toml).read_text()) for p in (plain, masked))
+    plain_data, masked_data = (tomllib.loads(Path(p.dataset_toml).read_text()) for p in (plain, masked))
+    assert "masked_loss" not in plain_train["training"]
+    assert "alpha_mask" not in plain_data["datasets"][0]["subsets"][0]
+    assert masked_train["training"]["masked_loss"] is True
+    assert masked_data["datasets"][0]["subsets"][0]["alpha_mask"] is True
+    # The PNG has the JPEG's size: the same buckets and step count, as the double (sd-scripts' counting) says.
+    assert masked.train_sizes == plain.train_sizes
+    masked_estimate = runplan.plan_estimate(masked, settings(cfg), None)
+    assert masked_estimate.total_steps == runplan.plan_estimate(plain, settings(cfg), None).total_steps
+    monkeypatch.chdir(masked.run_dir)  # the TOML names the dataset relative to the run folder
+    flat = {key: value for table in masked_train.values() for key, value in table.items()}
+    assert load_double().count_steps_per_epoch(masked_data, flat) * masked_estimate.steps.epochs == (
+        masked_estimate.total_steps
+    )
+    assert sorted(p.name for p in (Path(masked.run_dir) / "dataset").iterdir() if p.suffix == ".png") == [
+        "face00001.png"
+    ]

@@ -82,3 +82,47 @@ def test_selection_is_incremental_and_stable(tmp_path):
         in (workdir / "results" / "dataset" / "manifest.tsv").read_text()
         + (workdir / "results" / "dataset" / "excluded.tsv").read_text()
     )
+
+
+def test_the_demos_group_photo_is_kept_by_masking_and_hatched_in_the_sheet(tmp_path):
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+    from fixtures import REPO_ROOT
+    from likeness import tables
+    from likeness.report import sheets
+
+    workdir = copy_workflow(tmp_path / "wf", extra=("config.yaml",))
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "resources/demo/build_demo.py"), str(workdir / "resources/demo/library")],
+        check=True,
+        capture_output=True,
+    )
+    snakemake(workdir, "--cores", "2", "results/report/selected.png")
+    log = (workdir / "logs" / "select_faces.log").read_text().splitlines()[-1]
+    assert log.startswith("kept 15 (1 by masking) of 22 faces"), log
+    rows = tables.read_table(workdir / "results" / "dataset" / "manifest.tsv")
+    group = [row for row in rows if row["source"].endswith("2022/07/IMG_2207.jpg")]
+    assert len(group) == 1 and group[0]["image"].endswith(".png"), group
+    alpha = cv2.imread(str(workdir / "results" / "dataset" / group[0]["image"]), cv2.IMREAD_UNCHANGED)[:, :, 3]
+    assert alpha.min() == 0 and alpha.max() == 255
+    # The report's sheet (8 columns, 160 px tiles) hatches that tile and only that one.
+    sheet = cv2.imread(str(workdir / "results" / "report" / "selected.png"))
+    layout = sheets.sheet_layout(len(rows), 8, 160, lines=3, title=f"training set: {len(rows)} faces in rank order")
+    hatched = []
+    for index in range(len(rows)):
+        x, y = layout.image_origin(index)
+        tile = sheet[y : y + 160, x : x + 160].astype(int)
+        hatched.append(int((np.abs(tile - np.array(sheets.MASK_HATCH)).sum(axis=2) <= 6).sum()))
+    rank = int(group[0]["rank"])
+    assert hatched[rank - 1] > 300 and max(hatched[: rank - 1] + hatched[rank:]) < 20, hatched
+
+    # select.crowded: exclude drops the same photo as crowded, as before masks existed.
+    (workdir / "exclude.yaml").write_text("select:\n  crowded: exclude\n")
+    snakemake(workdir, "--cores", "2", "results/dataset/manifest.tsv", "--configfile", "config.yaml", "exclude.yaml")
+    excluded = {row["marker_uid"]: row for row in tables.read_table(workdir / "results" / "dataset" / "excluded.tsv")}
+    assert excluded[group[0]["marker_uid"]]["reason_key"] == "crowded"
+    log = (workdir / "logs" / "select_faces.log").read_text().splitlines()[-1]
+    assert log.startswith("kept 14 of 22 faces") and "crowded 1" in log, log

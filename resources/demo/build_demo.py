@@ -11,7 +11,10 @@ faces drawn with OpenCV):
 - a RAW original (originals/2021/05/IMG_4410.CR2) whose face marker sits on its sidecar JPEG
   (storage/sidecar/2021/05/IMG_4410.CR2.jpg, root 'sidecar'), as PhotoPrism does for RAW and HEIC;
 - the cases likeness must handle: a marker the user rejected (marker_invalid), an archived photo, a
-  file PhotoPrism marks missing, a file that is gone from disk, a truncated JPEG, a marker in review.
+  file PhotoPrism marks missing, a file that is gone from disk, a truncated JPEG, a marker in review;
+- a group photo (originals/2022/07/IMG_2207.jpg): Grace Hopper between two unnamed people, one so
+  close that her crop holds half his head. select.crowded: exclude drops it as crowded; with the
+  default, mask, it is kept with his head masked out of the loss (hatched in the report's sheet).
 """
 
 from __future__ import annotations
@@ -138,8 +141,30 @@ def build(out: Path) -> Path:
     (originals / "2021/05").mkdir(parents=True, exist_ok=True)
     (originals / "2021/05/IMG_4410.CR2").write_bytes(b"II*\x00 demo RAW placeholder: PhotoPrism reads its sidecar JPEG")
 
+    _group_photo(lib, originals, portraits["grace_hopper"], people["grace_hopper"])
+
     lib.write_database(sqlite_engine(storage / "index.db"))
     return out
+
+
+def _group_photo(lib: LibraryBuilder, originals: Path, portrait: np.ndarray, subject: str) -> None:
+    """Grace Hopper at a table with two others: a neighbour's head in her crop (module docstring)."""
+    canvas = background(WIDTH, HEIGHT, seed=77)
+    group = Photo(
+        file_name="2022/07/IMG_2207.jpg",
+        width=WIDTH,
+        height=HEIGHT,
+        orientation=1,
+        taken_at=datetime(2022, 7, 16, 13, 5, tzinfo=UTC),
+    )
+    paste_portrait(canvas, portrait, 1200, 900, 420, angle=3.0)
+    _place(group, canvas, 1200, 900, 420, Face(0, 0, 0, 0, subject=subject, subj_src="manual", score=90, size=105))
+    # The neighbour beside her (half his head inside her crop) and a friend further off on the right.
+    for cx, cy, side, seed in ((770, 1010, 300, 501), (1930, 700, 260, 502)):
+        draw_face(canvas, cx, cy, side, seed=seed)
+        _place(group, canvas, cx, cy, side, Face(0, 0, 0, 0, score=60, size=side // 4))
+    lib.add_photo(group)
+    group.file_hash = lib.write_photo(originals / group.file_name, canvas, group.orientation)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from likeness.caption.rules import CaptionRules, caption_line, caption_tags
 from likeness.config import Section
 from likeness.errors import LikenessError
 from likeness.names import file_stem
+from likeness.sdscripts.images import has_alpha_mask
 
 if TYPE_CHECKING:
     from likeness.hub import Log
@@ -220,7 +221,10 @@ def caption_faces(
         vector = vectors.get(face.sha256)
         if vector is None:
             continue  # unreadable image: already in ``skipped``
-        text = caption_line(trigger_word, class_word, caption_tags(vector, table, rules))
+        # A masked face's PNG: the tagger saw its masked regions composited on white (WD14's own
+        # handling of transparency), and tags for several people are dropped (rules.GROUP_TAGS_FILE).
+        tags = caption_tags(vector, table, rules, masked=has_alpha_mask(face.image_path))
+        text = caption_line(trigger_word, class_word, tags)
         changed += write_if_changed(text_root / f"{face.stem}.txt", (text + "\n").encode("utf-8"))
         rows.append((face.uid, text))
         stems.add(face.stem)

@@ -22,6 +22,8 @@ from likeness.config import Section
 from likeness.errors import ConfigError
 
 DEFAULT_TRAIT_TAGS_FILE = RESOURCES / "tagger" / "trait_tags.txt"  # caption.trait_tags_file: null
+# Tags for several people, dropped from a masked face's caption (the file says why).
+GROUP_TAGS_FILE = RESOURCES / "tagger" / "group_tags.txt"
 
 
 def tag_key(tag: str) -> str:
@@ -34,12 +36,12 @@ def display_tag(name: str, remove_underscore: bool) -> str:
     return name.replace("_", " ") if remove_underscore and len(name) > 3 else name
 
 
-def read_trait_tags(path: str | os.PathLike[str]) -> frozenset[str]:
-    """Tag keys from a trait list: one tag a line; blank lines and lines starting with '#' are skipped."""
+def read_trait_tags(path: str | os.PathLike[str], key: str = "caption.trait_tags_file") -> frozenset[str]:
+    """Tag keys from a tag list: one tag a line; blank lines and lines starting with '#' are skipped."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise ConfigError("caption.trait_tags_file", f"cannot read {path}: {exc.strerror or exc}") from None
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from None
     return frozenset(tag_key(line) for line in lines if line.strip() and not line.lstrip().startswith("#"))
 
 
@@ -54,6 +56,7 @@ class CaptionRules:
     excluded: frozenset[str]  # tag keys
     replacements: Mapping[str, str]  # tag key -> text
     traits: frozenset[str]  # tag keys pruned (empty when pruning is off)
+    group: frozenset[str] = frozenset()  # tag keys dropped from a masked face's caption (GROUP_TAGS_FILE)
 
     @classmethod
     def from_settings(cls, settings: Section) -> CaptionRules:
@@ -68,6 +71,7 @@ class CaptionRules:
             excluded=frozenset(tag_key(tag) for tag in settings.exclude_tags),
             replacements={tag_key(source): target.strip() for source, target in settings.replace_tags.items()},
             traits=traits,
+            group=read_trait_tags(GROUP_TAGS_FILE, "caption (group tag list)"),
         )
 
 
@@ -81,17 +85,18 @@ def _passes(probability: np.float32, category: int, rules: CaptionRules) -> bool
     return False  # ratings are chosen by argmax below; other categories are not WD14 caption tags
 
 
-def _final_text(name: str, rules: CaptionRules) -> str | None:
+def _final_text(name: str, rules: CaptionRules, masked: bool = False) -> str | None:
     """The caption text for one tag the model emitted, or None when a rule drops it."""
     key = tag_key(name)
-    if key in rules.traits or key in rules.excluded:
+    if key in rules.traits or key in rules.excluded or (masked and key in rules.group):
         return None
     text = rules.replacements.get(key, display_tag(name, rules.remove_underscore))
     return None if tag_key(text) in rules.excluded else text
 
 
-def caption_tags(probabilities: np.ndarray, table: TagTable, rules: CaptionRules) -> list[str]:
-    """Tags for one face, in the tagger's order; the rating, when wanted, comes last."""
+def caption_tags(probabilities: np.ndarray, table: TagTable, rules: CaptionRules, masked: bool = False) -> list[str]:
+    """Tags for one face, in the tagger's order; the rating, when wanted, comes last. ``masked``: the
+    face's image carries a loss mask over other people (likeness.select.masks): group tags are dropped."""
     if probabilities.shape != (len(table),):
         raise ValueError(f"expected {len(table)} probabilities, got shape {probabilities.shape}")
     chosen = [
@@ -103,7 +108,7 @@ def caption_tags(probabilities: np.ndarray, table: TagTable, rules: CaptionRules
         ratings = [index for index, category in enumerate(table.categories) if category == RATING_CATEGORY]
         if ratings:
             chosen.append(table.names[max(ratings, key=lambda index: probabilities[index])])
-    texts = (_final_text(name, rules) for name in chosen)
+    texts = (_final_text(name, rules, masked) for name in chosen)
     return [text for text in texts if text is not None]
 
 

@@ -19,6 +19,7 @@ from likeness.atomic import write_if_changed
 from likeness.joblog import JobLog
 from likeness.report.charts import bar_chart_svg
 from likeness.report.sheets import PathLike, Tile, contact_sheet
+from likeness.sdscripts.images import has_alpha_mask
 from likeness.tables import POSE_BINS, REASON_ORDER, pose_bin
 
 # The caption stats' "model" of a run with the offline stand-in tagger (caption.standin) starts with this
@@ -56,8 +57,15 @@ def _score_key(row: dict[str, str]) -> tuple[float, str]:
 # --- selected faces ---------------------------------------------------------------------------------
 
 
-def selected_tiles(rows: Iterable[dict[str, str]], root: PathLike | None = None) -> list[Tile]:
-    """One tile per selected face in rank order: '#rank  score', date, marker uid."""
+def selected_tiles(
+    rows: Iterable[dict[str, str]], root: PathLike | None = None, manifest_dir: PathLike | None = None
+) -> list[Tile]:
+    """One tile per selected face in rank order: '#rank  score', date, marker uid.
+
+    A face kept by masking (select.crowded: mask) shows its dataset image, the PNG that carries the
+    mask (its ``image`` column, relative to ``manifest_dir``), so the sheet hatches what the training
+    ignores (likeness.report.sheets); its first line says "masked".
+    """
 
     def rank(row: dict[str, str]) -> tuple[int, str]:
         value = row.get("rank", "")
@@ -69,21 +77,32 @@ def selected_tiles(rows: Iterable[dict[str, str]], root: PathLike | None = None)
         text = _date(row.get("taken_at", "")) + (f"  id {float(distance):.2f}" if distance else "")
         return text + ("  PhotoPrism differs" if row.get("identity_note") else "")
 
-    return [
-        Tile(
-            _resolve(row.get("crop", ""), root),
-            [f"#{row.get('rank', '?')}  {row.get('score', '')}", date_and_distance(row), row.get("marker_uid", "")],
-            "crop missing",
+    def masked_image(row: dict[str, str]) -> Path | None:
+        image = row.get("image", "")
+        if manifest_dir is None or not image.endswith(".png"):
+            return None
+        path = Path(manifest_dir) / image
+        return path if has_alpha_mask(path) else None
+
+    tiles = []
+    for row in sorted(rows, key=rank):
+        masked = masked_image(row)
+        first = f"#{row.get('rank', '?')}  {row.get('score', '')}" + ("  masked" if masked else "")
+        tiles.append(
+            Tile(
+                masked or _resolve(row.get("crop", ""), root),
+                [first, date_and_distance(row), row.get("marker_uid", "")],
+                "crop missing",
+            )
         )
-        for row in sorted(rows, key=rank)
-    ]  # fmt: skip
+    return tiles
 
 
 def selected_sheet(
     manifest_tsv: PathLike, out_png: PathLike, columns: int = 8, tile: int = 160, root: PathLike | None = None
 ) -> tuple[int, int]:
     """Contact sheet of the training set in rank order; crop paths relative to ``root`` (default cwd)."""
-    tiles = selected_tiles(read_tsv(manifest_tsv), root)
+    tiles = selected_tiles(read_tsv(manifest_tsv), root, Path(manifest_tsv).parent)
     title = f"training set: {len(tiles)} face{'s' if len(tiles) != 1 else ''} in rank order"
     return contact_sheet(tiles, out_png, columns, tile, title)
 

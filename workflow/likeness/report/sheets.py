@@ -116,14 +116,38 @@ def fit_image(image: np.ndarray, tile: int) -> np.ndarray:
     return square
 
 
+# A loss mask (an image's alpha channel, select.crowded: mask) is shown dimmed and hatched.
+MASK_HATCH = (40, 40, 190)  # BGR: dark red lines
+MASK_HATCH_PERIOD = 8  # pixels between hatch lines, on the tile
+MASK_DIM = 0.55  # share of the masked pixels' colour replaced by grey
+
+
+def show_mask(tile_bgr: np.ndarray, tile_alpha: np.ndarray) -> np.ndarray:
+    """The tile with the masked part dimmed in proportion to how little it weighs, and hatched where it
+    weighs less than half: the reader sees what the training ignores."""
+    ignored = 1.0 - tile_alpha.astype(np.float32)[:, :, np.newaxis] / 255.0
+    grey = np.full_like(tile_bgr, 128)
+    shown = tile_bgr.astype(np.float32) * (1 - MASK_DIM * ignored) + grey.astype(np.float32) * MASK_DIM * ignored
+    shown = np.rint(shown).astype(np.uint8)
+    rows, cols = np.indices(tile_alpha.shape)
+    hatch = ((rows + cols) % MASK_HATCH_PERIOD == 0) & (tile_alpha < 128)
+    shown[hatch] = MASK_HATCH
+    return shown
+
+
 def _read_tile_image(path: PathLike | None, tile: int) -> np.ndarray | None:
     if path is None or str(path) == "":
         return None
     if not Path(path).is_file():  # checked first: OpenCV would print a warning for every missing file
         return None
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED if str(path).endswith(".png") else cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         return None
+    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 4:
+        alpha = fit_image(cv2.cvtColor(image[:, :, 3], cv2.COLOR_GRAY2BGR), tile)[:, :, 0]
+        return show_mask(fit_image(np.ascontiguousarray(image[:, :, :3]), tile), alpha)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grey or 16-bit PNGs: OpenCV's 8-bit BGR, as before
     return fit_image(image, tile)
 
 

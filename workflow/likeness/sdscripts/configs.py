@@ -35,12 +35,19 @@ def caches_text_encoder_outputs(extra: Mapping[str, Any]) -> bool:
 
 
 def build_train_options(
-    cfg: Section, *, output_dir: str, sample_prompts_path: str | None, logging_dir: str | None
+    cfg: Section,
+    *,
+    output_dir: str,
+    sample_prompts_path: str | None,
+    logging_dir: str | None,
+    masked: bool = False,
 ) -> dict[str, Any]:
     """train.toml as nested tables (sd-scripts flattens them); defaults fit a 24 GB card.
 
     ``cfg`` is the ``train`` settings. ``logging_dir``: where sd-scripts writes its TensorBoard event files
-    (loss, learning rate); with a logging_dir and no log_with, v0.10.1 logs to TensorBoard.
+    (loss, learning rate); with a logging_dir and no log_with, v0.10.1 logs to TensorBoard. ``masked``:
+    at least one training image carries a loss mask (select.crowded: mask), so ``masked_loss = true``
+    (sd-scripts then multiplies the loss by the mask at latent size); without one the file is as before.
     """
     extra = validate_extra(cfg.extra)
     train_unet_only, cache_te = trains_unet_only(extra), caches_text_encoder_outputs(extra)
@@ -89,6 +96,8 @@ def build_train_options(
             "save_state": True,
         },
     }
+    if masked:
+        options["training"]["masked_loss"] = True
     if logging_dir:
         options["saving"]["logging_dir"] = logging_dir
     if sample_prompts_path and cfg.sample_every_n_epochs > 0:
@@ -114,11 +123,17 @@ def _drop_overridden(options: dict[str, Any], extra: dict[str, Any]) -> None:
                 del table[key]
 
 
-def build_dataset_config(cfg: Section, *, image_dir: str, reg_dir: str | None, class_word: str) -> dict[str, Any]:
+def build_dataset_config(
+    cfg: Section, *, image_dir: str, reg_dir: str | None, class_word: str, masked: bool = False
+) -> dict[str, Any]:
     """dataset.toml: the crops as one subset (trigger kept first), regularisation images as an is_reg subset.
 
     Captions already start with the trigger word and the class word (the caption stage writes them);
-    ``keep_tokens = 1`` keeps the trigger first if shuffling is ever switched on.
+    ``keep_tokens = 1`` keeps the trigger first if shuffling is ever switched on. ``masked``: some crops
+    are PNGs whose alpha channel is their loss mask, so the crops' subset gets ``alpha_mask = true``
+    (its JPEGs, without alpha, weigh 1 everywhere; sd-scripts also caches each mask in the latents'
+    npz). The one subset keeps the DreamBooth layout: a ``conditioning_data_dir`` would switch the whole
+    dataset to the ControlNet schema.
     """
     bucketing = buckets.bucket_settings(int(cfg.resolution), bool(cfg.bucket_no_upscale))
     general: dict[str, Any] = {
@@ -135,6 +150,8 @@ def build_dataset_config(cfg: Section, *, image_dir: str, reg_dir: str | None, c
         "flip_aug": bool(cfg.flip_aug),
     }
     subsets: list[dict[str, Any]] = [{"image_dir": image_dir, "num_repeats": int(cfg.num_repeats)}]
+    if masked:
+        subsets[0]["alpha_mask"] = True
     if reg_dir:
         subsets.append(
             {

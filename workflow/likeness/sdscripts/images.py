@@ -76,3 +76,29 @@ def ignored_note(listing: Listing, what: str) -> str | None:
         f"{len(listing.ignored)} file(s) in the {what} folder ignored by sd-scripts {RELEASE} "
         f"(it loads only {' '.join(IMAGE_EXTENSIONS)}, case-sensitive, no hidden names): {names}"
     )
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_ALPHA_COLOUR_TYPES = (4, 6)  # grey + alpha, RGB + alpha
+
+
+def has_alpha_mask(path: str | Path) -> bool:
+    """Whether an image carries a loss mask for ``alpha_mask``: a PNG with an alpha channel.
+
+    sd-scripts reads any image's alpha as the mask (images without alpha weigh 1 everywhere); the
+    selection writes a PNG with alpha for exactly the masked faces (likeness.select.masks), every
+    other dataset image is the crop's JPEG. Reads the 26 header bytes only.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(26)
+    except OSError:
+        return False
+    return (
+        len(head) == 26 and head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR" and head[25] in PNG_ALPHA_COLOUR_TYPES
+    )
+
+
+def masked_images(folder: str | Path) -> list[Path]:
+    """The images sd-scripts loads from ``folder`` that carry a loss mask."""
+    return [path for path in list_images(folder) if has_alpha_mask(path)]

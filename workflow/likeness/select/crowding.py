@@ -60,22 +60,16 @@ def union_area(rects: Sequence[Rect]) -> int:
     return total
 
 
-def other_face_share(
-    face_uid: str,
-    face_box: Rect,
-    crop_box: Sequence[int],
-    photo_size: tuple[int, int],
-    neighbours: Iterable[Mapping[str, str]],
-) -> float:
-    """Share of the square crop covered by other faces of the same file (the face itself excluded).
+def other_faces(
+    face_uid: str, face_box: Rect, photo_size: tuple[int, int], neighbours: Iterable[Mapping[str, str]]
+) -> list[Rect]:
+    """Every other face marker of the file, in photo pixels, wherever it is (the face itself excluded).
 
     A neighbour that overlaps this face with IoU >= SAME_FACE_IOU is the same face marked twice
     (for instance a manual marker over a detected one) and does not count as another face.
     """
-    left, top, side = int(crop_box[0]), int(crop_box[1]), int(crop_box[2])
-    crop_rect: Rect = (left, top, left + side, top + side)
     width, height = photo_size
-    covered: list[Rect] = []
+    found: list[Rect] = []
     for row in neighbours:
         if row["marker_uid"] == face_uid:
             continue
@@ -85,7 +79,24 @@ def other_face_share(
             continue
         if rect is None or iou(rect, face_box) >= SAME_FACE_IOU:
             continue
-        inside = intersect(rect, crop_rect)
-        if inside is not None:
-            covered.append(inside)
+        found.append(rect)
+    return found
+
+
+def share_of_crop(others: Sequence[Rect], crop_box: Sequence[int]) -> float:
+    """Share of the square crop that the rectangles ``others`` cover (their union)."""
+    left, top, side = int(crop_box[0]), int(crop_box[1]), int(crop_box[2])
+    crop_rect: Rect = (left, top, left + side, top + side)
+    covered = [inside for inside in (intersect(rect, crop_rect) for rect in others) if inside is not None]
     return union_area(covered) / float(side * side) if side > 0 else 0.0
+
+
+def other_face_share(
+    face_uid: str,
+    face_box: Rect,
+    crop_box: Sequence[int],
+    photo_size: tuple[int, int],
+    neighbours: Iterable[Mapping[str, str]],
+) -> float:
+    """Share of the square crop covered by other faces of the same file (``other_faces``)."""
+    return share_of_crop(other_faces(face_uid, face_box, photo_size, neighbours), crop_box)

@@ -19,8 +19,9 @@ class SyncReport:
     removed: tuple[str, ...]
 
 
-def sync_images(wanted: Mapping[str, str], images_dir: str | os.PathLike[str]) -> SyncReport:
-    """Make ``images_dir`` hold exactly ``wanted`` (file name -> crop path), touching only changes.
+def sync_images(wanted: Mapping[str, str | bytes], images_dir: str | os.PathLike[str]) -> SyncReport:
+    """Make ``images_dir`` hold exactly ``wanted`` (file name -> crop path, or the image's bytes: a
+    masked crop, likeness.select.masks), touching only changes.
 
     A file already holding the crop's bytes (the same inode or an identical copy) is left alone, so
     its mtime and inode stay. New or changed crops are hard-linked (atomically: link to a temporary
@@ -41,7 +42,7 @@ def sync_images(wanted: Mapping[str, str], images_dir: str | os.PathLike[str]) -
         _drop_latent_caches(folder, Path(name).stem)
     added, replaced = [], []
     for name in sorted(wanted):
-        source, target = Path(wanted[name]), folder / name
+        source, target = wanted[name], folder / name
         if name in present:
             if _same_file_content(source, target):
                 continue
@@ -49,12 +50,17 @@ def sync_images(wanted: Mapping[str, str], images_dir: str | os.PathLike[str]) -
             _drop_latent_caches(folder, target.stem)
         else:
             added.append(name)
-        _place(source, target)
+        if isinstance(source, bytes):
+            atomic_write_bytes(target, source)
+        else:
+            _place(Path(source), target)
     return SyncReport(tuple(added), tuple(replaced), tuple(removed))
 
 
-def _same_file_content(source: Path, target: Path) -> bool:
+def _same_file_content(source: str | bytes, target: Path) -> bool:
     try:
+        if isinstance(source, bytes):
+            return target.stat().st_size == len(source) and target.read_bytes() == source
         return os.path.samefile(source, target) or filecmp.cmp(source, target, shallow=False)
     except OSError:
         return False

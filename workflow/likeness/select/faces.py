@@ -28,6 +28,9 @@ class Face:
     crop_path: str = ""
     taken_at: dt.datetime | None = None
     other_face_share: float | None = None
+    other_faces: list[tuple[int, int, int, int]] = field(default_factory=list)  # photo pixels
+    masked: bool = False  # select.crowded: mask gives other heads in the crop weight 0 (likeness.select.masks)
+    masked_share: float | None = None  # the loss weight the mask takes away (likeness.select.masks)
     score: float | None = None
     reason_key: str = ""
     reason: str = ""

@@ -16,7 +16,8 @@ from typing import Any
 
 from likeness.config import Section
 from likeness.errors import ConfigError
-from likeness.select.crowding import other_face_share
+from likeness.select import masks
+from likeness.select.crowding import other_faces, share_of_crop
 from likeness.select.faces import Face
 from likeness.tables import Reason
 
@@ -81,13 +82,10 @@ def check_record(face: Face, neighbours_by_file: Mapping[str, list[dict[str, str
         face.exclude(Reason.STALE, "marker is no longer in markers.tsv (deleted, rejected or reassigned)")
         return
     file_uid = str((record.get("source") or {}).get("file_uid") or "")
-    face.other_face_share = other_face_share(
-        face.marker_uid,
-        tuple(int(v) for v in record["face_box"]),
-        record["crop_box"],
-        (int(record["photo_width"]), int(record["photo_height"])),
-        neighbours_by_file.get(file_uid, []),
-    )
+    face_box = tuple(int(v) for v in record["face_box"])
+    photo_size = (int(record["photo_width"]), int(record["photo_height"]))
+    face.other_faces = other_faces(face.marker_uid, face_box, photo_size, neighbours_by_file.get(file_uid, []))
+    face.other_face_share = share_of_crop(face.other_faces, record["crop_box"])
 
 
 def _measurement_problem(record: Mapping[str, Any]) -> str:
@@ -142,9 +140,12 @@ def apply_filters(face: Face, settings: Section, window: DateWindow) -> None:
     crop_side = int(record["native_crop_side"])
     if crop_side < settings.min_crop_side:
         face.exclude(Reason.TOO_SMALL, f"native crop {crop_side} px < {settings.min_crop_side}")
-    share = face.other_face_share or 0.0
-    if share > max_share:
-        face.exclude(Reason.CROWDED, f"other faces cover {share:.3f} of the crop > {max_share}")
+    if settings.crowded == "mask":
+        _mask_or_exclude(face, float(settings.max_masked_share))
+    else:
+        share = face.other_face_share or 0.0
+        if share > max_share:
+            face.exclude(Reason.CROWDED, f"other faces cover {share:.3f} of the crop > {max_share}")
     if m["sharpness"] < min_sharpness:
         face.exclude(Reason.BLURRED, f"sharpness {m['sharpness']:.1f} < {min_sharpness}")
     if m["brightness"] < darkest:
@@ -154,6 +155,24 @@ def apply_filters(face: Face, settings: Section, window: DateWindow) -> None:
     clipped = m["clipped_dark"] + m["clipped_bright"]
     if clipped > max_clipped:
         face.exclude(Reason.EXPOSURE, f"clipped share {clipped:.3f} > {max_clipped}")
+
+
+def _mask_or_exclude(face: Face, max_masked: float) -> None:
+    """select.crowded: mask: the other heads get weight 0, or the face is crowded when too much is masked."""
+    if face.reason_key or not face.other_faces:
+        return
+    alpha = masks.face_mask(face.record or {}, face.other_faces)
+    if alpha is None:
+        return
+    face.masked_share = masks.masked_share(alpha)
+    if face.masked_share > max_masked:
+        face.exclude(
+            Reason.CROWDED,
+            f"masking the other heads would take {face.masked_share:.3f} of the crop > {max_masked}"
+            f" (other faces cover {face.other_face_share or 0.0:.3f})",
+        )
+        return
+    face.masked = True  # the mask itself is made again for the selected faces only (memory stays small)
 
 
 def _check_date_window(face: Face, window: DateWindow) -> None:

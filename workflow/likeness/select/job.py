@@ -12,8 +12,9 @@ from likeness import tables
 from likeness.atomic import write_if_changed
 from likeness.config import Section, section_settings
 from likeness.joblog import JobLog
+from likeness.select import masks
 from likeness.select.dataset_images import sync_images
-from likeness.select.faces import gather_faces
+from likeness.select.faces import Face, gather_faces
 from likeness.select.filters import apply_filters, check_record, check_settings
 from likeness.select.identity_check import check_identity, selected_centre
 from likeness.select.outputs import excluded_bytes, identity_json_bytes, image_name, manifest_bytes, summary_line
@@ -75,11 +76,25 @@ def run_selection(
     selected = choose([f for f in faces if not f.reason_key], settings)
     identity_summary["selected_centre"] = selected_centre(selected, identity_summary)
 
-    sync_images({image_name(f): f.crop_path for f in selected}, outputs.images)
+    sync_images(dataset_images(selected), outputs.images)
     write_if_changed(outputs.manifest, manifest_bytes(selected, outputs.images_from_manifest()))
     write_if_changed(outputs.excluded, excluded_bytes([f for f in faces if f.reason_key]))
     write_if_changed(outputs.identity, identity_json_bytes(identity_summary))
-    return summary_line(len(selected), faces)
+    return summary_line(selected, faces)
+
+
+def dataset_images(selected: Sequence[Face]) -> dict[str, str | bytes]:
+    """File name -> the crop to link, or a masked face's PNG bytes (its mask made again here)."""
+    wanted: dict[str, str | bytes] = {}
+    for face in selected:
+        if face.masked:
+            alpha = masks.face_mask(face.record or {}, face.other_faces)
+            if alpha is not None:
+                wanted[image_name(face)] = masks.masked_png(face.crop_path, alpha)
+                continue
+            face.masked = False  # cannot happen (the filter made the same mask), but keeps name and bytes one
+        wanted[image_name(face)] = face.crop_path
+    return wanted
 
 
 def select_faces(inputs: Any, outputs: Any, settings: Mapping[str, Any], workers: int = 1, *, log: JobLog) -> str:

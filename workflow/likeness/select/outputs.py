@@ -23,7 +23,8 @@ def _fmt(value: Any, digits: int | None = None) -> str:
 
 def image_name(face: Face) -> str:
     """The training image's name: the face's file stem (likeness.names), never the raw marker UID."""
-    suffix = Path(face.crop_path).suffix.lower() or ".jpg"
+    # A masked face's image is a PNG whose alpha channel is its loss mask (likeness.select.masks).
+    suffix = ".png" if face.masked else (Path(face.crop_path).suffix.lower() or ".jpg")
     return f"{file_stem(face.marker_uid)}{suffix}"
 
 
@@ -93,9 +94,11 @@ def excluded_bytes(excluded: Sequence[Face]) -> bytes:
     return tables.table_bytes(EXCLUDED_COLUMNS, rows)
 
 
-def summary_line(kept: int, faces: Sequence[Face]) -> str:
+def summary_line(selected: Sequence[Face], faces: Sequence[Face]) -> str:
     """ "kept K of N faces: archived 1, missing 1, unreadable 2, too small 3": a face the manager archived,
-    trashed, hid, took offline or lost counts by that word (tables.photo_state), not as unreadable."""
+    trashed, hid, took offline or lost counts by that word (tables.photo_state), not as unreadable.
+    "kept K (M by masking) of N faces" when M of the kept faces have other heads masked out."""
+    kept = len(selected)
     counts: dict[str, int] = {}
     states: dict[str, int] = {}
     for face in faces:
@@ -107,7 +110,9 @@ def summary_line(kept: int, faces: Sequence[Face]) -> str:
     order = dict.fromkeys(state for _word, state in tables.PHOTO_STATE_WORDS)
     parts = [f"{state} {states[state]}" for state in order if states.get(state)]
     parts += [f"{key} {counts[key]}" for key in REASON_ORDER if counts.get(key)]
-    line = f"kept {kept} of {len(faces)} faces"
+    by_masking = sum(1 for face in selected if face.masked)
+    masking = f" ({by_masking} by masking)" if by_masking else ""
+    line = f"kept {kept}{masking} of {len(faces)} faces"
     return f"{line}: {', '.join(parts)}" if parts else line
 
 

@@ -5,7 +5,8 @@ The rank score (0-1, higher is better) is a weighted sum of terms that are each 
 * sharpness 0.35: ``s / (s + 150)``, so the term is 0.5 at 150 and saturates for very sharp faces;
 * resolution 0.25: ``min(native crop side, 1024) / 1024``, SDXL's training side;
 * exposure 0.15: ``1 - |brightness - 128| / 128 - 2 * clipped share``, clamped to 0-1;
-* crowding 0.10: ``1 - 4 * other face share``, clamped to 0-1;
+* crowding 0.10: ``1 - 4 * other face share``, clamped to 0-1; with select.crowded: mask too (a face
+  kept by masking its neighbours out still ranks below the same face alone: less of its crop trains);
 * recency 0.10: ``1 - years before the newest face / 10``, clamped (no date: 0);
 * detector confidence 0.05: PhotoPrism's marker score / 100, clamped (manual markers have 100).
 

@@ -207,12 +207,14 @@ def prepare_run(
     prompt_text = prompts.sample_prompts_text(
         cfg.sample_prompts, trigger=trigger, class_word=class_word, resolution=cfg.resolution
     )
+    # Masked faces (select.crowded: mask) are PNGs whose alpha is the loss mask: train with masked_loss.
+    masked = any(images.has_alpha_mask(p) for p in train_images)
     # The run id covers what shapes the trained LoRA, with the run's own paths left out (they contain it).
     placeholder_dataset = configs.build_dataset_config(
-        cfg, image_dir="<dataset>", reg_dir="<reg>" if reg_images else None, class_word=class_word
+        cfg, image_dir="<dataset>", reg_dir="<reg>" if reg_images else None, class_word=class_word, masked=masked
     )
     placeholder_train = configs.build_train_options(
-        cfg, output_dir="<output>", sample_prompts_path="<prompts>", logging_dir=None
+        cfg, output_dir="<output>", sample_prompts_path="<prompts>", logging_dir=None, masked=masked
     )
     fingerprint = {
         "sd_scripts_release": RELEASE,
@@ -235,13 +237,14 @@ def prepare_run(
         if caption.is_file():
             _give_run_copy(caption, run_dir / RUN_REG / caption.name)
     dataset_doc = configs.build_dataset_config(
-        cfg, image_dir=RUN_DATASET, reg_dir=RUN_REG if reg_images else None, class_word=class_word
+        cfg, image_dir=RUN_DATASET, reg_dir=RUN_REG if reg_images else None, class_word=class_word, masked=masked
     )
     train_doc = configs.build_train_options(
         dataclasses.replace(cfg, base_model=_absolute_if_local(str(cfg.base_model))),
         output_dir=RUN_OUTPUT,
         sample_prompts_path=RUN_PROMPTS,
         logging_dir=RUN_LOGGING,
+        masked=masked,
     )
     plan = RunPlan(
         run_id=run_id,
