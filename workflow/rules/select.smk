@@ -4,6 +4,31 @@
 # only when its bytes change, and Snakemake's input checksums then keep later stages from re-running
 # on an unchanged selection. The images folder is a directory(): Snakemake empties it before the job
 # (its .snakemake_timestamp records when the job ran) and the job links the selected crops into it.
+# selection.json records the key of what the selection followed: a dry run compares it with the key of the
+# config and library now to know whether the training figures describe what will train (train.smk).
+from likeness.select import freshness as lk_select_freshness
+
+SELECTION_RECORD = "results/dataset/selection.json"
+SELECTION_KEY = lk_select_freshness.inputs_key(
+    config["select"],
+    config["crop"],
+    lk_crop.code_digest(),
+    lk_export_tsv.export_digest(EXPORT),
+    FACE_SPECS,
+)
+SELECTION_OUTPUTS = [
+    "results/dataset/manifest.tsv",
+    "results/dataset/excluded.tsv",
+    "results/dataset/identity.json",
+    "results/dataset/images",
+]
+
+
+def lk_selection_is_current():
+    """Whether the selection on disk is what it would choose now (no selection job to run first)."""
+    return lk_select_freshness.is_current(
+        SELECTION_RECORD, SELECTION_KEY, SELECTION_OUTPUTS
+    )
 
 
 rule select_faces:
@@ -19,6 +44,7 @@ rule select_faces:
         excluded=update("results/dataset/excluded.tsv"),
         identity=update("results/dataset/identity.json"),
         images=directory("results/dataset/images"),
+        selection=SELECTION_RECORD,
     log:
         "logs/select_faces.log",
     # New faces are embedded by the identity model in one process per thread.
@@ -33,4 +59,5 @@ rule select_faces:
             output,
             params.settings,
             threads,
+            inputs_key=SELECTION_KEY,
         )
