@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import io
 import json
-import types
 import os
 import signal
 import sys
+import types
 from pathlib import Path
 
 import pytest

@@ -90,8 +90,8 @@ def select_faces(
 
     ``inputs`` and ``outputs`` are the rule's named input and output lists (records, markers, neighbours;
     manifest, excluded, identity, images, selection): every path comes from the rule. ``inputs_key``: the
-    key the Snakefile computed (likeness.select.freshness), recorded in ``outputs.selection``. ``settings`` is the validated
-    ``select`` section as the rule passes it (a plain dict).
+    key the Snakefile computed (likeness.select.freshness), recorded in ``outputs.selection``. ``settings``
+    is the validated ``select`` section as the rule passes it (a plain dict).
     """
     line = run_selection(
         inputs.records,
