@@ -87,3 +87,31 @@ def lk_cluster_local_rules(workflow, config):
         {"caption_faces"} if config["train"]["submit_caption"] else set()
     )
     return [rule.name for rule in workflow.rules if rule.name not in submitted]
+
+
+# The training figures' freshness (SELECTION_* in select.smk, the train rule's runtime in train.smk).
+def lk_selection_is_current():
+    """Whether the selection on disk is what it would choose now (no selection job to run first)."""
+    return lk_select_freshness.is_current(
+        SELECTION_RECORD, SELECTION_KEY, SELECTION_OUTPUTS
+    )
+
+
+def lk_train_max_images():
+    """None when the selection on disk is what will train (exact figures), else the most images the
+    selection that runs first can keep (the figures are then an upper bound)."""
+    if lk_selection_is_current():
+        return None
+    return lk_runplan.most_images(SETTINGS.select.top_n, len(FACE_STEMS))
+
+
+def lk_train_runtime(wildcards, input):
+    """The train job's time limit (Slurm's -t) in minutes. Snakemake evaluates it again once the job's
+    inputs are up to date, right before it is scheduled: by then the selection has run and the count is
+    exact (the parse-time figure may be an upper bound)."""
+    return lk_runplan.dry_run(
+        SETTINGS.train,
+        input.images,
+        max_images=lk_train_max_images(),
+        runs_root=TRAIN_RUNS,
+    ).runtime_minutes

@@ -24,13 +24,6 @@ SELECTION_OUTPUTS = [
 ]
 
 
-def lk_selection_is_current():
-    """Whether the selection on disk is what it would choose now (no selection job to run first)."""
-    return lk_select_freshness.is_current(
-        SELECTION_RECORD, SELECTION_KEY, SELECTION_OUTPUTS
-    )
-
-
 rule select_faces:
     """Choose the training set from every face's crop: filter (each excluded face gets its first reason),
     drop near-duplicates and faces of other people, rank, keep select.top_n; write the manifest, the

@@ -22,26 +22,6 @@ TRAIN_CALIBRATION = f"{TRAIN_RUNS}/calibration.tsv"
 TRAIN_CLASS_WORD = SETTINGS.train.class_word or SETTINGS.caption.class_word
 
 
-def lk_train_max_images():
-    """None when the selection on disk is what will train (exact figures), else the most images the
-    selection that runs first can keep (the figures are then an upper bound)."""
-    if lk_selection_is_current():
-        return None
-    return lk_runplan.most_images(SETTINGS.select.top_n, len(FACE_STEMS))
-
-
-def lk_train_runtime(wildcards, input):
-    """The train job's time limit (Slurm's -t) in minutes. Snakemake evaluates it again once the job's
-    inputs are up to date, right before it is scheduled: by then the selection has run and the count is
-    exact (the parse-time figure may be an upper bound)."""
-    return lk_runplan.dry_run(
-        SETTINGS.train,
-        input.images,
-        max_images=lk_train_max_images(),
-        runs_root=TRAIN_RUNS,
-    ).runtime_minutes
-
-
 try:
     # train.extra names sd-scripts options: checked against the release's option table (not the schema's).
     lk_sdscripts_options.validate_extra(SETTINGS.train.extra)
