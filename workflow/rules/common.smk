@@ -1,4 +1,6 @@
 # Helpers shared by every stage: config validation, the parse-time export, per-face parameters.
+import atexit
+import os
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -20,6 +22,7 @@ from likeness import tables as lk_tables
 from likeness.config import validate_config
 from likeness.joblog import run_logged
 from likeness.errors import LikenessError
+from likeness import summary as lk_summary
 
 
 def fail(error):
@@ -73,12 +76,35 @@ def crop_records(wildcards=None):
     return expand("results/crops/{stem}.json", stem=FACE_STEMS)
 
 
+# The command this run was started with (profile and all), for every hint a job prints: the train and
+# headshot jobs read it from the environment (a Slurm job inherits it with the submitting environment).
+LK_COMMAND = lk_summary.invoked_command()
+if not workflow.remote_exec:
+    os.environ.update({lk_summary.COMMAND_VARIABLE: LK_COMMAND})
+    # With the profile's quiet: rules, at most one line per job reaches the console (the progress count).
+    if "RULES" in {
+        str(q).rsplit(".", 1)[-1].upper() for q in workflow.output_settings.quiet or ()
+    }:
+        lk_summary.quiet_per_job_lines()
+# How this run ends, for the closing summary (set by onstart, onsuccess and onerror below).
+LK_RUN = {"started": False, "outcome": "", "failed": []}
+
+
 onstart:
     # A run killed while writing (SIGKILL, power loss) leaves hidden ".<name>.<random>.tmp" files
     # beside its outputs. onstart runs while this run holds the working directory's lock, so no
     # other writer can own a temporary file under results/ now.
     lk_atomic.remove_stale_temporaries("results")
     lk_train_onstart()
+    LK_RUN["started"] = True
+
+
+onsuccess:
+    LK_RUN.update(outcome="success")
+
+
+onerror:
+    LK_RUN.update(outcome="error", failed=lk_failed_jobs())
 
 
 def lk_cluster_local_rules(workflow, config):
@@ -115,3 +141,40 @@ def lk_train_runtime(wildcards, input):
         max_images=lk_train_max_images(),
         runs_root=TRAIN_RUNS,
     ).runtime_minutes
+
+
+def lk_failed_jobs():
+    """(rule, log files) of each job that failed in this run: the scheduler's record (Snakemake 9.27)."""
+    failed = getattr(workflow.scheduler, "failed", None) or ()
+    return sorted(
+        {(job.rule.name, tuple(str(path) for path in job.log)) for job in failed}
+    )
+
+
+def lk_print_last():
+    """At exit, after all Snakemake prints: a dry run's training state and price, a run's closing summary."""
+    lines = []
+    if workflow.remote_exec:
+        return
+    if workflow.dryrun:
+        lines = lk_summary.dry_run_footer(TRAIN_STATUS, TRAIN_DRY_RUN.lines)
+    elif LK_RUN["started"]:
+        lines = lk_summary.closing_summary(
+            outcome=LK_RUN["outcome"] or "error",
+            command=LK_COMMAND,
+            manifest="results/dataset/manifest.tsv",
+            excluded="results/dataset/excluded.tsv",
+            status_path=TRAIN_STATUS,
+            best_lora_json=BEST_LORA_JSON,
+            failed=LK_RUN["failed"],
+        )
+    if lines:
+        sys.stderr.flush()
+        print(
+            "\n".join(lines),
+            file=sys.stdout if workflow.dryrun else sys.stderr,
+            flush=True,
+        )
+
+
+atexit.register(lk_print_last)
