@@ -7,10 +7,23 @@
 # the person's markers while this file is read, so a dry run shows every per-face job.
 
 
+import sys
+
 from snakemake.utils import min_version
 
 # An older Snakemake stops here with a clear message (pyproject pins 9.27.1, which the tests run).
 min_version("9.27")
+
+
+# Snakemake's own message for a YAML slip names neither the file nor the line: check it first.
+sys.path.insert(0, f"{workflow.basedir}/workflow")
+from likeness.config import check_yaml_syntax
+from likeness.errors import LikenessError
+
+try:
+    check_yaml_syntax("config.yaml")
+except LikenessError as error:
+    sys.exit(f"likeness: {error}")
 
 
 configfile: "config.yaml"

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
-from fixtures.runs import snakemake
-from likeness.config import Section, load_schema, section_settings, validate_config
-from likeness.errors import ConfigError
+from fixtures.runs import copy_workflow, snakemake
+from likeness.config import Section, check_yaml_syntax, load_schema, section_settings, validate_config
+from likeness.errors import ConfigError, LikenessError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,3 +130,41 @@ def test_snakemake_config_values_reach_the_settings(tmp_path):
         tmp_path, "-n", "--config", "select={top_n: 5, diversity: false}", "train={gpu_hourly_cost: 0.2}"
     )
     assert "PROBE 5 0.2 False" in result.stdout
+
+
+def test_an_out_of_range_command_line_value_is_named_as_a_range_error():
+    """`--config select='{top_n: 0}'` says what config.yaml's top_n: 0 says, not that '0' is a string."""
+    given = {"select": {"top_n": "0"}}
+    with pytest.raises(ConfigError) as from_command_line:
+        validate_config({**minimal(), **copy.deepcopy(given)}, command_line=given)
+    with pytest.raises(ConfigError) as from_file:
+        validate_config({**minimal(), "select": {"top_n": 0}})
+    assert str(from_command_line.value) == str(from_file.value)
+    assert str(from_command_line.value) == "config key 'select.top_n': 0 is less than the minimum of 1"
+
+
+def test_a_yaml_slip_is_named_by_file_and_line(tmp_path):
+    bad = tmp_path / "config.yaml"
+    bad.write_text("person: Grace Hopper\nselect:\n  top_n: 5\n   diversity: false\n")
+    with contextlib.chdir(tmp_path), pytest.raises(LikenessError, match=r"^config\.yaml line 4, column \d+: ") as error:
+        check_yaml_syntax("config.yaml")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.snakemake
+def test_the_workflow_answers_a_yaml_slip_and_an_out_of_range_value_in_one_last_line(tmp_path):
+    """Through the real Snakefile: config.yaml's line, and --config's range error, end the output."""
+    workdir = copy_workflow(tmp_path / "wf")
+    config = {**minimal(), "select": {"top_n": 5}}
+    text = yaml.safe_dump(config, sort_keys=False)
+    (workdir / "config.yaml").write_text(text.replace("  top_n: 5", "   top_n: 5\n  diversity: false"))
+    result = snakemake(workdir, "-n", check=False)
+    assert result.returncode != 0
+    last = (result.stdout + result.stderr).strip().splitlines()[-1]
+    assert re.fullmatch(r"likeness: config\.yaml line \d+, column \d+: .+", last), last
+
+    (workdir / "config.yaml").write_text(text)
+    result = snakemake(workdir, "-n", "--config", "select={top_n: 0}", check=False)
+    assert result.returncode != 0
+    last = (result.stdout + result.stderr).strip().splitlines()[-1]
+    assert last == "likeness: config key 'select.top_n': 0 is less than the minimum of 1", last

@@ -171,14 +171,24 @@ def test_image_sizes_from_headers(tmp_path: Path) -> None:
     assert images.image_size(tmp_path / "d.webp") == (70, 40)
 
 
-def test_dry_run_assumes_a_count_before_the_dataset_exists(tmp_path: Path) -> None:
-    shown = runplan.dry_run(
-        validate_section("train", cfg()), tmp_path / "missing", assumed_images=40, runs_root=tmp_path
-    )
-    assert any("40 images" in line for line in shown.lines)
-    assert shown.lines[-1].strip().startswith("(dataset not built yet")
+def test_before_the_selection_runs_the_dry_run_labels_its_figures_an_upper_bound(tmp_path: Path) -> None:
+    shown = runplan.dry_run(validate_section("train", cfg()), tmp_path / "missing", max_images=40, runs_root=tmp_path)
+    assert shown.lines[0].startswith("training estimate, upper bound (")
+    assert "keeps at most 40 images" in shown.lines[-1] and "upper bound" in shown.lines[-1]
     assert shown.runtime_minutes > 0
-    assert shown.message.endswith(f"resources: gpu=1, runtime={shown.runtime_minutes} min")
+    # The job's own runtime in the message: Snakemake evaluates it again right before the job is scheduled.
+    assert shown.message.endswith("resources: gpu=1, runtime={resources.runtime} min")
+
+
+def test_the_upper_bound_is_the_longest_training_any_smaller_selection_can_make() -> None:
+    """With the auto budget 6 images train more steps than 14 (1,980 against 1,960): the bound covers both."""
+    auto = cfg(num_repeats="auto", max_train_epochs="auto")
+    bound = est.upper_bound_estimate(auto, 14)
+    every = [est.estimate(auto, n).total_steps for n in range(1, 15)]
+    assert bound.total_steps == max(every) > est.estimate(auto, 14).total_steps
+    # Fixed repeats and epochs: more images, more steps; the bound is the largest selection's.
+    fixed = cfg(num_repeats=3, max_train_epochs=4, batch_size=2, gradient_accumulation_steps=2)
+    assert est.upper_bound_estimate(fixed, 14).total_steps == est.estimate(fixed, 14).total_steps
 
 
 def test_sample_overhead_follows_each_prompts_own_step_count() -> None:

@@ -92,7 +92,7 @@ def test_the_run_counts_what_sd_scripts_loads_and_names_what_it_ignores(tmp_path
     assert len(plan.train_sizes) == 2 and len(plan.reg_sizes) == 2  # the .Jpg is not a regularisation image
     assert not (Path(plan.run_dir) / "reg" / ignored.name).exists()
     assert any(ignored.name in reason and "ignored by sd-scripts" in reason for reason in plan.excluded)
-    shown = runplan.dry_run(cfg, dataset, assumed_images=0, runs_root=tmp_path / "r")
+    shown = runplan.dry_run(cfg, dataset, max_images=None, runs_root=tmp_path / "r")
     assert any(ignored.name in line and "WARNING" in line for line in shown.lines)
 
 

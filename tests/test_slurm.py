@@ -75,8 +75,12 @@ def test_training_is_submitted_to_slurm_cancelled_and_resumed(tmp_path):
     workdir = copy_workflow(tmp_path / "wf").resolve()
     # Small enough for the test node (2 CPUs): the defaults ask for 32 GB and 4 CPUs per GPU.
     cfg = double_config(workdir, max_train_epochs=3, mem_mb=600, cpus_per_gpu=1)
-    write_config(workdir, library.root, train=cfg)
+    # taken_after leaves out the January face: the selection keeps fewer faces than the dry run can know of.
+    write_config(workdir, library.root, train=cfg, select={"taken_after": "2023-01-31"})
     env = double_env(step_seconds=1.0)  # LIKENESS_ALLOW_NO_GPU=1: the node's GPU is a stand-in file
+    dry = snakemake(workdir, "--profile", "profiles/slurm", "-n", env=env).stdout
+    assert "training estimate, upper bound (" in dry, dry
+    (bound_runtime,) = (int(m) for m in re.findall(r"resources: gpu=1, runtime=(\d+) min", dry))
 
     first = start_snakemake(workdir, *PROFILE_RUN, name="cancelled", env=env)
     output = None
@@ -88,8 +92,10 @@ def test_training_is_submitted_to_slurm_cancelled_and_resumed(tmp_path):
         (job_id,) = _jobs_in(workdir)
         shown = _slurm("scontrol", "show", "job", job_id)
         assert re.search(r"TresPerJob=gres(/|:)gpu:1", shown), shown
+        # -t comes from the exact count (the runtime is evaluated again once the selection has run)
         runtime = json.loads((output.parent / "estimate.json").read_text())["runtime_minutes"]
         assert re.search(rf"TimeLimit=(\d+-)?0*{runtime // 60}:{runtime % 60:02d}:00", shown), shown
+        assert runtime < bound_runtime
         subprocess.run(["scancel", job_id], check=True)
         returncode = first.wait(timeout=180)
     finally:
@@ -128,7 +134,7 @@ def test_training_is_submitted_to_slurm_cancelled_and_resumed(tmp_path):
     assert "no database here: the job list comes from results/export/" in job_log
     # Finished: the dry run of the same profile plans nothing (the login node has no GPU either).
     dry = snakemake(workdir, "--profile", "profiles/slurm", "-n", env={"CUDA_VISIBLE_DEVICES": ""})
-    assert "Job stats:" in dry.stdout  # the loss curve and samples are still to draw
+    assert "Nothing to be done" in dry.stdout  # the loss curve and samples were drawn in the same run
     assert not re.search(r"^train\s+\d+$", dry.stdout, re.MULTILINE), dry.stdout
 
 

@@ -212,3 +212,14 @@ def test_the_records_fields_are_the_tables_columns():
     """markers.tsv and neighbours.tsv are written from the records: the contract in likeness.tables is theirs."""
     assert tuple(f.name for f in dataclasses.fields(records.MarkerRow)) == tables.MARKER_COLUMNS
     assert tuple(f.name for f in dataclasses.fields(records.Neighbour)) == tables.NEIGHBOUR_COLUMNS
+
+
+@pytest.mark.parametrize("url", ["postgres://immich@127.0.0.1/immich", "oracle://u@h/db"])
+def test_an_unsupported_url_is_answered_with_every_supported_form(url):
+    with pytest.raises(ConfigError) as error:
+        make_engine(url, PASSWORD_ENV, "")
+    message = str(error.value)
+    assert message.startswith("config key 'source.url': unsupported database")
+    for form in ("mysql+mysqldb://", "postgresql+psycopg://", "sqlite:///"):
+        assert form in message
+    assert "\n" not in message

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -350,8 +351,9 @@ def test_no_usable_images_is_one_readable_error(tmp_path: Path) -> None:
 def test_dry_run_message_is_safe_for_a_rule_message(tmp_path: Path) -> None:
     make_images(tmp_path / "dataset", 3)
     cfg = double_config(tmp_path, sample_prompts=["{trigger} {class_word}"], max_gpu_hours=0.01)
-    message = runplan.dry_run(settings(cfg), tmp_path / "dataset", assumed_images=40, runs_root=tmp_path).message
-    formatted = message.format()  # what Snakemake does with a message
+    message = runplan.dry_run(settings(cfg), tmp_path / "dataset", max_images=None, runs_root=tmp_path).message
+    formatted = message.format(resources=types.SimpleNamespace(runtime=7))  # what Snakemake does with a message
+    assert formatted.endswith("runtime=7 min")
     assert "3 images in" in formatted and "9 steps" in formatted
     assert "WARNING" in formatted and "max_gpu_hours" in formatted  # the budget warning shows in the dry run
 

@@ -9,6 +9,7 @@ pick exactly that epoch, and copy its LoRA to results/lora/<trigger>.safetensors
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,17 @@ def test_the_workflow_picks_the_epoch_the_double_made_best(tmp_path: Path, best:
     output = next((workdir / "results" / "train").glob("*/output"))
     chosen = output / (f"face-{best:06d}.safetensors" if best < 5 else "face.safetensors")
     assert (workdir / "results" / "lora" / "ohwx.safetensors").read_bytes() == chosen.read_bytes()
+
+    # The run that finished the training drew its figures too: nothing is left to do, and the report
+    # built next holds the loss curve, the samples and the headshot grid.
+    assert "Nothing to be done" in snakemake(workdir, "-n", env=env).stdout
+    snakemake(workdir, "--report", "report.html", env=env)
+    report = (workdir / "report.html").read_text(encoding="utf-8", errors="replace")
+    for figure in ("loss.svg", "samples.png", "headshots.png"):
+        assert figure in report, figure
+    # ... drawn from the finished run: its steps and sample rounds, not the "nothing yet" placeholders
+    drawn = (workdir / "logs" / "report" / "training.log").read_text()
+    assert re.search(r"loss chart: [1-9]\d* steps", drawn) and re.search(r"samples: [1-9]\d* rounds", drawn), drawn
     # The run folder's path as the workflow names it (relative to the working directory: run folders move).
     assert (workdir / record["source_lora"]).resolve() == chosen.resolve()
 

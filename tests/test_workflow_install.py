@@ -117,7 +117,7 @@ def test_without_a_gpu_the_defaults_list_every_job_and_download_nothing(tmp_path
     dry = snakemake(workdir, "-n", env=env).stdout
     for rule in ("export_markers", "crop_face", "select_faces", "caption_faces", "train"):
         assert rule in dry
-    assert "training estimate (RTX 4090, 1024 px, batch 1)" in dry
+    assert "training estimate, upper bound (RTX 4090, 1024 px, batch 1)" in dry
     assert "auto step budget for 5 images: train.num_repeats 40, train.max_train_epochs 10" in dry
     assert "install_trainer" not in dry  # only when asked by name
 

@@ -36,7 +36,9 @@ def test_dry_run_shows_the_training_job_and_its_estimate(workflow):
     text = result.stdout
     # The job's message replaces its rule header in the listing; the job table counts it.
     assert re.search(r"^train\s+1$", text, re.MULTILINE)
-    assert re.search(r"^Job \d+: training estimate \(RTX 4090, 1024 px, batch 1\):$", text, re.MULTILINE)
+    # Before the selection has run the figures are those of the most faces it can keep, labelled so.
+    assert re.search(r"^Job \d+: training estimate, upper bound \(RTX 4090, 1024 px, batch 1\):$", text, re.MULTILINE)
+    assert "the selection runs first and keeps at most 5 images" in text
     # 5 usable faces at most, 10 repeats, batch 1, 10 epochs (the defaults): the step math in the dry run.
     assert "5 images x 10 repeats = 50 samples/epoch in 1 bucket(s) -> 50 batches = 50 steps/epoch" in text
     assert "x 10 epochs = 500 steps" in text
@@ -159,5 +161,53 @@ def test_a_ready_run_is_planned_again_once_it_can_launch(workflow):
     assert "train" in planned_jobs(workdir, env=double_env())  # a GPU (the double's stand-in check)
     snakemake(workdir, "--cores", "2", env=double_env())
     assert _status(workdir)["state"] == "done"
-    # the figures of a finished training (loss, samples, the headshot grid), no training
-    assert set(planned_jobs(workdir, env=NO_GPU)) == {"report_training", "report_headshots", "all"}
+    # the figures of a finished training (loss, samples, the headshot grid) were drawn in the same run
+    assert planned_jobs(workdir, env=NO_GPU) == {}
+
+
+def _dry_steps(text: str) -> tuple[int, bool]:
+    """The dry run's total step count for the training and whether it is labelled an upper bound."""
+    header = re.search(r"^Job \d+: training estimate(, upper bound)? \(", text, re.MULTILINE)
+    assert header, text
+    steps = re.search(r"x \d+ epochs = (\d+) steps$", text[header.start() :], re.MULTILINE)
+    assert steps, text
+    return int(steps.group(1)), bool(header.group(1))
+
+
+def _launch_estimate(workdir: Path) -> dict:
+    """What the launch computed and recorded in the run folder (estimate.json)."""
+    return json.loads((workdir / _status(workdir)["run_dir"] / "estimate.json").read_text())
+
+
+def _trained_steps(workdir: Path) -> int:
+    """Steps the test double ran in the run folder status.json names (one record per step)."""
+    return len(read_jsonl(workdir / _status(workdir)["run_dir"] / "output" / "double_steps.jsonl"))
+
+
+def test_the_dry_run_prices_what_trains_or_labels_an_upper_bound(workflow):
+    """Fixed repeats and epochs with batch 2 and accumulation 2: from a 2-face selection to every face the
+    dry run gives an upper bound (the selection re-runs) and the launch prints the exact count; a changed
+    train key (the selection stays) gives the exact count before anything runs."""
+    workdir, library = workflow
+    fixed = {"num_repeats": 3, "max_train_epochs": 2, "batch_size": 2, "gradient_accumulation_steps": 2}
+    write_config(workdir, library.root, train=double_config(workdir, **fixed), select={"top_n": 2})
+    snakemake(workdir, "--cores", "2", env=double_env())
+    assert _trained_steps(workdir) == _launch_estimate(workdir)["total_steps"]
+
+    write_config(workdir, library.root, train=double_config(workdir, **fixed))  # select.top_n back to default
+    dry = snakemake(workdir, "-n", env=double_env()).stdout
+    bound, is_bound = _dry_steps(dry)
+    assert is_bound and "the selection runs first and keeps at most" in dry
+    run = snakemake(workdir, "--cores", "2", env=double_env())
+    trained = _trained_steps(workdir)
+    assert 0 < trained <= bound
+    launch = _launch_estimate(workdir)
+    assert launch["total_steps"] == trained
+    assert f"= {trained} steps" in run.stdout + run.stderr  # the launch prints the exact figures
+    assert f"runtime={launch['runtime_minutes']} min" in run.stdout + run.stderr  # the job's re-evaluated runtime
+
+    write_config(workdir, library.root, train=double_config(workdir, **{**fixed, "num_repeats": 5}))
+    exact, is_bound = _dry_steps(snakemake(workdir, "-n", env=double_env()).stdout)
+    assert not is_bound
+    snakemake(workdir, "--cores", "2", env=double_env())
+    assert exact == _trained_steps(workdir) != trained

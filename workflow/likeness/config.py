@@ -30,7 +30,7 @@ import jsonschema
 import yaml
 
 from likeness import WORKFLOW_DIR
-from likeness.errors import ConfigError
+from likeness.errors import ConfigError, LikenessError
 
 SCHEMA_DIR = WORKFLOW_DIR / "schemas"
 
@@ -100,6 +100,24 @@ def _message_of(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
+def check_yaml_syntax(path: str | Path) -> None:
+    """Raise LikenessError naming ``path``, line and column when the YAML file does not parse (Snakemake's
+    own message names neither). A missing file is left to Snakemake, which says so."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    try:
+        yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path} line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        problem = error.problem or error.context or "not valid YAML"
+        raise LikenessError(f"{where}: {problem} (check the indentation of that line and the one before)") from None
+    except yaml.YAMLError as error:
+        raise LikenessError(f"{path}: not valid YAML ({error})") from None
+
+
 # -- command-line values ---------------------------------------------------------------------------
 # `snakemake --config select='{top_n: 5}'` parses the value with YAML's BaseLoader, which leaves every
 # scalar a string ({'top_n': '5'}). A string is replaced by its YAML reading only where the schema
@@ -111,6 +129,14 @@ def _accepts(schema: Mapping[str, Any], value: Any) -> bool:
     return jsonschema.Draft202012Validator(schema).is_valid(value)
 
 
+def _type_accepts(schema: Mapping[str, Any], value: Any) -> bool:
+    """Whether ``value`` has a type the schema allows (its range, enum and pattern aside)."""
+    if "type" in schema:
+        return _accepts({"type": schema["type"]}, value)
+    alternatives = schema.get("anyOf") or schema.get("oneOf")
+    return bool(alternatives) and any(_type_accepts(option, value) for option in alternatives)
+
+
 def _command_line_value(value: str, schema: Mapping[str, Any]) -> Any:
     if _accepts(schema, value):
         return value
@@ -118,8 +144,10 @@ def _command_line_value(value: str, schema: Mapping[str, Any]) -> Any:
         reading = yaml.safe_load(value)
     except yaml.YAMLError:
         return value
+    # A reading of the right type that the schema still refuses (top_n 0: below the minimum) is kept, so
+    # that the error names the range, as the same value in config.yaml does, not the string's type.
     if isinstance(reading, bool | int | float) or reading is None:
-        return reading if _accepts(schema, reading) else value
+        return reading if _accepts(schema, reading) or _type_accepts(schema, reading) else value
     return value
 
 

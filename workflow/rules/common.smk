@@ -1,4 +1,6 @@
 # Helpers shared by every stage: config validation, the parse-time export, per-face parameters.
+import atexit
+import os
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -20,6 +22,7 @@ from likeness import tables as lk_tables
 from likeness.config import validate_config
 from likeness.joblog import run_logged
 from likeness.errors import LikenessError
+from likeness import summary as lk_summary
 
 
 def fail(error):
@@ -73,12 +76,35 @@ def crop_records(wildcards=None):
     return expand("results/crops/{stem}.json", stem=FACE_STEMS)
 
 
+# The command this run was started with (profile and all), for every hint a job prints: the train and
+# headshot jobs read it from the environment (a Slurm job inherits it with the submitting environment).
+LK_COMMAND = lk_summary.invoked_command()
+if not workflow.remote_exec:
+    os.environ.update({lk_summary.COMMAND_VARIABLE: LK_COMMAND})
+    # With the profile's quiet: rules, at most one line per job reaches the console (the progress count).
+    if "RULES" in {
+        str(q).rsplit(".", 1)[-1].upper() for q in workflow.output_settings.quiet or ()
+    }:
+        lk_summary.quiet_per_job_lines()
+# How this run ends, for the closing summary (set by onstart, onsuccess and onerror below).
+LK_RUN = {"started": False, "outcome": "", "failed": []}
+
+
 onstart:
     # A run killed while writing (SIGKILL, power loss) leaves hidden ".<name>.<random>.tmp" files
     # beside its outputs. onstart runs while this run holds the working directory's lock, so no
     # other writer can own a temporary file under results/ now.
     lk_atomic.remove_stale_temporaries("results")
     lk_train_onstart()
+    LK_RUN["started"] = True
+
+
+onsuccess:
+    LK_RUN.update(outcome="success")
+
+
+onerror:
+    LK_RUN.update(outcome="error", failed=lk_failed_jobs())
 
 
 def lk_cluster_local_rules(workflow, config):
@@ -87,3 +113,68 @@ def lk_cluster_local_rules(workflow, config):
         {"caption_faces"} if config["train"]["submit_caption"] else set()
     )
     return [rule.name for rule in workflow.rules if rule.name not in submitted]
+
+
+# The training figures' freshness (SELECTION_* in select.smk, the train rule's runtime in train.smk).
+def lk_selection_is_current():
+    """Whether the selection on disk is what it would choose now (no selection job to run first)."""
+    return lk_select_freshness.is_current(
+        SELECTION_RECORD, SELECTION_KEY, SELECTION_OUTPUTS
+    )
+
+
+def lk_train_max_images():
+    """None when the selection on disk is what will train (exact figures), else the most images the
+    selection that runs first can keep (the figures are then an upper bound)."""
+    if lk_selection_is_current():
+        return None
+    return lk_runplan.most_images(SETTINGS.select.top_n, len(FACE_STEMS))
+
+
+def lk_train_runtime(wildcards, input):
+    """The train job's time limit (Slurm's -t) in minutes. Snakemake evaluates it again once the job's
+    inputs are up to date, right before it is scheduled: by then the selection has run and the count is
+    exact (the parse-time figure may be an upper bound)."""
+    return lk_runplan.dry_run(
+        SETTINGS.train,
+        input.images,
+        max_images=lk_train_max_images(),
+        runs_root=TRAIN_RUNS,
+    ).runtime_minutes
+
+
+def lk_failed_jobs():
+    """(rule, log files) of each job that failed in this run: the scheduler's record (Snakemake 9.27)."""
+    failed = getattr(workflow.scheduler, "failed", None) or ()
+    return sorted(
+        {(job.rule.name, tuple(str(path) for path in job.log)) for job in failed}
+    )
+
+
+def lk_print_last():
+    """At exit, after all Snakemake prints: a dry run's training state and price, a run's closing summary."""
+    lines = []
+    if workflow.remote_exec:
+        return
+    if workflow.dryrun:
+        lines = lk_summary.dry_run_footer(TRAIN_STATUS, TRAIN_DRY_RUN.lines)
+    elif LK_RUN["started"]:
+        lines = lk_summary.closing_summary(
+            outcome=LK_RUN["outcome"] or "error",
+            command=LK_COMMAND,
+            manifest="results/dataset/manifest.tsv",
+            excluded="results/dataset/excluded.tsv",
+            status_path=TRAIN_STATUS,
+            best_lora_json=BEST_LORA_JSON,
+            failed=LK_RUN["failed"],
+        )
+    if lines:
+        sys.stderr.flush()
+        print(
+            "\n".join(lines),
+            file=sys.stdout if workflow.dryrun else sys.stderr,
+            flush=True,
+        )
+
+
+atexit.register(lk_print_last)

@@ -158,7 +158,9 @@ rule report_headshots:
         run_logged(log[0], lk_training_figures.headshots_job, input.record, output.grid)
 
 
-# What `rule all` lists: the loss curve and samples once a training has finished.
+# What `rule all` lists: every figure, always. Before a training has finished the loss chart, samples and
+# headshot grid say that there is nothing yet; they follow status.json and the best-epoch record, so the
+# run that finishes the training draws them too (nothing is decided from status.json while parsing).
 REPORT_FIGURES = [
     "results/report/selected.png",
     "results/report/excluded",
@@ -166,13 +168,7 @@ REPORT_FIGURES = [
     "results/report/head_poses.svg",
     "results/report/caption_tags.svg",
     "results/report/estimate.html",
+    "results/report/loss.svg",
+    "results/report/samples.png",
+    "results/report/headshots.png",
 ]
-if (
-    lk_training_figures.training_done("results/train/status.json")
-    or TRAIN_FINISHED_ELSEWHERE
-):
-    REPORT_FIGURES += [
-        "results/report/loss.svg",
-        "results/report/samples.png",
-        "results/report/headshots.png",
-    ]

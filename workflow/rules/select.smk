@@ -4,6 +4,24 @@
 # only when its bytes change, and Snakemake's input checksums then keep later stages from re-running
 # on an unchanged selection. The images folder is a directory(): Snakemake empties it before the job
 # (its .snakemake_timestamp records when the job ran) and the job links the selected crops into it.
+# selection.json records the key of what the selection followed: a dry run compares it with the key of the
+# config and library now to know whether the training figures describe what will train (train.smk).
+from likeness.select import freshness as lk_select_freshness
+
+SELECTION_RECORD = "results/dataset/selection.json"
+SELECTION_KEY = lk_select_freshness.inputs_key(
+    config["select"],
+    config["crop"],
+    lk_crop.code_digest(),
+    lk_export_tsv.export_digest(EXPORT),
+    FACE_SPECS,
+)
+SELECTION_OUTPUTS = [
+    "results/dataset/manifest.tsv",
+    "results/dataset/excluded.tsv",
+    "results/dataset/identity.json",
+    "results/dataset/images",
+]
 
 
 rule select_faces:
@@ -19,6 +37,7 @@ rule select_faces:
         excluded=update("results/dataset/excluded.tsv"),
         identity=update("results/dataset/identity.json"),
         images=directory("results/dataset/images"),
+        selection=SELECTION_RECORD,
     log:
         "logs/select_faces.log",
     # New faces are embedded by the identity model in one process per thread.
@@ -33,4 +52,5 @@ rule select_faces:
             output,
             params.settings,
             threads,
+            inputs_key=SELECTION_KEY,
         )

@@ -29,9 +29,7 @@ try:
     TRAIN_DRY_RUN = lk_runplan.dry_run(
         SETTINGS.train,
         TRAIN_IMAGES,
-        assumed_images=lk_runplan.expected_images(
-            "results/dataset/manifest.tsv", SETTINGS.select.top_n, len(FACE_STEMS)
-        ),
+        max_images=lk_train_max_images(),
         runs_root=TRAIN_RUNS,
     )
     # A run that stopped at 'ready' whose LoRA was copied back (trained on a rented GPU machine): the
@@ -75,7 +73,7 @@ rule train:
         "../../envs/likeness.yaml"
     resources:
         gpu=1,
-        runtime=TRAIN_DRY_RUN.runtime_minutes,
+        runtime=lk_train_runtime,
         mem_mb=config["train"]["mem_mb"],
         cpus_per_gpu=config["train"]["cpus_per_gpu"],
     params:

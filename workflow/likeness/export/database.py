@@ -31,7 +31,14 @@ def make_engine(url: str, password_env: str, option_file: str, lock_timeout: flo
     backend = parsed.get_backend_name()
     if backend in ("mysql", "mariadb"):
         return _mysql_engine(parsed, password_env, option_file)
-    raise ConfigError("source.url", f"unsupported database '{backend}': use mysql+mysqldb:// or sqlite:///")
+    raise ConfigError("source.url", f"unsupported database '{backend}': use {SUPPORTED_URL_FORMS}")
+
+
+# Every URL form make_engine and likeness.export.immich open, for the one-line answer to any other.
+SUPPORTED_URL_FORMS = (
+    "mysql+mysqldb://user@host/db (PhotoPrism, digiKam on MariaDB/MySQL), "
+    "postgresql+psycopg://user@host/db (Immich) or sqlite:///path/to/file.db (PhotoPrism, digiKam)"
+)
 
 
 # Query parameters that carry a secret in some driver's URL syntax (mysqlclient: passwd, password).

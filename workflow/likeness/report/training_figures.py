@@ -135,13 +135,6 @@ def samples_sheet(sample_dir: PathLike, out_png: PathLike, tile: int = 256, max_
     return len(groups)
 
 
-def training_done(status_json: PathLike) -> bool:
-    try:
-        return json.loads(Path(status_json).read_text(encoding="utf-8")).get("state") == "done"
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def training_figures(status_json: PathLike, loss_svg_path: PathLike, samples_png: PathLike, *, log: JobLog) -> None:
     """The report_training job: loss chart and sample sheet of the run that the status file names."""
     status = json.loads(Path(status_json).read_text(encoding="utf-8"))

@@ -12,7 +12,7 @@ from likeness import tables
 from likeness.atomic import write_if_changed
 from likeness.config import Section, section_settings
 from likeness.joblog import JobLog
-from likeness.select import masks
+from likeness.select import freshness, masks
 from likeness.select.dataset_images import sync_images
 from likeness.select.faces import Face, gather_faces
 from likeness.select.filters import apply_filters, check_record, check_settings
@@ -97,12 +97,15 @@ def dataset_images(selected: Sequence[Face]) -> dict[str, str | bytes]:
     return wanted
 
 
-def select_faces(inputs: Any, outputs: Any, settings: Mapping[str, Any], workers: int = 1, *, log: JobLog) -> str:
+def select_faces(
+    inputs: Any, outputs: Any, settings: Mapping[str, Any], workers: int = 1, *, inputs_key: str = "", log: JobLog
+) -> str:
     """The select rule's job (through likeness.joblog.run_logged): select, then log the summary line.
 
     ``inputs`` and ``outputs`` are the rule's named input and output lists (records, markers, neighbours;
-    manifest, excluded, identity, images): every path comes from the rule. ``settings`` is the validated
-    ``select`` section as the rule passes it (a plain dict).
+    manifest, excluded, identity, images, selection): every path comes from the rule. ``inputs_key``: the
+    key the Snakefile computed (likeness.select.freshness), recorded in ``outputs.selection``. ``settings``
+    is the validated ``select`` section as the rule passes it (a plain dict).
     """
     line = run_selection(
         inputs.records,
@@ -113,5 +116,7 @@ def select_faces(inputs: Any, outputs: Any, settings: Mapping[str, Any], workers
         log,
         workers,
     )
+    if inputs_key:  # what the next dry run compares with (likeness.select.freshness)
+        freshness.write_record(outputs.selection, inputs_key, tables.count_rows(outputs.manifest) or 0)
     log(line)
     return line

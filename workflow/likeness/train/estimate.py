@@ -348,6 +348,33 @@ def estimate(
     return result
 
 
+# Beyond this many images the auto step budget is at its floor of MIN_EPOCHS epochs of one repeat, so the
+# steps only grow with the image count (and with fixed repeats and epochs they always do).
+_AUTO_BUDGET_SETTLED = 600
+
+
+def upper_bound_estimate(
+    cfg: Mapping[str, Any],
+    max_images: int,
+    reg_images: int | Sequence[tuple[int, int]] = 0,
+    *,
+    calibration_path: str | Path | None = None,
+) -> Estimate:
+    """The longest training a selection of 1 to ``max_images`` crops at the training resolution can make:
+    for the dry run before the selection (re-)runs. The auto step budget does not grow with the image count
+    (6 images can train more steps than 14), so every count up to where it settles is tried."""
+    table = load_speed_table()
+    counts = {*range(1, min(max_images, _AUTO_BUDGET_SETTLED) + 1), max_images} if max_images > 0 else {0}
+
+    def seconds(images: int) -> float:
+        return estimate(
+            cfg, images, reg_images, calibration_path=calibration_path, table=table, with_hints=False
+        ).total_seconds
+
+    longest = max(sorted(counts), key=seconds)
+    return estimate(cfg, longest, reg_images, calibration_path=calibration_path, table=table)
+
+
 def estimate_for_folders(
     cfg: Mapping[str, Any],
     image_dir: str | Path,

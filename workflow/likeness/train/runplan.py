@@ -300,24 +300,46 @@ class DryRun:
 
     @property
     def message(self) -> str:
-        """The lines as a rule ``message:`` (braces escaped for format), with the job's resources."""
-        text = "\n".join([*self.lines, f"  resources: gpu=1, runtime={self.runtime_minutes} min"])
-        return text.replace("{", "{{").replace("}", "}}")
+        """The lines as a rule ``message:`` (braces escaped for format), with the job's resources: the
+        runtime as Snakemake evaluates it for the job (exact once the selection has run)."""
+        text = "\n".join(self.lines).replace("{", "{{").replace("}", "}}")
+        return f"{text}\n  resources: gpu=1, runtime={{resources.runtime}} min"
 
 
-def dry_run(cfg: Section, images_dir: str | Path, *, assumed_images: int, runs_root: str | Path) -> DryRun:
-    """The estimate for ``snakemake -n``: counts the dataset when it exists, else ``assumed_images``; names
-    the files sd-scripts would not load."""
-    estimate, note = est.estimate_for_folders(
-        cfg.as_dict(), images_dir, assumed_images=assumed_images, calibration_path=Path(runs_root) / "calibration.tsv"
-    )
+def dry_run(cfg: Section, images_dir: str | Path, *, max_images: int | None, runs_root: str | Path) -> DryRun:
+    """The estimate for ``snakemake -n`` and the train job's ``runtime``; names the files sd-scripts would
+    not load.
+
+    ``max_images`` None: the selection is up to date, so the dataset folder is what will train and the
+    figures are exact. Otherwise the selection runs first and keeps at most ``max_images`` faces: the figures
+    are the longest training such a selection can make, labelled an upper bound.
+    """
+    calibration = Path(runs_root) / "calibration.tsv"
+    if max_images is None:
+        estimate, counted = est.estimate_for_folders(cfg.as_dict(), images_dir, calibration_path=calibration)
+        note = f"exact: {counted}, the selection is up to date"
+        lines = estimate.format_lines()
+    else:
+        reg_dir = Path(cfg.reg_images).expanduser() if cfg.reg_images else None
+        reg_sizes = images.image_sizes(reg_dir) if reg_dir else []
+        estimate = est.upper_bound_estimate(cfg.as_dict(), max_images, reg_sizes, calibration_path=calibration)
+        note = (
+            f"upper bound: the selection runs first and keeps at most {max_images} images; these figures are "
+            f"the longest training such a selection can make ({estimate.steps.n_images} images). The train job's time "
+            "limit and its launch use the exact count"
+        )
+        lines = estimate.format_lines()
+        lines[0] = lines[0].replace("training estimate (", f"training estimate, {UPPER_BOUND} (", 1)
     headshots = estimate.overhead_seconds.get("headshots", 0.0)
     headshot_minutes = math.ceil(headshots * est.RUNTIME_MARGIN / 60) + est.RUNTIME_EXTRA_MINUTES
-    ignored = [images.ignored_note(images.list_folder(images_dir), "dataset")]
+    ignored = [images.ignored_note(images.list_folder(images_dir), "dataset")] if max_images is None else []
     if cfg.reg_images:
         ignored.append(images.ignored_note(images.list_folder(Path(cfg.reg_images).expanduser()), "regularisation"))
     notes = [f"  WARNING: {line}" for line in ignored if line]
-    return DryRun([*estimate.format_lines(), f"  ({note})", *notes], estimate.runtime_minutes, headshot_minutes)
+    return DryRun([*lines, f"  ({note})", *notes], estimate.runtime_minutes, headshot_minutes)
+
+
+UPPER_BOUND = "upper bound"
 
 
 def declared_inputs(cfg: Section, manifest: str, captions_table: str) -> dict[str, str]:
@@ -335,11 +357,9 @@ def declared_inputs(cfg: Section, manifest: str, captions_table: str) -> dict[st
     return inputs
 
 
-def expected_images(manifest: str | Path, top_n: int, faces: int) -> int:
-    """Images the training will see, for the dry run: the manifest's rows once selection ran, else at most
-    select.top_n of the faces there are."""
-    rows = tables.count_rows(manifest)
-    return rows if rows is not None else min(top_n, faces)
+def most_images(top_n: int, faces: int) -> int:
+    """The most images a selection can keep: select.top_n of the faces there are."""
+    return min(top_n, faces)
 
 
 def as_plan(plan: RunPlan | str | Path) -> RunPlan:

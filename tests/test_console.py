@@ -1,0 +1,73 @@
+"""What the demo's console shows: one line per face job, and the closing summary as the last block, on
+success and on a failure (the summary's last line is the failed job's own error)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from fixtures.runs import copy_workflow, snakemake_env, start_group
+from fixtures.training import double_config, double_env
+
+pytestmark = pytest.mark.snakemake
+
+
+def console(workdir: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, list[str]]:
+    """``snakemake ARGS`` with stdout and stderr in one stream, as a terminal shows them."""
+    command = [sys.executable, "-m", "snakemake", *args]
+    process = start_group(command, workdir, snakemake_env(env), subprocess.PIPE, subprocess.STDOUT)
+    out, _ = process.communicate(timeout=600)
+    return process.returncode, out.decode(errors="replace").splitlines()
+
+
+def summary_block(lines: list[str]) -> list[str]:
+    """The lines from the last summary header to the end."""
+    starts = [i for i, line in enumerate(lines) if line.startswith("likeness: ---- summary")]
+    assert starts, "\n".join(lines[-30:])
+    return lines[starts[-1] :]
+
+
+def test_the_demo_prints_a_line_per_face_job_and_ends_with_the_summary(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf", extra=["config.yaml"])
+    subprocess.run([sys.executable, "resources/demo/build_demo.py"], cwd=workdir, check=True, capture_output=True)
+    code, lines = console(workdir, env={"CUDA_VISIBLE_DEVICES": ""})
+    assert code == 0, "\n".join(lines)
+    table = dict(re.findall(r"^(\w+)\s+(\d+)$", "\n".join(lines), re.MULTILINE))
+    faces, jobs = int(table["crop_face"]), int(table["total"])
+    print(f"{len(lines)} console lines for {jobs} jobs, {faces} of them face jobs")
+    # Per job: Snakemake's progress count; per face job also its crop's own line. Nothing else repeats per job.
+    # (two streams in one pipe: a progress line can share a line with a job's own line)
+    progress = re.findall(rf"(\d+) of {jobs} steps \(\d+%\) done", "\n".join(lines))
+    assert sorted(map(int, progress)) == list(range(1, jobs + 1))
+    per_face = [line for line in lines if re.match(r"likeness: \w{16} .*: (ok|excluded)", line)]
+    assert len(per_face) <= faces
+    assert len(lines) <= 2 * jobs + 60  # a fixed header, the job table and the summary besides
+    assert not any(
+        line.startswith(("Select jobs to execute", "Finished jobid", "localrule", "rule ")) for line in lines
+    )
+
+    block = summary_block(lines)
+    assert block[0] == "likeness: ---- summary (finished) ----"
+    assert re.fullmatch(r"likeness: faces: \d+ kept for training, \d+ excluded \(.+\)", block[1])
+    assert block[2].startswith("likeness: training: ready in results/train/")
+    assert block[-1].startswith("likeness: next: ") and "snakemake" in block[-1]
+    assert all(line.startswith("likeness: ") for line in block)
+
+    # A failure: the training refused by the budget guard. The summary is still last, and its last line is
+    # the failed job's own error, with its log.
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["train"] = {**config.get("train", {}), **double_config(workdir, max_gpu_hours=0.001)}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    code, lines = console(workdir, env=double_env())
+    assert code != 0
+    block = summary_block(lines)
+    assert block[0] == "likeness: ---- summary (FAILED) ----"
+    assert re.fullmatch(
+        r"likeness: train failed: training refused: .*exceeds train\.max_gpu_hours 0\.001.* \(log: logs/train\.log\)",
+        block[-1],
+    ), block[-1]
+    assert any("run `" in line and "snakemake" in line and "again" in line for line in block)

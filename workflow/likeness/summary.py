@@ -1,0 +1,217 @@
+"""What the console says last: the closing summary of a run and the training's state and price in a dry run.
+
+The Snakefile prints these when the process exits (atexit), after everything Snakemake prints itself
+(its "Complete log" and "Elapsed time" lines, a failed run's error text), so that they are the last
+block on the screen. Every line starts with ``likeness:``; on failure the last lines are the failed jobs'
+own one-line errors, read back from their logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shlex
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from likeness import tables
+from likeness.joblog import PREFIX
+
+# The environment variable the main process sets to invoked_command(), for the hints jobs print.
+COMMAND_VARIABLE = "LIKENESS_COMMAND"
+
+
+def hint_command(default: str) -> str:
+    """The command a job's hint names: the one this run was started with, else ``default``."""
+    return os.environ.get(COMMAND_VARIABLE) or default
+
+
+def invoked_command(argv: Sequence[str] | None = None, cwd: str | os.PathLike[str] | None = None) -> str:
+    """The command line this run was started with, as the user can type it again here (profile and all):
+    ``.venv/bin/snakemake --profile profiles/slurm``, not a bare ``snakemake`` that is not on PATH."""
+    argv = list(sys.argv if argv is None else argv)
+    program = argv[0] if argv else "snakemake"
+    if Path(program).name == "__main__.py":  # python -m snakemake
+        head = [_relative(sys.executable, cwd), "-m", "snakemake"]
+    elif "/" in program:
+        head = [_relative(program, cwd)]
+    else:
+        head = [program]
+    return shlex.join([*head, *argv[1:]])
+
+
+def _relative(path: str, cwd: str | os.PathLike[str] | None) -> str:
+    """``path`` relative to ``cwd`` when it lies inside it (.venv/bin/snakemake), else as given."""
+    try:
+        inside = Path(os.path.abspath(path)).relative_to(Path(cwd or os.getcwd()).resolve())
+    except ValueError:
+        return path
+    return str(inside)
+
+
+def with_targets(command: str, *targets: str) -> str:
+    """``command`` asking for ``targets`` instead of the targets it named, its options kept as typed."""
+    words = shlex.split(command)
+    head = 3 if words[1:3] == ["-m", "snakemake"] else 1
+    kept, rest = words[:head], words[head:]
+    taking: int | None = 0  # values the last option still takes (None: any number, as --config)
+    for word in rest:
+        if word.startswith("-"):
+            kept.append(word)
+            name = word.split("=", 1)[0]
+            taking = None if name in _OPTIONS_WITH_VALUES and "=" not in word else 0
+            taking = 1 if name in _OPTIONS_WITH_ONE_VALUE and "=" not in word else taking
+        elif taking is None or taking > 0:
+            kept.append(word)
+            taking = taking - 1 if taking else taking
+    return shlex.join([*kept, *targets])
+
+
+# This workflow's options that take one value, and those that take several (everything up to the next option).
+_OPTIONS_WITH_ONE_VALUE = {"--cores", "-c", "--jobs", "-j", "--profile", "--directory", "-d", "--report"}
+_OPTIONS_WITH_VALUES = {"--config", "-C", "--configfile", "--configfiles", "--set-resources", "--resources"}
+
+
+def _status(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def training_state(status_path: str | os.PathLike[str]) -> str:
+    """One line: the training's state as status.json records it."""
+    status = _status(status_path)
+    if status is None:
+        return "training: not prepared yet"
+    state = status.get("state", "?")
+    if state == "done":
+        return f"training: done in {status.get('run_dir')}/ ({status.get('lora')})"
+    if state == "ready":
+        missing = "; ".join(status.get("missing") or []) or "nothing missing"
+        return f"training: ready in {status.get('run_dir')}/, not started ({missing})"
+    return f"training: {state} in {status.get('run_dir')}/"
+
+
+def faces_line(manifest: str | os.PathLike[str], excluded: str | os.PathLike[str]) -> str:
+    """One line: faces kept for training and the excluded ones by reason."""
+    kept = tables.count_rows(manifest)
+    if kept is None:
+        return "faces: not selected yet"
+    try:
+        reasons = Counter(row["reason_key"] for row in tables.read_table(excluded, ("reason_key",)))
+    except Exception:
+        reasons = Counter()
+    by_reason = ", ".join(f"{reason} {count}" for reason, count in reasons.most_common())
+    return f"faces: {kept} kept for training, {sum(reasons.values())} excluded" + (
+        f" ({by_reason})" if by_reason else ""
+    )
+
+
+def lora_line(best_lora_json: str | os.PathLike[str], status_path: str | os.PathLike[str]) -> str:
+    best = _status(best_lora_json) or {}
+    lora = best.get("lora") or best.get("path")
+    if lora and Path(str(lora)).exists():
+        return f"LoRA: {lora} (epoch {best.get('epoch')})"
+    status = _status(status_path) or {}
+    if status.get("lora"):
+        return f"LoRA: {status['lora']} (the final epoch; the best epoch is not chosen yet)"
+    return "LoRA: none yet"
+
+
+def _last_line(path: str | os.PathLike[str]) -> str:
+    try:
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [line for line in lines if line]
+    return lines[-1].removeprefix("error: ") if lines else ""
+
+
+def job_errors(failed: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+    """One line per failed job: its rule and the last line of its log (a job's error is its last line,
+    likeness.joblog), and the log's path."""
+    lines = []
+    for rule, logs in failed:
+        last = next((line for line in map(_last_line, logs) if line), "")
+        where = f" (log: {', '.join(logs)})" if logs else ""
+        lines.append(f"{PREFIX}{rule} failed: {last or 'no log line'}{where}")
+    return lines
+
+
+def closing_summary(
+    *,
+    outcome: str,
+    command: str,
+    manifest: str,
+    excluded: str,
+    status_path: str,
+    best_lora_json: str,
+    failed: Sequence[tuple[str, Sequence[str]]] = (),
+) -> list[str]:
+    """The last block of a run: faces, training, LoRA, what to run next; on failure, the errors last."""
+    status = _status(status_path) or {}
+    lines = [
+        f"{PREFIX}---- summary ({'finished' if outcome == 'success' else 'FAILED'}) ----",
+        PREFIX + faces_line(manifest, excluded),
+        PREFIX + training_state(status_path),
+        PREFIX + lora_line(best_lora_json, status_path),
+    ]
+    if outcome != "success":
+        lines.append(f"{PREFIX}next: fix what the line below says, then run `{command}` again (it resumes)")
+        lines += job_errors(failed) or [f"{PREFIX}a job failed: see the log named above"]
+        return lines
+    if status.get("state") == "ready":
+        lines.append(f"{PREFIX}next: once that is fixed, `{command}` launches the training")
+    else:
+        lines.append(f"{PREFIX}next: `{with_targets(command)} --report report.html` builds the report")
+    return lines
+
+
+def dry_run_footer(status_path: str, estimate_lines: Sequence[str]) -> list[str]:
+    """After a dry run's job list (also when nothing is to be done): the training's state and price, and
+    whether the price is exact or an upper bound (the estimate's own note in parentheses)."""
+    stripped = [line.strip() for line in estimate_lines]
+    price = [line for line in stripped if line.startswith(("steps:", "time:"))]
+    cost = next((line for line in stripped if line.startswith("cost:")), "")
+    notes = [line for line in stripped if line.startswith(("(", "WARNING"))]
+    header = stripped[0].rstrip(":") if stripped else "training estimate"
+    return [
+        PREFIX + training_state(status_path),
+        f"{PREFIX}{header}: {cost}",
+        *(f"{PREFIX}  {line}" for line in [*price, *notes]),
+    ]
+
+
+class PerJobQuiet(logging.Filter):
+    """Drops the scheduler's per-job chatter from Snakemake's console handler (not from its log file):
+    "Select jobs to execute...", "Execute N jobs..." and each job's "[time] Finished jobid" block. What
+    stays per job is Snakemake's progress line with counts ("12 of 33 steps (36%) done"); the per-job
+    rule blocks are quieted by the profile (quiet: rules). Measured on Snakemake 9.27: these records are
+    plain INFO messages or JOB_FINISHED events of the logger ``snakemake.logging``."""
+
+    _SCHEDULING = re.compile(r"^(Select jobs to execute\.\.\.|Execute \d+ jobs\.\.\.)$")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(getattr(record, "event", "")).lower().endswith("job_finished"):
+            return False
+        return not (isinstance(record.msg, str) and self._SCHEDULING.match(record.msg))
+
+
+def quiet_per_job_lines(logger_name: str = "snakemake.logging") -> int:
+    """Add :class:`PerJobQuiet` to the console handlers of Snakemake's logger; returns how many got it."""
+    handlers = [
+        handler
+        for handler in logging.getLogger(logger_name).handlers
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+    ]
+    for handler in handlers:
+        if not any(isinstance(f, PerJobQuiet) for f in handler.filters):
+            handler.addFilter(PerJobQuiet())
+    return len(handlers)
