@@ -78,7 +78,6 @@ onstart:
     # beside its outputs. onstart runs while this run holds the working directory's lock, so no
     # other writer can own a temporary file under results/ now.
     lk_atomic.remove_stale_temporaries("results")
-    lk_train_onstart()
 
 
 def lk_cluster_local_rules(workflow, config):

@@ -3,8 +3,6 @@
 # sd-scripts checkout and the base model. Without them it prepares a ready-to-launch run and exits 0.
 # Every dataset or config trains into its own run folder (results/train/<hash>/); nothing is deleted.
 # With profiles/slurm this is the one job submitted to the cluster (every other rule is local).
-import functools
-
 from likeness.sdscripts import options as lk_sdscripts_options
 from likeness.train import calibration as lk_train_calibration
 from likeness.train import readiness as lk_train_readiness
@@ -18,7 +16,6 @@ TRAIN_CAPTIONS = "results/captions/text"
 TRAIN_RUNS = "results/train"
 TRAIN_STATUS = f"{TRAIN_RUNS}/status.json"
 TRAIN_LOG = "logs/train.log"
-TRAIN_CALIBRATION = f"{TRAIN_RUNS}/calibration.tsv"
 TRAIN_CLASS_WORD = SETTINGS.train.class_word or SETTINGS.caption.class_word
 
 
@@ -34,8 +31,8 @@ try:
         ),
         runs_root=TRAIN_RUNS,
     )
-    # A run that stopped at 'ready' whose LoRA was copied back (trained on a rented GPU machine): the
-    # next run records it as done when it starts (onstart), and the report stages go on.
+    # A run that stopped at 'ready' whose LoRA was copied back (trained on a rented GPU machine): the train
+    # job runs once more (its readiness param changed) and records it as done; the report stages follow.
     TRAIN_FINISHED_ELSEWHERE = lk_train_calibration.finished_elsewhere(
         SETTINGS.train,
         TRAIN_STATUS,
@@ -43,16 +40,6 @@ try:
     )
 except LikenessError as error:
     fail(error)
-
-
-# The training's part of onstart (common.smk): record a run that finished elsewhere (see above).
-lk_train_onstart = functools.partial(
-    lk_train_calibration.record_if_finished_elsewhere,
-    TRAIN_FINISHED_ELSEWHERE,
-    TRAIN_STATUS,
-    TRAIN_LOG,
-    TRAIN_CALIBRATION,
-)
 
 
 rule train:

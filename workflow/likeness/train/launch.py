@@ -28,6 +28,7 @@ import yaml
 
 from likeness.atomic import atomic_write_json
 from likeness.config import Section, validate_section
+from likeness.errors import LikenessError
 from likeness.joblog import JobLog, run_script
 from likeness.sdscripts import names, progress
 from likeness.sdscripts.states import find_resume_state
@@ -39,6 +40,13 @@ from likeness.train import trainer_install as ti
 from likeness.train.runplan import RUN_OUTPUT, RunPlan, as_plan, estimate_record, plan_estimate, prepare_run
 
 LAUNCH_COMMAND = "snakemake --cores 2 train"  # what the README tells users to run; logged in the ready line
+# The run folder's state when a launch cannot happen where the job runs (a submitted job without a GPU,
+# trainer or base model; a base model that cannot be fetched): running the same job again cannot help.
+UNAVAILABLE = "unavailable"
+UNAVAILABLE_HINT = (
+    "submit it where a GPU is visible to the job (a GPU partition: slurm_partition in profiles/slurm/config.yaml)"
+    " with train.sd_scripts and train.base_model readable from the node"
+)
 PROGRESS_INTERVAL_ENV = "LIKENESS_PROGRESS_SECONDS"
 
 
@@ -164,17 +172,30 @@ def run_training(
         log(line)
     details = {} if readiness is None else {"readiness": readiness}
     if st.training_finished(plan):
+        previous = st.read_record(status_path) if status_path else None
         log.file.write(cal.kept_training_log(plan).decode("utf-8", errors="replace"))
         imported = cal.import_measured_speed(plan, calibration_path)
         if imported:
             log(f"measured {imported:.3f} s/step (recorded with the run); stored in {calibration_path}")
-        st.write_run_status(plan, status_path, "done", **details)
-        log(f"training already finished: {plan.final_lora}")
+        elsewhere = (previous or {}).get("state") == "ready"
+        extra = {"finished_elsewhere": True} if elsewhere else {}
+        st.write_run_status(plan, status_path, "done", **details, **extra)
+        if elsewhere:  # it stopped at 'ready' here, and its LoRA files were copied back (a rented GPU machine)
+            log(f"training {plan.run_id} finished elsewhere: {plan.final_lora} recorded as done")
+        else:
+            log(f"training already finished: {plan.final_lora}")
         return 0
     # Nothing can start without a GPU, sd-scripts and a base model: then the run only prepares the
     # training (its estimate lines above carry any budget warning) and succeeds, as the demo must.
     run_env = dict(os.environ if env is None else env)
     missing = rd.missing_for_launch(cfg, run_env)
+    if missing and cfg.submit:
+        # A submitted job (train.submit, a Slurm node) that cannot train where it runs is a failure: a zero
+        # exit would bill the allocation as a success, and the reason would sit in a log no one reads.
+        reason = "; ".join(missing)
+        st.write_run_status(plan, None, UNAVAILABLE, reason=reason, missing=missing)
+        log(f"training cannot run on this node ({reason}): {UNAVAILABLE_HINT}")
+        return 1
     if missing:
         (Path(plan.run_dir) / "READY").write_text(" ".join(launch_command_preview(cfg, plan)) + "\n")
         st.write_run_status(plan, status_path, "ready", missing=missing, estimate=estimate_record(estimate), **details)
@@ -182,13 +203,19 @@ def run_training(
         return 0
     budget = estimate.budget_message()
     if budget:
+        # Recorded in the run folder (pod.sh reads it): running again cannot help, a changed setting can.
+        st.write_run_status(plan, None, "refused", reason=budget)
         log(f"training refused: {budget}")
         return 2
     with _run_lock(Path(plan.run_dir)) as locked:
         if not locked:
             log(f"training refused: another training is running in {plan.run_dir}/")
             return 3
-        cfg, model_file, trainer = _launch_inputs(cfg, log, run_env)
+        try:
+            cfg, model_file, trainer = _launch_inputs(cfg, log, run_env)
+        except LikenessError as error:  # the base model offline, the trainer's install failed: a setting's fix
+            st.write_run_status(plan, None, UNAVAILABLE, reason=str(error))
+            raise
         # which sd-scripts, torch and base model trained this run (a resume may use a newer install)
         record = {"sd_scripts": cfg.sd_scripts, "base_model": model_file or cfg.base_model, **trainer}
         atomic_write_json(Path(plan.run_dir) / "trainer.json", record)
