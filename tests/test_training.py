@@ -421,6 +421,8 @@ def test_a_run_finished_elsewhere_is_recorded_done_by_the_train_job_with_its_mea
     measured = json.loads(plan.measured_json.read_text())
     assert measured["gpu"] == "CPU" and measured["seconds_per_step"] > 0
     assert calibration.finished_elsewhere(settings(cfg), status, [tmp_path / "dataset"])
+    # at home the run folder's own status still says 'ready': only output/ came back
+    st.write_run_status(plan, None, "ready", missing=["no GPU found (nvidia-smi -L)"])
     home_calibration = tmp_path / "home_calibration.tsv"
     no_gpu = {"CUDA_VISIBLE_DEVICES": "", "PATH": str(tmp_path / "empty-bin")}
     code, log = run(

@@ -78,6 +78,17 @@ onstart:
     # beside its outputs. onstart runs while this run holds the working directory's lock, so no
     # other writer can own a temporary file under results/ now.
     lk_atomic.remove_stale_temporaries("results")
+    lk_train_onstart()
+
+
+onsuccess:
+    lk_train_onsuccess()
+
+
+onerror:
+    # A failed training job (a refused sbatch call, a node without a GPU): its reason on this console, and
+    # results/train/status.json as it was before the run (likeness.train.cluster).
+    lk_train_onerror(log)
 
 
 def lk_cluster_local_rules(workflow, config):

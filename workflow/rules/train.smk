@@ -1,10 +1,15 @@
 # SDXL LoRA training with kohya sd-scripts: the only expensive job. Its message shows the exact step
 # count, time and cost in `snakemake -n`; the job itself checks for a usable GPU, the budget, the
-# sd-scripts checkout and the base model. Without them it prepares a ready-to-launch run and exits 0.
+# sd-scripts checkout and the base model. Without them it prepares a ready-to-launch run and exits 0
+# (a submitted job, train.submit, fails instead: it cannot train where it runs).
 # Every dataset or config trains into its own run folder (results/train/<hash>/); nothing is deleted.
 # With profiles/slurm this is the one job submitted to the cluster (every other rule is local).
+import time
+
 from likeness.sdscripts import options as lk_sdscripts_options
 from likeness.train import calibration as lk_train_calibration
+from likeness.train import cluster as lk_train_cluster
+from likeness.train import memory as lk_train_memory
 from likeness.train import readiness as lk_train_readiness
 from likeness.train import runplan as lk_runplan
 from likeness.train import trainer_install as lk_trainer_install
@@ -23,14 +28,17 @@ try:
     # train.extra names sd-scripts options: checked against the release's option table (not the schema's).
     lk_sdscripts_options.validate_extra(SETTINGS.train.extra)
     TRAIN_READINESS = lk_train_readiness.readiness_param(SETTINGS.train, TRAIN_STATUS)
+    TRAIN_ASSUMED_IMAGES = lk_runplan.expected_images(
+        "results/dataset/manifest.tsv", SETTINGS.select.top_n, len(FACE_STEMS)
+    )
     TRAIN_DRY_RUN = lk_runplan.dry_run(
         SETTINGS.train,
         TRAIN_IMAGES,
-        assumed_images=lk_runplan.expected_images(
-            "results/dataset/manifest.tsv", SETTINGS.select.top_n, len(FACE_STEMS)
-        ),
+        assumed_images=TRAIN_ASSUMED_IMAGES,
         runs_root=TRAIN_RUNS,
     )
+    # train.mem_mb "auto": what the job needs in RAM (likeness.train.memory); sbatch --mem on a cluster.
+    TRAIN_MEM_MB = lk_train_memory.job_memory_mb(SETTINGS.train, TRAIN_ASSUMED_IMAGES)
     # A run that stopped at 'ready' whose LoRA was copied back (trained on a rented GPU machine): the train
     # job runs once more (its readiness param changed) and records it as done; the report stages follow.
     TRAIN_FINISHED_ELSEWHERE = lk_train_calibration.finished_elsewhere(
@@ -40,6 +48,37 @@ try:
     )
 except LikenessError as error:
     fail(error)
+
+# As it is now: a failed train job's clean-up removes the rule's status; onerror puts it back.
+TRAIN_STATUS_AT_START = lk_train_cluster.StatusSnapshot.take(TRAIN_STATUS)
+TRAIN_PARSED_AT = time.time()
+# A submitted job's log is written on the node; an earlier run's is set aside meanwhile (onstart).
+TRAIN_LOG_ASIDE = lk_train_cluster.LogAside(Path(TRAIN_LOG))
+
+
+def lk_train_onstart():
+    """The training's part of onstart (common.smk): with train.submit, the earlier log out of the way."""
+    if SETTINGS.train.submit and not workflow.remote_exec:
+        TRAIN_LOG_ASIDE.set_aside()
+
+
+def lk_train_onsuccess():
+    """The training's part of onsuccess (common.smk): the earlier log back, unless a job wrote a new one."""
+    if not workflow.remote_exec:
+        TRAIN_LOG_ASIDE.put_back()
+
+
+def lk_train_onerror(snakemake_log):
+    """The training's part of onerror (common.smk), where Snakemake was started (a login node): the status
+    restored, and why a submitted job failed or was refused, with the key to set (likeness.train.cluster).
+    """
+    if workflow.remote_exec:
+        return
+    for line in lk_train_cluster.report_failure(
+        TRAIN_STATUS_AT_START, snakemake_log, TRAIN_LOG, TRAIN_PARSED_AT, TRAIN_MEM_MB
+    ):
+        print(line, file=sys.stderr)
+    TRAIN_LOG_ASIDE.put_back()
 
 
 rule train:
@@ -63,7 +102,7 @@ rule train:
     resources:
         gpu=1,
         runtime=TRAIN_DRY_RUN.runtime_minutes,
-        mem_mb=config["train"]["mem_mb"],
+        mem_mb=TRAIN_MEM_MB,
         cpus_per_gpu=config["train"]["cpus_per_gpu"],
     params:
         settings=config["train"],

@@ -172,7 +172,8 @@ def run_training(
         log(line)
     details = {} if readiness is None else {"readiness": readiness}
     if st.training_finished(plan):
-        previous = st.read_record(status_path) if status_path else None
+        # The run folder's own status (the rule's output is gone: Snakemake removes it before the job runs)
+        previous = st.read_record(plan.status_json)
         log.file.write(cal.kept_training_log(plan).decode("utf-8", errors="replace"))
         imported = cal.import_measured_speed(plan, calibration_path)
         if imported:
