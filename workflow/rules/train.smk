@@ -56,31 +56,6 @@ TRAIN_PARSED_AT = time.time()
 TRAIN_LOG_ASIDE = lk_train_cluster.LogAside(Path(TRAIN_LOG))
 
 
-def lk_train_onstart():
-    """The training's part of onstart (common.smk): with train.submit, the earlier log out of the way."""
-    if SETTINGS.train.submit and not workflow.remote_exec:
-        TRAIN_LOG_ASIDE.set_aside()
-
-
-def lk_train_onsuccess():
-    """The training's part of onsuccess (common.smk): the earlier log back, unless a job wrote a new one."""
-    if not workflow.remote_exec:
-        TRAIN_LOG_ASIDE.put_back()
-
-
-def lk_train_onerror(snakemake_log):
-    """The training's part of onerror (common.smk), where Snakemake was started (a login node): the status
-    restored, and why a submitted job failed or was refused, with the key to set (likeness.train.cluster).
-    """
-    if workflow.remote_exec:
-        return
-    for line in lk_train_cluster.report_failure(
-        TRAIN_STATUS_AT_START, snakemake_log, TRAIN_LOG, TRAIN_PARSED_AT, TRAIN_MEM_MB
-    ):
-        print(line, file=sys.stderr)
-    TRAIN_LOG_ASIDE.put_back()
-
-
 rule train:
     """Train (or resume) the SDXL LoRA in its versioned run folder, or prepare it and say what is missing."""
     input:
