@@ -93,8 +93,18 @@ def test_bundle_trains_on_a_pod_resumes_after_a_kill_and_comes_home_done(tmp_pat
     pod = pod_root / run_id
     library.rename(tmp_path / "library-away")
     # This machine's trainer (the test double) through pod.yaml, which only machine-local keys may change.
-    (pod / "pod.yaml").write_text(yaml.safe_dump({"train": {"sd_scripts": str(DOUBLES), "gpu": "CPU"}}))
+    # First with a budget the estimate exceeds: pod.sh sets itself up, is refused, and its last line names
+    # the fix instead of a resume.
+    pod_yaml = {"train": {"sd_scripts": str(DOUBLES), "gpu": "CPU"}}
+    (pod / "pod.yaml").write_text(yaml.safe_dump({"train": {**pod_yaml["train"], "max_gpu_hours": 0.0001}}))
     env = {**double_env(step_seconds=0.5), "LIKENESS_DOUBLE_BEST_EPOCH": str(BEST)}
+    refused = _pod(pod, env)
+    log = refused.communicate(timeout=900)[0].decode(errors="replace")
+    assert refused.returncode != 0, log
+    last = log.strip().splitlines()[-1]
+    assert last.startswith("pod.sh: the training cannot run: estimated") and "train.max_gpu_hours" in last, last
+    assert last.endswith("(running again cannot help)") and "resume" not in last
+    (pod / "pod.yaml").write_text(yaml.safe_dump(pod_yaml))
     running = _pod(pod, env)
     output = pod / run_dir / "output"
     try:
@@ -140,7 +150,9 @@ def test_bundle_trains_on_a_pod_resumes_after_a_kill_and_comes_home_done(tmp_pat
     # Home again: the copy-back line (ssh replaced by the local file), then one run.
     (tmp_path / "library-away").rename(library)
     subprocess.run(f"cat {archive} | tar xzf -", shell=True, cwd=home, check=True)
-    planned = _job_counts(_planned(home, NO_GPU))
+    dry = _planned(home, NO_GPU)
+    assert "this job records the run as done (no GPU needed)" in dry
+    planned = _job_counts(dry)
     # the train job records the copied-back training; every stage after it is planned in the same run
     for rule in ("train", "headshots", "best_lora", "report_training", "report_headshots", "report_estimate"):
         assert planned.get(rule) == 1, (rule, planned)

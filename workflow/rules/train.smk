@@ -87,7 +87,12 @@ rule train:
         # model appeared); a finished training stays finished.
         ready=TRAIN_READINESS,
     message:
-        TRAIN_DRY_RUN.message
+        (
+            "training: the LoRA files came back from another machine; this job records the run as done"
+            " (no GPU needed)"
+            if TRAIN_FINISHED_ELSEWHERE
+            else TRAIN_DRY_RUN.message
+        )
     script:
         "../scripts/train.py"
 

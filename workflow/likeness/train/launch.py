@@ -4,7 +4,9 @@ After an interruption the same command resumes from the newest complete per-epoc
 <state> --initial_epoch <E+1>``, the recipe that avoids sd-scripts' resume-counter bugs). Before
 launching, the budget guard compares the estimate with ``train.max_gpu_hours``; where no GPU, sd-scripts
 checkout or base model is available the stage stops at a ready-to-launch run folder (status 'ready'),
-logs the estimate and one line on how to launch, and succeeds. A finished run is never planned again.
+logs the estimate and one line on how to launch, and succeeds; a submitted job (train.submit, a Slurm
+node) fails instead, with its reason. A finished run is never planned again; one whose LoRA files were
+copied back from another machine is recorded as done here.
 """
 
 from __future__ import annotations
@@ -161,8 +163,9 @@ def run_training(
     ``readiness``: the rule's readiness param, recorded in status.json (likeness.train.status).
 
     0: finished (status 'done'), or stopped at a ready-to-launch folder because the GPU, sd-scripts or the
-    base model is missing here (status 'ready'). Non-zero: refused by the budget guard, another training
-    holds the folder, or the training was interrupted or failed (run again to resume).
+    base model is missing here (status 'ready'). Non-zero: a submitted job (train.submit) that cannot train
+    on its node, refused by the budget guard, another training holds the folder, or the training was
+    interrupted or failed (run again to resume). The run folder's status.json says which.
     """
     plan = as_plan(plan)
     cfg = plan.settings(current)
