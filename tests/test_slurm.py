@@ -73,7 +73,7 @@ def test_training_is_submitted_to_slurm_cancelled_and_resumed(tmp_path):
     library = build_small_library(tmp_path / "library", n_photos=3)
     write_sqlite(library)
     workdir = copy_workflow(tmp_path / "wf").resolve()
-    # Small enough for the test node (2 CPUs): the defaults ask for 32 GB and 4 CPUs per GPU.
+    # Small enough for the test node (2 CPUs): the defaults ask for what SDXL needs and 4 CPUs per GPU.
     cfg = double_config(workdir, max_train_epochs=3, mem_mb=600, cpus_per_gpu=1)
     # taken_after leaves out the January face: the selection keeps fewer faces than the dry run can know of.
     write_config(workdir, library.root, train=cfg, select={"taken_after": "2023-01-31"})
@@ -143,10 +143,9 @@ def test_the_caption_job_is_submitted_on_request(tmp_path):
     library = build_small_library(tmp_path / "library", n_photos=2)
     write_sqlite(library)
     workdir = copy_workflow(tmp_path / "wf").resolve()
-    # No trainer here: the training job stops at 'ready' on the node, quickly.
-    train = {"mem_mb": 600, "cpus_per_gpu": 1, "submit_caption": True, "sd_scripts": ""}
+    train = double_config(workdir, max_train_epochs=1, mem_mb=600, cpus_per_gpu=1, submit_caption=True)
     write_config(workdir, library.root, train=train)
-    run = snakemake(workdir, *PROFILE_RUN, check=False, env={"CUDA_VISIBLE_DEVICES": ""})
+    run = snakemake(workdir, *PROFILE_RUN, check=False, env=double_env())
     log = run.stdout + run.stderr
     assert run.returncode == 0, log
     submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", log)
@@ -155,7 +154,52 @@ def test_the_caption_job_is_submitted_on_request(tmp_path):
         _sacct(job_id, "COMPLETED")
     slurm_logs = workdir / ".snakemake" / "slurm_logs"
     assert sorted(p.name for p in slurm_logs.iterdir()) == ["rule_caption_faces", "rule_train"]
-    assert "training is ready in results/train/" in log + "".join(
-        p.read_text() for p in (slurm_logs / "rule_train").iterdir()
-    )
+    assert json.loads((workdir / "results" / "train" / "status.json").read_text())["state"] == "done"
     assert (workdir / "results" / "captions" / "captions.tsv").is_file()
+
+
+def test_a_job_whose_node_has_no_gpu_for_it_fails_with_its_reason_on_the_login_console(tmp_path):
+    """The node's GPU is not visible to the job (no LIKENESS_ALLOW_NO_GPU, CUDA_VISIBLE_DEVICES empty): the
+    job fails (sacct FAILED, a non-zero exit code) and the login side prints why."""
+    library = build_small_library(tmp_path / "library", n_photos=2)
+    write_sqlite(library)
+    workdir = copy_workflow(tmp_path / "wf").resolve()
+    write_config(workdir, library.root, train=double_config(workdir, max_train_epochs=1, mem_mb=600, cpus_per_gpu=1))
+    env = {**double_env(), "LIKENESS_ALLOW_NO_GPU": "0", "CUDA_VISIBLE_DEVICES": ""}
+    run = snakemake(workdir, *PROFILE_RUN, check=False, env=env)
+    log = run.stdout + run.stderr
+    assert run.returncode != 0, log
+    (job_id,) = re.findall(r"submitted with SLURM jobid (\d+)", log)
+    failed = _sacct(job_id, "FAILED")
+    assert failed["ExitCode"] != "0:0"
+    assert "likeness: the training job failed on its node: training cannot run on this node (no GPU found" in log
+    run_status = json.loads(next((workdir / "results" / "train").glob("*/status.json")).read_text())
+    assert run_status["state"] == "unavailable" and "no GPU found" in run_status["reason"]
+    assert not list((workdir / "results" / "train").glob("*/output/*.safetensors"))  # nothing trained
+
+
+def test_an_sbatch_memory_refusal_keeps_status_json_and_names_the_key(tmp_path):
+    """A run here first (no GPU: the training stops at 'ready'), then the cluster profile with more memory than
+    the node has: sbatch refuses; status.json stays as it was, and the console shows sbatch's error and the
+    key to set, not the earlier run's log."""
+    library = build_small_library(tmp_path / "library", n_photos=2)
+    write_sqlite(library)
+    workdir = copy_workflow(tmp_path / "wf").resolve()
+    train = double_config(workdir, max_train_epochs=1, cpus_per_gpu=1, sd_scripts="")
+    write_config(workdir, library.root, train=train)
+    local = snakemake(workdir, "--cores", "2", env={"CUDA_VISIBLE_DEVICES": "", "LIKENESS_ALLOW_NO_GPU": "0"})
+    assert "training is ready in results/train/" in local.stdout + local.stderr
+    status = workdir / "results" / "train" / "status.json"
+    before = status.read_bytes()
+    write_config(workdir, library.root, train={**train, "sd_scripts": double_config(workdir)["sd_scripts"],
+                                               "mem_mb": 10_000_000})  # fmt: skip
+    run = snakemake(workdir, *PROFILE_RUN, check=False, env=double_env())
+    log = run.stdout + run.stderr
+    assert run.returncode != 0, log
+    assert "likeness: the training job was not submitted: sbatch said" in log
+    assert "Memory specification can not be satisfied" in log
+    assert "the job asked for train.mem_mb=10000000 MB: set train.mem_mb" in log
+    assert "training is ready in" not in log  # the earlier local run's log is not shown as this job's
+    assert status.read_bytes() == before
+    assert not re.findall(r"submitted with SLURM jobid (\d+)", log)
+    assert "training is ready in" in (workdir / "logs" / "train.log").read_text()  # the earlier log, back in place

@@ -6,7 +6,6 @@ the same files and state folders.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -27,7 +26,7 @@ from fixtures.training import (
     read_jsonl,
 )
 from likeness.config import Section, validate_section
-from likeness.errors import LikenessError
+from likeness.errors import ConfigError, LikenessError
 from likeness.joblog import JobLog
 from likeness.sdscripts import progress, states
 from likeness.train import calibration, launch, readiness, runplan
@@ -289,6 +288,9 @@ def test_budget_guard_refuses_to_start(tmp_path: Path) -> None:
     assert "training images" in refusal[0]
     assert "train.num_repeats" not in refusal[0]  # already 1: nothing to lower
     assert not (Path(plan.output_dir) / "double_invocations.jsonl").exists()
+    # the run folder says so (pod.sh reads it: running again cannot help)
+    recorded = json.loads(plan.status_json.read_text())
+    assert recorded["state"] == "refused" and recorded["reason"] == refusal[0].removeprefix("training refused: ")
     # a budget below the fixed overhead (model loading, caching, saving) has nothing to suggest but itself
     tiny = double_config(tmp_path, max_gpu_hours=0.001, sample_every_n_epochs=0)
     code, text = run(plan, tiny, tmp_path / "train.log", env=double_env())
@@ -396,41 +398,50 @@ def test_readiness_param_plans_a_ready_run_again_when_it_can_go_on(tmp_path: Pat
     assert readiness.readiness_param(settings(cfg), status, {"LIKENESS_ALLOW_NO_GPU": "1"}) == st.LAUNCHABLE
     # submitted to a cluster: this machine's GPU does not count, the node's does
     assert readiness.readiness_param(settings({**cfg, "submit": True}), status, no_gpu) == st.LAUNCHABLE
-    # the LoRA appeared in the run folder (trained on a rented GPU, output/ copied back): no job, the next
-    # run's start records it (record_finished_elsewhere), even where a GPU is
+    # the LoRA appeared in the run folder (trained on a rented GPU, output/ copied back): a value no job
+    # recorded, so the train job runs once and records it, even where no GPU is
     load_double().write_safetensors(plan.final_lora, 3)
-    assert readiness.readiness_param(settings(cfg), status, no_gpu) == recorded
-    assert readiness.readiness_param(settings(cfg), status, {"LIKENESS_ALLOW_NO_GPU": "1"}) == recorded
+    assert readiness.readiness_param(settings(cfg), status, no_gpu) == readiness.COPIED_BACK != recorded
+    assert readiness.readiness_param(settings(cfg), status, {"LIKENESS_ALLOW_NO_GPU": "1"}) == readiness.COPIED_BACK
     assert calibration.finished_elsewhere(settings(cfg), status)
     assert not calibration.finished_elsewhere(
         settings({**cfg, "network_dim": 8}), status
     )  # another config: another run
+    # once the job recorded it with that value, the value stays (nothing is planned again)
+    _status(status, plan, "done", readiness.COPIED_BACK)
+    assert readiness.readiness_param(settings(cfg), status, no_gpu) == readiness.COPIED_BACK
 
 
-def test_a_run_finished_elsewhere_is_recorded_done_with_its_measured_speed(tmp_path: Path) -> None:
+def test_a_run_finished_elsewhere_is_recorded_done_by_the_train_job_with_its_measured_speed(tmp_path: Path) -> None:
     make_images(tmp_path / "dataset", 2)
     cfg = double_config(tmp_path, max_train_epochs=1)
     plan = prepare(tmp_path, cfg)
     status = tmp_path / "status.json"
     _status(status, plan, "ready", "missing: no GPU found (nvidia-smi -L)")  # at home: no GPU
-    home_log, home_calibration = tmp_path / "home.log", tmp_path / "home_calibration.tsv"
-    assert not calibration.record_finished_elsewhere(status, home_log, home_calibration, out=io.StringIO())
-    # elsewhere (the same run folder, its own calibration table), then output/ is back
-    assert run(plan, cfg, tmp_path / "pod.log", env=double_env())[0] == 0
+    # elsewhere (the same run folder, its own calibration table and status), then output/ is back
+    assert run(plan, cfg, tmp_path / "pod.log", status_path=tmp_path / "pod_status.json", env=double_env())[0] == 0
     measured = json.loads(plan.measured_json.read_text())
     assert measured["gpu"] == "CPU" and measured["seconds_per_step"] > 0
     assert calibration.finished_elsewhere(settings(cfg), status, [tmp_path / "dataset"])
-    out = io.StringIO()
-    assert calibration.record_finished_elsewhere(status, home_log, home_calibration, out=out)
+    # at home the run folder's own status still says 'ready': only output/ came back
+    st.write_run_status(plan, None, "ready", missing=["no GPU found (nvidia-smi -L)"])
+    home_calibration = tmp_path / "home_calibration.tsv"
+    no_gpu = {"CUDA_VISIBLE_DEVICES": "", "PATH": str(tmp_path / "empty-bin")}
+    code, log = run(
+        plan, cfg, tmp_path / "home.log", status_path=status, calibration_path=home_calibration, env=no_gpu,
+        readiness=readiness.COPIED_BACK,
+    )  # fmt: skip
+    assert code == 0, log
     record = json.loads(status.read_text())
-    assert record["state"] == "done" and record["run_id"] == plan.run_id
-    assert record["readiness"] == "missing: no GPU found (nvidia-smi -L)"  # what the rule's metadata holds
+    assert record["state"] == "done" and record["run_id"] == plan.run_id and record["finished_elsewhere"]
+    assert record["readiness"] == readiness.COPIED_BACK  # what the rule's metadata holds
     rows = est.load_calibration(home_calibration)
     assert [(r.gpu, r.seconds_per_step) for r in rows] == [("CPU", measured["seconds_per_step"])]
-    assert "avr_loss" in home_log.read_text()  # the training's own log, for the loss curve
-    assert "recorded as done; measured" in out.getvalue()
-    # once only
-    assert not calibration.record_finished_elsewhere(status, home_log, home_calibration, out=io.StringIO())
+    assert "avr_loss" in log  # the training's own log, for the loss curve
+    assert f"training {plan.run_id} finished elsewhere: {plan.final_lora} recorded as done" in log
+    # once only: the speed is not imported twice
+    again = run(plan, cfg, tmp_path / "again.log", status_path=status, calibration_path=home_calibration, env=no_gpu)
+    assert again[0] == 0
     assert len(est.load_calibration(home_calibration)) == 1
 
 
@@ -505,3 +516,34 @@ def test_masked_loss_only_when_an_image_carries_a_mask_and_the_steps_stay_the_sa
     assert sorted(p.name for p in (Path(masked.run_dir) / "dataset").iterdir() if p.suffix == ".png") == [
         "face00001.png"
     ]
+
+
+def test_a_base_model_that_cannot_be_fetched_is_recorded_as_unavailable(tmp_path: Path, monkeypatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    make_images(tmp_path / "dataset", 2)
+    cfg = double_config(
+        tmp_path, base_model="stabilityai/stable-diffusion-xl-base-1.0", hub_cache=str(tmp_path / "hub")
+    )
+    plan = prepare(tmp_path, cfg)
+    with pytest.raises(ConfigError, match=r"train\.base_model"):
+        run(plan, cfg, tmp_path / "train.log", env=double_env())
+    recorded = json.loads(plan.status_json.read_text())
+    assert recorded["state"] == "unavailable" and "train.base_model" in recorded["reason"]
+
+
+def test_a_submitted_job_that_cannot_train_where_it_runs_fails(tmp_path: Path) -> None:
+    """train.submit (a Slurm node): no GPU there is a failure with its reason, not a 'ready' success."""
+    make_images(tmp_path / "dataset", 2)
+    cfg = double_config(tmp_path, submit=True)
+    plan = prepare(tmp_path, cfg)
+    status = tmp_path / "status.json"
+    no_gpu = {"CUDA_VISIBLE_DEVICES": "", "PATH": os.environ["PATH"]}
+    code, log = run(plan, cfg, tmp_path / "train.log", status_path=status, env=no_gpu)
+    assert code == 1
+    assert "training cannot run on this node (no GPU found (nvidia-smi -L)): submit it where a GPU" in log
+    assert not status.exists()  # the rule's status keeps only final states; Snakemake records the failure
+    assert json.loads(plan.status_json.read_text())["state"] == "unavailable"
+    # the same job where the node has what it needs trains
+    assert run(plan, cfg, tmp_path / "ok.log", status_path=status, env=double_env())[0] == 0

@@ -90,6 +90,32 @@ if not workflow.remote_exec:
 LK_RUN = {"started": False, "outcome": "", "failed": []}
 
 
+# The training's parts of the hooks below; the TRAIN_* names come from train.smk.
+def lk_train_onstart():
+    """The training's part of onstart: with train.submit, the earlier log out of the way."""
+    if SETTINGS.train.submit and not workflow.remote_exec:
+        TRAIN_LOG_ASIDE.set_aside()
+
+
+def lk_train_onsuccess():
+    """The training's part of onsuccess: the earlier log back, unless a job wrote a new one."""
+    if not workflow.remote_exec:
+        TRAIN_LOG_ASIDE.put_back()
+
+
+def lk_train_onerror(snakemake_log):
+    """The training's part of onerror, where Snakemake was started (a login node): the status
+    restored, and why a submitted job failed or was refused, with the key to set (likeness.train.cluster).
+    """
+    if workflow.remote_exec:
+        return
+    for line in lk_train_cluster.report_failure(
+        TRAIN_STATUS_AT_START, snakemake_log, TRAIN_LOG, TRAIN_PARSED_AT, TRAIN_MEM_MB
+    ):
+        print(line, file=sys.stderr)
+    TRAIN_LOG_ASIDE.put_back()
+
+
 onstart:
     # A run killed while writing (SIGKILL, power loss) leaves hidden ".<name>.<random>.tmp" files
     # beside its outputs. onstart runs while this run holds the working directory's lock, so no
@@ -101,10 +127,14 @@ onstart:
 
 onsuccess:
     LK_RUN.update(outcome="success")
+    lk_train_onsuccess()
 
 
 onerror:
     LK_RUN.update(outcome="error", failed=lk_failed_jobs())
+    # A failed training job (a refused sbatch call, a node without a GPU): its reason on this console, and
+    # results/train/status.json as it was before the run (likeness.train.cluster).
+    lk_train_onerror(log)
 
 
 def lk_cluster_local_rules(workflow, config):

@@ -1,12 +1,15 @@
 # SDXL LoRA training with kohya sd-scripts: the only expensive job. Its message shows the exact step
 # count, time and cost in `snakemake -n`; the job itself checks for a usable GPU, the budget, the
-# sd-scripts checkout and the base model. Without them it prepares a ready-to-launch run and exits 0.
+# sd-scripts checkout and the base model. Without them it prepares a ready-to-launch run and exits 0
+# (a submitted job, train.submit, fails instead: it cannot train where it runs).
 # Every dataset or config trains into its own run folder (results/train/<hash>/); nothing is deleted.
 # With profiles/slurm this is the one job submitted to the cluster (every other rule is local).
-import functools
+import time
 
 from likeness.sdscripts import options as lk_sdscripts_options
 from likeness.train import calibration as lk_train_calibration
+from likeness.train import cluster as lk_train_cluster
+from likeness.train import memory as lk_train_memory
 from likeness.train import readiness as lk_train_readiness
 from likeness.train import runplan as lk_runplan
 from likeness.train import trainer_install as lk_trainer_install
@@ -18,7 +21,6 @@ TRAIN_CAPTIONS = "results/captions/text"
 TRAIN_RUNS = "results/train"
 TRAIN_STATUS = f"{TRAIN_RUNS}/status.json"
 TRAIN_LOG = "logs/train.log"
-TRAIN_CALIBRATION = f"{TRAIN_RUNS}/calibration.tsv"
 TRAIN_CLASS_WORD = SETTINGS.train.class_word or SETTINGS.caption.class_word
 
 
@@ -26,14 +28,19 @@ try:
     # train.extra names sd-scripts options: checked against the release's option table (not the schema's).
     lk_sdscripts_options.validate_extra(SETTINGS.train.extra)
     TRAIN_READINESS = lk_train_readiness.readiness_param(SETTINGS.train, TRAIN_STATUS)
+    TRAIN_ASSUMED_IMAGES = lk_runplan.expected_images(
+        "results/dataset/manifest.tsv", SETTINGS.select.top_n, len(FACE_STEMS)
+    )
     TRAIN_DRY_RUN = lk_runplan.dry_run(
         SETTINGS.train,
         TRAIN_IMAGES,
         max_images=lk_train_max_images(),
         runs_root=TRAIN_RUNS,
     )
-    # A run that stopped at 'ready' whose LoRA was copied back (trained on a rented GPU machine): the
-    # next run records it as done when it starts (onstart), and the report stages go on.
+    # train.mem_mb "auto": what the job needs in RAM (likeness.train.memory); sbatch --mem on a cluster.
+    TRAIN_MEM_MB = lk_train_memory.job_memory_mb(SETTINGS.train, TRAIN_ASSUMED_IMAGES)
+    # A run that stopped at 'ready' whose LoRA was copied back (trained on a rented GPU machine): the train
+    # job runs once more (its readiness param changed) and records it as done; the report stages follow.
     TRAIN_FINISHED_ELSEWHERE = lk_train_calibration.finished_elsewhere(
         SETTINGS.train,
         TRAIN_STATUS,
@@ -42,15 +49,11 @@ try:
 except LikenessError as error:
     fail(error)
 
-
-# The training's part of onstart (common.smk): record a run that finished elsewhere (see above).
-lk_train_onstart = functools.partial(
-    lk_train_calibration.record_if_finished_elsewhere,
-    TRAIN_FINISHED_ELSEWHERE,
-    TRAIN_STATUS,
-    TRAIN_LOG,
-    TRAIN_CALIBRATION,
-)
+# As it is now: a failed train job's clean-up removes the rule's status; onerror puts it back.
+TRAIN_STATUS_AT_START = lk_train_cluster.StatusSnapshot.take(TRAIN_STATUS)
+TRAIN_PARSED_AT = time.time()
+# A submitted job's log is written on the node; an earlier run's is set aside meanwhile (onstart).
+TRAIN_LOG_ASIDE = lk_train_cluster.LogAside(Path(TRAIN_LOG))
 
 
 rule train:
@@ -74,7 +77,7 @@ rule train:
     resources:
         gpu=1,
         runtime=lk_train_runtime,
-        mem_mb=config["train"]["mem_mb"],
+        mem_mb=TRAIN_MEM_MB,
         cpus_per_gpu=config["train"]["cpus_per_gpu"],
     params:
         settings=config["train"],
@@ -84,7 +87,12 @@ rule train:
         # model appeared); a finished training stays finished.
         ready=TRAIN_READINESS,
     message:
-        TRAIN_DRY_RUN.message
+        (
+            "training: the LoRA files came back from another machine; this job records the run as done"
+            " (no GPU needed)"
+            if TRAIN_FINISHED_ELSEWHERE
+            else TRAIN_DRY_RUN.message
+        )
     script:
         "../scripts/train.py"
 

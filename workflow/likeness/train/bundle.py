@@ -2,9 +2,13 @@
 
 ``snakemake bundle`` writes ``results/train/<run_id>.tar.gz``: the workflow, the config in use, the export
 (so that parsing needs no database), the dataset and its captions, the run folder with its configs, and
-``pod.sh``. On the rented machine ``bash pod.sh`` sets the workflow up, trains (resuming after a restart)
-and leaves the LoRA files in ``results/train/<run_id>/output/``. Copying that folder back into the same run
-folder at home makes the home workflow record the training as done and import the measured speed.
+``pod.sh``. On the rented machine ``bash pod.sh`` sets the workflow up, trains (resuming after a restart),
+renders the headshots, chooses the epoch and packs what goes home (likeness.train.pod). Unpacked in the
+workflow's folder at home, the next run records the training as done, imports the measured speed and draws
+every figure.
+
+The bundle holds the person's photos: the selected face crops (``results/dataset/images``) and nothing else
+of the library (no originals, no database, no password).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ RESULT_PARTS = (
     "results/dataset/manifest.tsv",
     "results/dataset/excluded.tsv",
     "results/dataset/images",
+    "results/dataset/identity.json",  # the selected faces' centre, which best_lora scores headshots against
     "results/captions/captions.tsv",
     "results/captions/text",  # the <stem>.txt captions the train rule reads
     "results/captions/stats.json",
@@ -143,8 +148,8 @@ def write_bundle(
     files = len(members) + 3
     atomic_write_json(record_path, {**marker, "bundle": str(target), "files": files})
     log(
-        f"bundle {target} ({target.stat().st_size / 1e6:.1f} MB, {files} files): on the GPU machine run "
-        f"`tar xzf {target.name} && bash {run_id}/pod.sh`, then copy {run_id}/{run_dir}/output/ back into "
-        f"{run_dir}/output/ here and run the workflow again"
+        f"bundle {target} ({target.stat().st_size / 1e6:.1f} MB, {files} files; it holds the person's face "
+        f"crops): on the GPU machine run `tar xzf {target.name} && bash {run_id}/pod.sh`; its last line says how "
+        "to bring the result home"
     )
     return target

@@ -3,21 +3,21 @@
 A training that finishes here stores its measured seconds per step in ``results/train/calibration.tsv``
 (the estimate then prefers it) and, beside its LoRA files in ``output/``, the speed and its console log,
 so that copying output/ back from a rented machine brings both home. A run that stopped at 'ready' here
-and whose LoRA was copied back is recorded as done when the next run starts (the Snakefile's onstart).
+and whose LoRA was copied back is recorded as done by the next train job (likeness.train.readiness plans it
+once; likeness.train.launch records it, imports the speed and restores the log, no GPU needed).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from likeness.atomic import atomic_write_bytes, atomic_write_json
+from likeness.atomic import atomic_write_json
 from likeness.config import Section
 from likeness.train import estimate as est
 from likeness.train import status as st
@@ -72,17 +72,10 @@ def kept_training_log(plan: RunPlan) -> bytes:
     return f"training {plan.run_id} finished elsewhere; its log was not kept\n".encode()
 
 
-def restore_training_log(plan: RunPlan, log_path: str | Path) -> None:
-    """The rule's log for a run that finished elsewhere, unless it already holds that log."""
-    log_path, kept = Path(log_path), kept_training_log(plan)
-    if not log_path.is_file() or (plan.run_log.is_file() and log_path.read_bytes() != kept):
-        atomic_write_bytes(log_path, kept)
-
-
 def finished_elsewhere(cfg: Section, status_path: str | Path, inputs: Sequence[str | Path] = ()) -> bool:
     """The run status.json left at 'ready' has its LoRA now (trained on another machine, output/ copied back),
     and neither the config nor the ``inputs`` (the dataset) changed since it was planned: the next train job
-    only records it as done."""
+    only records it as done, so the training's figures belong to this run's targets."""
     status = st.read_record(status_path)
     if not status or status.get("state") != "ready":
         return False
@@ -101,37 +94,3 @@ def finished_elsewhere(cfg: Section, status_path: str | Path, inputs: Sequence[s
         if key not in RUNTIME_KEYS and value != "auto" and planned_values.get(key) != value
     ]
     return not changed and st.training_finished(plan)
-
-
-def record_finished_elsewhere(
-    status_path: str | Path, log_path: str | Path, calibration_path: str | Path, out: TextIO | None = None
-) -> bool:
-    """Mark the 'ready' run whose LoRA was copied back as done, as the train job would have: the rule's
-    status (keeping the readiness value its job ran with, so Snakemake plans nothing), the training's
-    log (from output/likeness_train.log) and its measured speed in this machine's calibration table.
-
-    Called when a run starts (the Snakefile's onstart, holding the working directory's lock) only when
-    ``finished_elsewhere`` said so while the Snakefile was read; returns whether it recorded anything.
-    """
-    out = out or sys.stdout
-    status = st.read_record(status_path)
-    if not status or status.get("state") != "ready":
-        return False
-    plan = st.finished_run(status)
-    if plan is None:
-        return False
-    restore_training_log(plan, log_path)
-    imported = import_measured_speed(plan, calibration_path)
-    details: Mapping[str, str] = {"readiness": status["readiness"]} if isinstance(status.get("readiness"), str) else {}
-    st.write_run_status(plan, status_path, "done", finished_elsewhere=True, **details)
-    measured = f"; measured {imported:.3f} s/step, stored in {calibration_path}" if imported else ""
-    out.write(f"likeness: training {plan.run_id} finished elsewhere: {plan.final_lora} recorded as done{measured}\n")
-    return True
-
-
-def record_if_finished_elsewhere(
-    finished_elsewhere: bool, status_path: str | Path, log_path: str | Path, calibration_path: str | Path
-) -> bool:
-    """The train rules' part of the Snakefile's onstart: ``finished_elsewhere`` was decided while the
-    Snakefile was read; the record is written now, while this run holds the working directory's lock."""
-    return finished_elsewhere and record_finished_elsewhere(status_path, log_path, calibration_path)

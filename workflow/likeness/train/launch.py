@@ -4,7 +4,9 @@ After an interruption the same command resumes from the newest complete per-epoc
 <state> --initial_epoch <E+1>``, the recipe that avoids sd-scripts' resume-counter bugs). Before
 launching, the budget guard compares the estimate with ``train.max_gpu_hours``; where no GPU, sd-scripts
 checkout or base model is available the stage stops at a ready-to-launch run folder (status 'ready'),
-logs the estimate and one line on how to launch, and succeeds. A finished run is never planned again.
+logs the estimate and one line on how to launch, and succeeds; a submitted job (train.submit, a Slurm
+node) fails instead, with its reason. A finished run is never planned again; one whose LoRA files were
+copied back from another machine is recorded as done here.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import yaml
 
 from likeness.atomic import atomic_write_json
 from likeness.config import Section, validate_section
+from likeness.errors import LikenessError
 from likeness.joblog import PROGRESS_INTERVAL_ENV, JobLog, run_script
 from likeness.sdscripts import names, progress
 from likeness.sdscripts.states import find_resume_state
@@ -39,6 +42,13 @@ from likeness.train import trainer_install as ti
 from likeness.train.runplan import RUN_OUTPUT, RunPlan, as_plan, estimate_record, plan_estimate, prepare_run
 
 LAUNCH_COMMAND = "snakemake --cores 2 train"  # what the README tells users to run; logged in the ready line
+# The run folder's state when a launch cannot happen where the job runs (a submitted job without a GPU,
+# trainer or base model; a base model that cannot be fetched): running the same job again cannot help.
+UNAVAILABLE = "unavailable"
+UNAVAILABLE_HINT = (
+    "submit it where a GPU is visible to the job (a GPU partition: slurm_partition in profiles/slurm/config.yaml)"
+    " with train.sd_scripts and train.base_model readable from the node"
+)
 
 
 def launch_command(cfg: Section, resume: tuple[Path, int] | None, model_file: str | None = None) -> list[str]:
@@ -152,8 +162,9 @@ def run_training(
     ``readiness``: the rule's readiness param, recorded in status.json (likeness.train.status).
 
     0: finished (status 'done'), or stopped at a ready-to-launch folder because the GPU, sd-scripts or the
-    base model is missing here (status 'ready'). Non-zero: refused by the budget guard, another training
-    holds the folder, or the training was interrupted or failed (run again to resume).
+    base model is missing here (status 'ready'). Non-zero: a submitted job (train.submit) that cannot train
+    on its node, refused by the budget guard, another training holds the folder, or the training was
+    interrupted or failed (run again to resume). The run folder's status.json says which.
     """
     plan = as_plan(plan)
     cfg = plan.settings(current)
@@ -163,17 +174,31 @@ def run_training(
         log(line)
     details = {} if readiness is None else {"readiness": readiness}
     if st.training_finished(plan):
+        # The run folder's own status (the rule's output is gone: Snakemake removes it before the job runs)
+        previous = st.read_record(plan.status_json)
         log.file.write(cal.kept_training_log(plan).decode("utf-8", errors="replace"))
         imported = cal.import_measured_speed(plan, calibration_path)
         if imported:
             log(f"measured {imported:.3f} s/step (recorded with the run); stored in {calibration_path}")
-        st.write_run_status(plan, status_path, "done", **details)
-        log(f"training already finished: {plan.final_lora}")
+        elsewhere = (previous or {}).get("state") == "ready"
+        extra = {"finished_elsewhere": True} if elsewhere else {}
+        st.write_run_status(plan, status_path, "done", **details, **extra)
+        if elsewhere:  # it stopped at 'ready' here, and its LoRA files were copied back (a rented GPU machine)
+            log(f"training {plan.run_id} finished elsewhere: {plan.final_lora} recorded as done")
+        else:
+            log(f"training already finished: {plan.final_lora}")
         return 0
     # Nothing can start without a GPU, sd-scripts and a base model: then the run only prepares the
     # training (its estimate lines above carry any budget warning) and succeeds, as the demo must.
     run_env = dict(os.environ if env is None else env)
     missing = rd.missing_for_launch(cfg, run_env)
+    if missing and cfg.submit:
+        # A submitted job (train.submit, a Slurm node) that cannot train where it runs is a failure: a zero
+        # exit would bill the allocation as a success, and the reason would sit in a log no one reads.
+        reason = "; ".join(missing)
+        st.write_run_status(plan, None, UNAVAILABLE, reason=reason, missing=missing)
+        log(f"training cannot run on this node ({reason}): {UNAVAILABLE_HINT}")
+        return 1
     if missing:
         (Path(plan.run_dir) / "READY").write_text(" ".join(launch_command_preview(cfg, plan)) + "\n")
         st.write_run_status(plan, status_path, "ready", missing=missing, estimate=estimate_record(estimate), **details)
@@ -181,13 +206,19 @@ def run_training(
         return 0
     budget = estimate.budget_message()
     if budget:
+        # Recorded in the run folder (pod.sh reads it): running again cannot help, a changed setting can.
+        st.write_run_status(plan, None, "refused", reason=budget)
         log(f"training refused: {budget}")
         return 2
     with _run_lock(Path(plan.run_dir)) as locked:
         if not locked:
             log(f"training refused: another training is running in {plan.run_dir}/")
             return 3
-        cfg, model_file, trainer = _launch_inputs(cfg, log, run_env)
+        try:
+            cfg, model_file, trainer = _launch_inputs(cfg, log, run_env)
+        except LikenessError as error:  # the base model offline, the trainer's install failed: a setting's fix
+            st.write_run_status(plan, None, UNAVAILABLE, reason=str(error))
+            raise
         # which sd-scripts, torch and base model trained this run (a resume may use a newer install)
         record = {"sd_scripts": cfg.sd_scripts, "base_model": model_file or cfg.base_model, **trainer}
         atomic_write_json(Path(plan.run_dir) / "trainer.json", record)

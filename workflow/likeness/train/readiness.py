@@ -82,12 +82,18 @@ def launch_readiness(cfg: Section, env: Mapping[str, str] | None = None) -> str:
     return st.LAUNCHABLE if not missing else "missing: " + "; ".join(missing)
 
 
+# The train rule's ``ready`` param for a run that stopped at 'ready' here and whose LoRA files were copied
+# back (trained on a rented GPU machine): a value no job recorded before, so the train job runs once and
+# records the training as done (no GPU needed), and every stage after it is planned in the same run.
+COPIED_BACK = "trained elsewhere, LoRA copied back"
+
+
 def readiness_param(cfg: Section, status_path: str | Path, env: Mapping[str, str] | None = None) -> str:
-    """The train rule's ``ready`` param (likeness.train.status.readiness_param). A 'ready' run whose LoRA
-    is already in its run folder (trained on a rented machine and copied back) keeps its value:
-    ``record_finished_elsewhere`` marks it done when the next run starts, no job needed."""
+    """The train rule's ``ready`` param (likeness.train.status.readiness_param); COPIED_BACK for a 'ready'
+    run whose final LoRA is now in its run folder."""
+    status = st.read_record(status_path)
+    if status and status.get("state") == "ready" and st.finished_run(status) is not None:
+        return COPIED_BACK
     return st.readiness_param(
-        status_path,
-        lambda: launch_readiness(cfg, env),
-        keep=lambda status: status.get("state") != "ready" or st.finished_run(status) is not None,
+        status_path, lambda: launch_readiness(cfg, env), keep=lambda status: status.get("state") != "ready"
     )

@@ -362,5 +362,12 @@ def most_images(top_n: int, faces: int) -> int:
     return min(top_n, faces)
 
 
+def expected_images(manifest: str | Path, top_n: int, faces: int) -> int:
+    """Images the training will see, for the job's memory: the manifest's rows once selection ran, else at
+    most select.top_n of the faces there are."""
+    rows = tables.count_rows(manifest)
+    return rows if rows is not None else min(top_n, faces)
+
+
 def as_plan(plan: RunPlan | str | Path) -> RunPlan:
     return plan if isinstance(plan, RunPlan) else RunPlan.load(plan)
