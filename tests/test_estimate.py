@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -9,10 +10,9 @@ import cv2
 import numpy as np
 import pytest
 from likeness.config import validate_section
-from likeness.errors import ConfigError
 from likeness.sdscripts import images
 from likeness.train import estimate as est
-from likeness.train import overheads, runplan
+from likeness.train import gpus, overheads, runplan
 
 
 def cfg(**overrides: object) -> dict:
@@ -107,27 +107,142 @@ def test_resolution_and_checkpointing_scale_the_figure() -> None:
 
 def test_table_covers_the_required_gpus_with_sources() -> None:
     table = est.load_speed_table()
-    assert {"RTX 3090", "RTX 4090", "A100", "H100", "L40S"} <= {row.gpu for row in table}
-    assert all(row.source.strip() and row.seconds_per_step > 0 for row in table)
+    rented = {"RTX 5090", "RTX 4080", "RTX A6000", "RTX A5000", "L4", "A10G", "A40", "H200"}
+    assert {"RTX 3090", "RTX 4090", "A100", "H100", "L40S"} | rented <= {row.gpu for row in table}
+    assert all(row.source.strip() and row.seconds_per_step > 0 and row.vram_gb >= 0 for row in table)
+    # every row derived from another says so, and names the row it scales
+    derived = [row for row in table if row.source.startswith("estimate:")]
+    assert {row.gpu for row in derived} >= rented
+    assert all(" row x " in row.source for row in derived)
+    # each memory class borrows the speed of a row that exists
+    assert {c.like for c in gpus.load_classes()} <= {row.gpu for row in table}
 
 
-def test_unknown_gpu_names_the_key() -> None:
-    with pytest.raises(ConfigError) as error:
-        est.estimate(cfg(gpu="Voodoo 2"), 10)
-    assert "train.gpu" in str(error.value) and "RTX 4090" in str(error.value)
+def test_a_gpu_with_a_new_row_gets_an_estimate_that_says_where_it_comes_from() -> None:
+    result = est.estimate(cfg(gpu="RTX 5090"), 40)
+    print("\n" + "\n".join(result.format_lines()))
+    assert result.gpu == "RTX 5090" and result.seconds_per_step == pytest.approx(1.45)
+    assert "estimate: RTX 4090 row x 1.0" in result.speed_source
+    (note,) = [n for n in result.notes if "RTX 5090 figure is an estimate" in n]
+    assert "RTX Blackwell" in note and "calibrate" in note  # the published figure it was scaled by
+    assert any(note in line for line in result.format_lines())
 
 
-def test_measured_speed_replaces_the_table(tmp_path: Path) -> None:
+def test_an_unknown_gpu_name_is_priced_by_its_memory_class_with_a_note() -> None:
+    result = est.estimate(cfg(gpu="Voodoo 2"), 10)  # no row, memory unknown: the 24 GB class
+    print("\n" + "\n".join(result.format_lines()))
+    (note,) = [n for n in result.notes if "Voodoo 2" in n]
+    assert "no row in resources/gpu_speeds.tsv" in note and "24 GB class" in note and "RTX A5000" in note
+    assert result.seconds_per_step == pytest.approx(1.84 * est.GRADIENT_CHECKPOINTING_FACTOR) and result.total_hours > 0
+    assert any(note in line for line in result.format_lines())
+    big = est.estimate(cfg(gpu="Acme Tensor 96GB"), 10)  # a size in the name picks the class
+    assert "80 GB class" in " ".join(big.notes) and big.speed_source.startswith("table: A100")
+
+
+def test_auto_prices_the_gpu_nvidia_smi_reports() -> None:
+    output = "NVIDIA GeForce RTX 4090, 24564\nNVIDIA GeForce RTX 4090, 24564\n"
+    detected = gpus.parse_gpu_query(output)
+    assert detected[0] == gpus.DetectedGpu("NVIDIA GeForce RTX 4090", 24.0) and len(detected) == 2
+    result = est.estimate(cfg(gpu="auto"), 10, detected=detected)
+    assert result.gpu == "RTX 4090" and result.seconds_per_step == pytest.approx(1.45)
+    assert any("nvidia-smi reports NVIDIA GeForce RTX 4090" in n for n in result.notes)
+
+
+def test_auto_with_an_unknown_name_gives_an_estimate_with_a_note() -> None:
+    detected = gpus.parse_gpu_query("NVIDIA RTX PRO 6000 Blackwell Workstation Edition, 97887\n")
+    result = est.estimate(cfg(gpu="auto"), 10, detected=detected)
+    print("\n" + "\n".join(result.format_lines()))
+    assert result.gpu == "RTX PRO 6000 Blackwell Workstation Edition"
+    (note,) = [n for n in result.notes if "nvidia-smi" in n]
+    assert "nvidia-smi reports NVIDIA RTX PRO 6000" in note and "95.6 GB" in note and "80 GB class" in note
+    assert result.speed_source.startswith("table: A100") and result.total_hours > 0
+
+
+def test_auto_without_a_visible_gpu_assumes_one_and_says_so() -> None:
+    here = est.estimate(cfg(gpu="auto"), 10, detected=[])
+    assert here.gpu == gpus.AUTO_ASSUMED_GPU and "no GPU visible here" in here.notes[0]
+    # submitted to Slurm: the login node's GPU (if any) is not the one that trains
+    submitted = est.estimate(cfg(gpu="auto", submit=True), 10)
+    assert "the training machine's GPU is not visible here" in submitted.notes[0]
+
+
+@pytest.mark.parametrize(
+    ("reported", "row"),
+    [
+        ("NVIDIA GeForce RTX 3090 Ti", "RTX 3090 Ti"),
+        ("NVIDIA GeForce RTX 3090", "RTX 3090"),
+        ("NVIDIA GeForce RTX 5090", "RTX 5090"),
+        ("NVIDIA L4", "L4"),
+        ("NVIDIA L40S", "L40S"),
+        ("NVIDIA A100-SXM4-80GB", "A100"),
+        ("NVIDIA A100 80GB PCIe", "A100"),
+        ("NVIDIA H100 80GB HBM3", "H100"),
+        ("NVIDIA H200", "H200"),
+        ("NVIDIA A10G", "A10G"),
+        ("NVIDIA RTX A6000", "RTX A6000"),
+        ("NVIDIA A40", "A40"),
+        ("NVIDIA RTX 6000 Ada Generation", None),
+        ("NVIDIA A10", None),
+    ],
+)
+def test_reported_names_match_their_table_rows(reported: str, row: str | None) -> None:
+    assert gpus.match_table_name(reported, est.known_gpus(est.load_speed_table())) == row
+
+
+# --- calibration with judgement -----------------------------------------------------------------------------
+
+
+def _measured(seconds: float, steps: int | None = 100, settings: str | None = None, **changes) -> est.SpeedRow:
+    settings = est.speed_settings(cfg()) if settings is None else settings
+    row = est.SpeedRow("RTX 4090", 0, 1024, 1, "yes", seconds, "measured: run abc, 2026-12-06", "", steps, settings)
+    return dataclasses.replace(row, **changes)
+
+
+def test_an_implausible_calibration_is_kept_flagged_and_not_used(tmp_path: Path) -> None:
     calibration = tmp_path / "calibration.tsv"
-    row = est.SpeedRow("RTX 4090", 0, 1024, 1, "yes", 1.2, "measured: run abc")
-    est.record_calibration(calibration, row)
-    est.record_calibration(calibration, est.SpeedRow("RTX 4090", 0, 1024, 1, "yes", 1.1, "measured: run def"))
-    assert [r.seconds_per_step for r in est.load_calibration(calibration)] == [1.1]  # same key replaced
+    est.record_calibration(calibration, _measured(0.02))  # the double-speed "measurement"
+    assert [r.seconds_per_step for r in est.load_calibration(calibration)] == [0.02]  # kept
     result = est.estimate(cfg(), 10, calibration_path=calibration)
-    assert result.seconds_per_step == pytest.approx(1.1)
-    assert result.speed_source.startswith("measured")
-    other_gpu = est.estimate(cfg(gpu="H100"), 10, calibration_path=calibration)
-    assert other_gpu.speed_source.startswith("table")
+    print("\n" + result.format_lines()[2])
+    assert result.seconds_per_step == pytest.approx(1.45)  # the table's figure
+    assert result.speed_source.startswith("table: RTX 4090")
+    assert "not used: measured 0.02 s/step (measured: run abc, 2026-12-06, 100 steps)" in result.speed_source
+    assert (
+        "0.014x the table's 1.45 s/step" in result.speed_source
+        and "outside the plausible 0.25x-4x" in result.speed_source
+    )
+
+
+def test_a_calibration_within_the_band_is_used(tmp_path: Path) -> None:
+    calibration = tmp_path / "calibration.tsv"
+    est.record_calibration(calibration, _measured(1.2, peak_memory_gb=17.5))
+    (row,) = est.load_calibration(calibration)
+    assert (row.steps, row.settings, row.peak_memory_gb) == (100, est.speed_settings(cfg()), 17.5)  # stored with it
+    result = est.estimate(cfg(), 10, calibration_path=calibration)
+    assert result.seconds_per_step == pytest.approx(1.2)
+    assert result.speed_source.startswith("measured: RTX 4090") and "not used" not in result.speed_source
+
+
+def test_a_calibration_needs_enough_steps_and_the_same_settings(tmp_path: Path) -> None:
+    short = tmp_path / "short.tsv"
+    est.record_calibration(short, _measured(1.2, steps=20))
+    result = est.estimate(cfg(), 10, calibration_path=short)
+    assert result.seconds_per_step == pytest.approx(1.45)
+    assert f"only 20 steps timed (it takes {est.MIN_MEASURED_STEPS})" in result.speed_source
+    other = tmp_path / "other.tsv"
+    est.record_calibration(other, _measured(1.2, settings=est.speed_settings(cfg(network_dim=128))))
+    result = est.estimate(cfg(), 10, calibration_path=other)
+    assert result.seconds_per_step == pytest.approx(1.45) and "measured with other settings" in result.speed_source
+    assert est.estimate(cfg(network_dim=128), 10, calibration_path=other).seconds_per_step == pytest.approx(1.2)
+
+
+def test_a_calibration_file_without_the_new_columns_is_still_read(tmp_path: Path) -> None:
+    calibration = tmp_path / "calibration.tsv"
+    columns = est.CALIBRATION_FIELDS[:8]
+    calibration.write_text("\t".join(columns) + "\nRTX 4090\t0\t1024\t1\tyes\t1.3\tmeasured: run old\t\n")
+    (row,) = est.load_calibration(calibration)
+    assert row.steps is None and row.settings == ""
+    assert est.estimate(cfg(), 10, calibration_path=calibration).seconds_per_step == pytest.approx(1.3)
 
 
 def test_budget_guard_message_and_hints_that_really_fit() -> None:

@@ -82,16 +82,25 @@ def test_saved_epochs_are_the_per_epoch_files_and_the_final_one(tmp_path: Path) 
     assert headshots.run_epochs(plan)[-1][1].name == "me.safetensors"
 
 
-def test_best_epoch_is_the_lowest_median_and_unscored_images_do_not_count() -> None:
+def test_best_epoch_is_the_lowest_median_and_unscored_images_count_as_misses() -> None:
     scores = {
         1: [Scored("a", 0.5, ""), Scored("b", 0.4, ""), Scored("c", None, "no face found")],
         2: [Scored("a", 0.2, ""), Scored("b", 0.9, ""), Scored("c", 0.25, "")],
         3: [Scored("a", None, "2 faces found")],
+        # the best single headshot of all, but three of four showed no face: its median is a miss
+        4: [Scored("a", 0.1, "")] + [Scored(x, None, "no face found") for x in "bcd"],
     }
-    best, medians = best_epoch.choose_epoch(scores)
-    assert best == 2 and medians == {1: 0.45, 2: 0.25, 3: None}
-    assert best_epoch.choose_epoch({1: [Scored("a", 0.3, "")], 2: [Scored("a", 0.3, "")]})[0] == 2  # tie: later
-    assert best_epoch.choose_epoch({1: [Scored("a", None, "no face found")]})[0] is None
+    best, medians = best_epoch.choose_epoch(scores, miss=1.2)
+    assert best == 2 and medians == {1: 0.5, 2: 0.25, 3: None, 4: 1.2}
+    assert best_epoch.choose_epoch({1: [Scored("a", 0.3, "")], 2: [Scored("a", 0.3, "")]}, 1.2)[0] == 2  # tie: later
+    assert best_epoch.choose_epoch({1: [Scored("a", None, "no face found")]}, 1.2)[0] is None
+    # equal medians: the epoch with more scored headshots wins over the later one
+    tied = {
+        1: [Scored("a", 1.2, ""), Scored("b", 1.2, ""), Scored("c", 0.2, "")],
+        2: [Scored("a", None, "no face found"), Scored("b", None, "no face found"), Scored("c", 0.2, "")],
+    }
+    assert best_epoch.choose_epoch(tied, 1.2) == (1, {1: 1.2, 2: 1.2})
+    assert best_epoch.miss_distance(0.6) == 1.2
 
 
 def test_lora_file_names_are_safe() -> None:

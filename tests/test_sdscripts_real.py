@@ -278,3 +278,33 @@ def test_real_sd_scripts_trains_a_masked_dataset_with_masked_loss_and_resumes(tm
     print(f"sd-scripts' step count {steps.group(1)} = the estimate {estimate.total_steps}")
     assert (output / "likeness.safetensors").is_file()
     assert json.loads((runs / "status.json").read_text())["state"] == "done"
+
+
+def test_gpu_speed_benchmark_runs_on_the_cpu_as_its_own_smoke_test(tmp_path: Path) -> None:
+    """benchmarks/gpu_speed.py with the real sd-scripts, at 256 px on the CPU, a few steps: the workflow's
+    run folder and the calibration's timing, end to end (on a GPU the same command, without --cpu and at
+    1024 px, gives the figures for resources/gpu_speeds.tsv). LIKENESS_SD_BASE_MODEL skips building the
+    random SDXL (about 80 s and 10 GB of memory)."""
+    command = [
+        sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_speed.py"),
+        "--sd-scripts", SD_SCRIPTS,
+        "--python", os.environ.get("LIKENESS_SD_PYTHON") or sys.executable,
+        "--base-model", required_env("LIKENESS_SD_BASE_MODEL"),
+        "--tokenizers", required_env("LIKENESS_SD_TOKENIZERS"),
+        "--cpu", "--resolution", "256", "--steps", "3", "--warmup", "1", "--images", "2",
+        "--workdir", str(tmp_path / "bench"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    print(result.stdout[-3000:], result.stderr[-3000:])
+    assert result.returncode == 0, (tmp_path / "bench" / "gpu_speed.log").read_text(errors="replace")[-3000:]
+    (summary,) = [line for line in result.stdout.splitlines() if line.startswith("gpu_speed: CPU, 256 px")]
+    seconds = float(re.search(r": ([\d.]+) s/step over 2 steps after 1 warm-up", summary).group(1))
+    assert seconds > 0 and "peak GPU memory not measured (no nvidia-smi)" in summary
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("gpu_speeds.tsv row: ")]
+    cells = row.removeprefix("gpu_speeds.tsv row: ").split("\t")
+    assert len(cells) == 8 and cells[2] == "256" and "project measurement (benchmarks/gpu_speed.py" in cells[6]
+    # the run folder is the workflow's own, with its default train.toml
+    run_dir = only_run_dir(tmp_path / "bench" / "runs")
+    train_toml = (run_dir / "train.toml").read_text()
+    assert 'optimizer_type = "AdamW"' in train_toml and "max_train_epochs" in train_toml
+    assert not (run_dir / "calibrate").exists() and not list((run_dir / "output").glob("*.safetensors"))

@@ -61,9 +61,10 @@ def test_schema_defaults_are_auto_and_reject_other_strings() -> None:
 
 @pytest.mark.parametrize("images", [20, 100])
 def test_20_and_100_faces_fit_well_inside_the_default_budget_on_a_4090(images: int) -> None:
-    cfg = validate_section("train", {}).as_dict()  # every default: RTX 4090, 1024 px, batch 1, max_gpu_hours 4
-    assert cfg["gpu"] == "RTX 4090" and cfg["max_gpu_hours"] == 4.0
-    estimate = est.estimate(cfg, images)
+    cfg = validate_section("train", {}).as_dict()  # every default: gpu auto, 1024 px, batch 1, max_gpu_hours 4
+    assert cfg["gpu"] == "auto" and cfg["max_gpu_hours"] == 4.0
+    estimate = est.estimate(cfg, images, detected=[])  # no GPU visible: priced as the RTX 4090 auto assumes
+    assert estimate.gpu == "RTX 4090"
     assert 1500 <= estimate.total_steps <= 3000
     assert estimate.total_hours <= cfg["max_gpu_hours"] / 2, estimate.format_lines()
     assert not estimate.exceeds_budget

@@ -190,8 +190,12 @@ def test_full_run_writes_lora_status_and_calibration(tmp_path: Path) -> None:
     assert len(steps) == runplan.plan_estimate(plan, settings(cfg), None).total_steps
     calibration = est.load_calibration(tmp_path / "runs" / "calibration.tsv")
     assert [row.gpu for row in calibration] == ["CPU"] and calibration[0].source.startswith("measured")
+    assert calibration[0].steps == 9 and calibration[0].settings == est.speed_settings(settings(cfg).as_dict())
+    # 9 steps of a double 300x faster than the CPU row: stored, but the next estimate keeps the table's figure
     again = runplan.plan_estimate(plan, settings(cfg), tmp_path / "runs" / "calibration.tsv")
-    assert again.speed_source.startswith("measured")
+    assert again.speed_source.startswith("table: CPU") and "not used: measured" in again.speed_source
+    assert "only 9 steps timed" in again.speed_source
+    assert "stored in" in text and "but flagged" in text
     assert "steps: 100%" in (tmp_path / "logs" / "train.log").read_text()  # the child's output reaches the log
     # a finished run is not trained again
     code, text = run(plan, cfg, tmp_path / "logs" / "train.log", env=double_env())

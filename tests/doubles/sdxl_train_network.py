@@ -335,9 +335,15 @@ def main() -> None:
 
     step_seconds = float(os.environ.get("LIKENESS_DOUBLE_STEP_SECONDS", "0"))
     save_pause = float(os.environ.get("LIKENESS_DOUBLE_SAVE_SECONDS", "0"))
-    epochs = int(train_args.get("max_train_epochs") or 1)
     steps_per_epoch = count_steps_per_epoch(dataset_doc, train_args)
-    total = epochs * steps_per_epoch
+    # as train_network.py: max_train_epochs, when set, overrides max_train_steps (default 1600); the epochs
+    # then follow from the steps and the loop stops at max_train_steps
+    if train_args.get("max_train_epochs"):
+        epochs = int(train_args["max_train_epochs"])
+        total = epochs * steps_per_epoch
+    else:
+        total = int(train_args.get("max_train_steps") or 1600)
+        epochs = math.ceil(total / steps_per_epoch)
     print(f"override steps. steps for {epochs} epochs is / 指定エポックまでのステップ数: {total}", flush=True)
 
     epoch_to_start = 0
@@ -375,6 +381,8 @@ def main() -> None:
     for epoch in range(epoch_to_start + 1, epochs + 1):
         print(f"\nepoch {epoch}/{epochs}\n", flush=True)
         for step in range(steps_per_epoch):
+            if (epoch - 1) * steps_per_epoch + step >= total:
+                break
             time.sleep(step_seconds)
             done += 1
             append_jsonl(output_dir / "double_steps.jsonl", {"epoch": epoch, "step": step, "pid": os.getpid()})

@@ -138,8 +138,9 @@ onerror:
 
 
 def lk_cluster_local_rules(workflow, config):
-    """Every rule except those a cluster profile submits (train; caption_faces with train.submit_caption)."""
-    submitted = {"train"} | (
+    """Every rule except those a cluster profile submits (train and calibrate, which need the GPU node;
+    caption_faces with train.submit_caption)."""
+    submitted = {"train", "calibrate"} | (
         {"caption_faces"} if config["train"]["submit_caption"] else set()
     )
     return [rule.name for rule in workflow.rules if rule.name not in submitted]

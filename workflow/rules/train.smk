@@ -97,6 +97,40 @@ rule train:
         "../scripts/train.py"
 
 
+rule calibrate:
+    """Time real training steps (10 warm-up, then 55) with the run's exact configs on this machine's GPU,
+    into a throw-away folder, once sd-scripts and the base model are ready; store seconds per step and
+    peak GPU memory in the calibration table and log the price before and after. Runs only when asked by
+    name (`snakemake --cores 1 calibrate`); the train job then prices (and times out) by it.
+    """
+    input:
+        **lk_runplan.declared_inputs(
+            SETTINGS.train,
+            "results/dataset/manifest.tsv",
+            "results/captions/captions.tsv",
+        ),
+        images=ancient(TRAIN_IMAGES),
+        captions=ancient(TRAIN_CAPTIONS),
+    output:
+        record=f"{TRAIN_RUNS}/calibrate.json",
+    log:
+        "logs/calibrate.log",
+    conda:
+        "../../envs/likeness.yaml"
+    resources:
+        gpu=1,
+        # model loading, latent caching and 65 steps: half an hour covers the slowest card in the table
+        runtime=30,
+        mem_mb=config["train"]["mem_mb"],
+        cpus_per_gpu=config["train"]["cpus_per_gpu"],
+    params:
+        settings=config["train"],
+        trigger=config["trigger"],
+        class_word=TRAIN_CLASS_WORD,
+    script:
+        "../scripts/calibrate.py"
+
+
 rule install_trainer:
     """Install kohya sd-scripts v0.10.1 and its Python environment (torch for this machine's driver) under
     train.cache_dir. Runs only when asked by name; the train job installs it by itself right before a

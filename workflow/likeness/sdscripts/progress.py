@@ -53,8 +53,9 @@ def parse_epoch(fragment: str) -> str | None:
     return f"{match.group(1)}/{match.group(2)}" if match else None
 
 
-def measured_seconds_per_step(log_text: str, min_steps: int = 2) -> float | None:
-    """The average s/step of the last progress bar line (sd-scripts' bar uses smoothing=0: a run average).
+def measured_progress(log_text: str, min_steps: int = 2) -> Progress | None:
+    """The last progress bar line: its average s/step (sd-scripts' bar uses smoothing=0: a run average)
+    and the steps it timed (``done``).
 
     A resumed run's bar counts only the steps it ran, so the figure is that invocation's own average.
     """
@@ -63,6 +64,11 @@ def measured_seconds_per_step(log_text: str, min_steps: int = 2) -> float | None
         progress = parse_progress(fragment)
         if progress and progress.done >= min_steps:
             last = progress
+    return last
+
+
+def measured_seconds_per_step(log_text: str, min_steps: int = 2) -> float | None:
+    last = measured_progress(log_text, min_steps)
     return last.seconds_per_step if last else None
 
 

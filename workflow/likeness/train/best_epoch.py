@@ -1,10 +1,14 @@
 """The epoch that looks most like the person (rule ``best_lora``).
 
 Every headshot (likeness.train.headshots) is checked by the identity model (exactly one face) and scored
-by its identity distance to the centre of the selected training faces (``results/dataset/identity.json``);
-an epoch's score is the median over its headshots with one face; the lowest median wins. Its LoRA is
-copied to ``results/lora/<trigger>.safetensors`` and ``results/lora/<trigger>.json`` says which epoch,
-why, and every epoch's and image's score.
+by its identity distance to the centre of the selected training faces (``results/dataset/identity.json``).
+A headshot that cannot be scored (no face, several faces, unreadable) counts against its epoch: it enters
+the epoch's median as a miss, at ``MISS_FACTOR`` times the model's same-person distance, farther than any
+face of the person. So an epoch whose headshots mostly show no face has a median of a miss and loses to
+one whose headshots all show the person, however close its one good headshot came. An epoch's score is
+that median over all its headshots; the lowest wins. Its LoRA is copied to
+``results/lora/<trigger>.safetensors`` and ``results/lora/<trigger>.json`` says which epoch, why, and
+every epoch's score, how many of its headshots were scored, and every image's distance.
 """
 
 from __future__ import annotations
@@ -51,14 +55,33 @@ def score_image(model: identity.IdentityModel, cache: identity.EmbeddingCache, p
     return Scored(path, round(identity.distance(faces[0].vector, centre), 4), "")
 
 
-def choose_epoch(scores: Mapping[int, Sequence[Scored]]) -> tuple[int | None, dict[int, float | None]]:
-    """The epoch with the lowest median distance over its scored headshots (ties: the later epoch)."""
+# A headshot without exactly one face counts as this many times the model's same-person distance (dlib: 0.6,
+# so 1.2): beyond the distance of any face that is the person, so it never helps its epoch.
+MISS_FACTOR = 2.0
+
+
+def miss_distance(threshold: float) -> float:
+    """The distance an unscored headshot counts as, for a model whose same-person distance is ``threshold``."""
+    return round(MISS_FACTOR * threshold, 4)
+
+
+def choose_epoch(scores: Mapping[int, Sequence[Scored]], miss: float) -> tuple[int | None, dict[int, float | None]]:
+    """The epoch with the lowest median distance over all its headshots, each unscored one counted as
+    ``miss`` (ties: more headshots scored, then the later epoch); None when no headshot of any epoch was
+    scored. Epochs without a scored headshot get the median None and are never chosen."""
     medians: dict[int, float | None] = {}
     for epoch, images in scores.items():
-        values = [s.distance for s in images if s.distance is not None]
-        medians[epoch] = round(statistics.median(values), 4) if values else None
-    ranked = sorted((m, -e) for e, m in medians.items() if m is not None)
-    return (-ranked[0][1] if ranked else None), medians
+        if not any(s.distance is not None for s in images):
+            medians[epoch] = None
+            continue
+        values = [miss if s.distance is None else s.distance for s in images]
+        medians[epoch] = round(statistics.median(values), 4)
+    ranked = sorted((m, -scored_count(scores[e]), -e) for e, m in medians.items() if m is not None)
+    return (-ranked[0][2] if ranked else None), medians
+
+
+def scored_count(images: Sequence[Scored]) -> int:
+    return sum(s.distance is not None for s in images)
 
 
 def best_lora_stage(
@@ -111,32 +134,42 @@ def best_lora_stage(
         cache = identity.EmbeddingCache(select.identity_cache_dir, model)
         vector = np.asarray(centre, dtype=np.float32)
         scores = {e: [score_image(model, cache, p, vector) for p in epochs[e]["images"]] for e in sorted(epochs)}
-        epoch, medians = choose_epoch(scores)
+        miss = miss_distance(model.threshold)
+        epoch, medians = choose_epoch(scores, miss)
         if epoch is None:
             epoch = max(epochs)
             why = "no headshot of any epoch showed exactly one face: the last epoch, unscored"
             if not shots["prompts"]:
                 why = "train.headshot_prompts is empty: the last epoch, unscored"
         else:
-            scored = [s for s in scores[epoch] if s.distance is not None]
             runner = sorted((m, e) for e, m in medians.items() if m is not None and e != epoch)
-            after = f"; next best epoch {runner[0][1]} at {runner[0][0]:.3f}" if runner else ""
+            after = (
+                f"; next best epoch {runner[0][1]} at {runner[0][0]:.3f}"
+                f" ({scored_count(scores[runner[0][1]])} of {len(scores[runner[0][1]])} scored)"
+                if runner
+                else ""
+            )
             why = (
                 f"lowest median identity distance to the selected training faces: {medians[epoch]:.3f}"
-                f" over {len(scored)} of {len(scores[epoch])} headshots with one face{after}"
+                f" over {len(scores[epoch])} headshots, {scored_count(scores[epoch])} with one face"
+                f" (each other one counted as {miss:g}){after}"
             )
         say(f"best LoRA: epoch {epoch}; {why} ({cache.computed} headshots checked now, {cache.hits} from cache)")
         for e in sorted(scores):
             cells = " ".join("-" if s.distance is None else f"{s.distance:.3f}" for s in scores[e])
-            say(f"  epoch {e}: median {medians[e] if medians[e] is not None else '-'}  [{cells}]")
+            median = medians[e] if medians[e] is not None else "-"
+            say(f"  epoch {e}: median {median}, {scored_count(scores[e])} of {len(scores[e])} scored  [{cells}]")
         record.update(
             epoch=epoch,
             why=why,
             threshold=summary.get("threshold"),
             model=summary.get("model"),
+            miss_distance=miss,
             scores={
                 str(e): {
                     "median": medians[e],
+                    "scored": scored_count(scores[e]),
+                    "headshots": len(scores[e]),
                     "lora": epochs[e]["lora"],
                     "images": [{"path": s.path, "distance": s.distance, "note": s.note} for s in scores[e]],
                 }

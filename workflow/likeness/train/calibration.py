@@ -20,26 +20,52 @@ from typing import TextIO
 from likeness.atomic import atomic_write_json
 from likeness.config import Section
 from likeness.train import estimate as est
+from likeness.train import gpus as gpu_names
 from likeness.train import status as st
 from likeness.train.runplan import RUNTIME_KEYS, RunPlan
 
 
 def record_measured_speed(
-    plan: RunPlan, cfg: Section, seconds: float, calibration_path: str | Path, gpus: Sequence[str]
-) -> None:
-    """Store a run's measured speed in the calibration table and beside its LoRA files."""
+    plan: RunPlan,
+    cfg: Section,
+    seconds: float,
+    calibration_path: str | Path,
+    gpus: Sequence[str],
+    *,
+    steps: int | None = None,
+    peak_memory_gb: float | None = None,
+    origin: str = "run",
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Store a measured speed, with the GPU it ran on, its settings and the steps it timed, in the
+    calibration table and beside the run's LoRA files; returns a sentence saying whether the estimate
+    will use it (likeness.train.estimate.judge_measurement) or keeps it flagged."""
+    table = est.load_speed_table()
+    resolved = gpu_names.resolve(cfg.gpu, est.known_gpus(table), gpu_names.query_gpus(env))
+    settings = cfg.as_dict()
     row = est.SpeedRow(
-        gpu=cfg.gpu,
-        vram_gb=0.0,
+        gpu=resolved.name,
+        vram_gb=resolved.memory_gb or 0.0,
         resolution=int(cfg.resolution),
         batch_size=int(cfg.batch_size),
         gradient_checkpointing="yes" if cfg.gradient_checkpointing else "no",
         seconds_per_step=round(seconds, 4),
-        source=f"measured: run {plan.run_id}, {datetime.now(UTC).date().isoformat()}",
+        source=f"measured: {origin} {plan.run_id}, {datetime.now(UTC).date().isoformat()}",
         conditions=", ".join(gpus),
+        steps=steps,
+        settings=est.speed_settings(settings),
+        peak_memory_gb=round(peak_memory_gb, 2) if peak_memory_gb is not None else None,
     )
-    atomic_write_json(plan.measured_json, asdict(row))
+    if origin == "run":  # a calibration's throw-away run is not the run's own measurement
+        atomic_write_json(plan.measured_json, asdict(row))
     est.record_calibration(calibration_path, row)
+    why = est.judge_measurement(row, [r for r in table if r.gpu == resolved.speed_of], row.settings)
+    where = f"{row.seconds_per_step:g} s/step on {row.gpu} over {steps if steps is not None else '?'} steps"
+    if why:
+        return (
+            f"measured {where}; stored in {calibration_path} but flagged, the estimate keeps the table's figure: {why}"
+        )
+    return f"measured {where}; stored in {calibration_path}, the next estimate uses it"
 
 
 def import_measured_speed(plan: RunPlan, calibration_path: str | Path) -> float | None:
@@ -47,7 +73,8 @@ def import_measured_speed(plan: RunPlan, calibration_path: str | Path) -> float 
     calibration table, once; returns the seconds per step it added."""
     try:
         data = json.loads(plan.measured_json.read_text(encoding="utf-8"))
-        row = est.SpeedRow(**{f.name: data[f.name] for f in fields(est.SpeedRow)})
+        # the fields with defaults were added later: a record written before them has none
+        row = est.SpeedRow(**{f.name: data[f.name] for f in fields(est.SpeedRow) if f.name in data})
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if any((known.gpu, known.source) == (row.gpu, row.source) for known in est.load_calibration(calibration_path)):

@@ -3,8 +3,11 @@
 The step count follows sd-scripts v0.10.1 (train_util.DreamBoothDataset / BaseDataset.make_buckets and
 train_network.py): images x repeats, regularisation images added until they balance that count, one
 batch list per bucket, then gradient accumulation and epochs. The time per step comes from
-``resources/gpu_speeds.tsv`` (published figures, each with its source) unless a finished run on the same
-GPU measured it (``results/train/calibration.tsv``), which then takes precedence.
+``resources/gpu_speeds.tsv`` (published figures, each with its source) unless a run on the same GPU with
+the same settings measured it (``results/train/calibration.tsv``: a finished training, or the calibrate
+rule). A measurement is judged before it replaces the table: it needs ``MIN_MEASURED_STEPS`` timed steps
+and must lie within ``PLAUSIBLE_BAND`` of the table's figure for that GPU at its settings; otherwise it
+is kept in the file, and the estimate's speed line names it and says why the table's figure was used.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from likeness import RESOURCES, tables
 from likeness.atomic import atomic_write_bytes
 from likeness.errors import ConfigError, LikenessError
 from likeness.sdscripts.buckets import StepPlan, bucket_settings, plan_steps
+from likeness.sdscripts.configs import caches_text_encoder_outputs, trains_unet_only
 from likeness.sdscripts.images import image_sizes
-from likeness.train import budget_hints, overheads, step_budget
+from likeness.train import budget_hints, gpus, overheads, step_budget
 
 GPU_SPEEDS_TSV = RESOURCES / "gpu_speeds.tsv"
 
@@ -31,6 +35,13 @@ GRADIENT_CHECKPOINTING_FACTOR = 1.77
 # Snakemake's runtime must not cut a slow run short: margin on the estimate plus a fixed allowance.
 RUNTIME_MARGIN = 1.5
 RUNTIME_EXTRA_MINUTES = 10
+
+# A measured speed replaces the table only when it timed enough steps (a run's average includes its first,
+# slow steps; fewer than this say little) and lies within this band of the table's figure for the same GPU
+# and settings: a measurement 10x off (a test double, a different card, a run that spilled into system
+# memory) is far likelier a mistake than a discovery, and would cut the price and the Slurm time limit.
+MIN_MEASURED_STEPS = 50
+PLAUSIBLE_BAND = (0.25, 4.0)
 
 
 # --- speed table and calibration ---------------------------------------------------------------------------
@@ -46,6 +57,15 @@ class SpeedRow:
     seconds_per_step: float
     source: str
     conditions: str = ""
+    # measured rows only (calibration.tsv): the steps timed, the speed-relevant settings (speed_settings)
+    # and the peak GPU memory; None/"" where unknown (a row written before they were recorded)
+    steps: int | None = None
+    settings: str = ""
+    peak_memory_gb: float | None = None
+
+
+def _optional(value: str | None, kind: type) -> Any:
+    return kind(value) if value not in (None, "") else None
 
 
 def _row_from(record: Mapping[str, str]) -> SpeedRow:
@@ -57,7 +77,10 @@ def _row_from(record: Mapping[str, str]) -> SpeedRow:
         gradient_checkpointing=record["gradient_checkpointing"],
         seconds_per_step=float(record["seconds_per_step"]),
         source=record["source"],
-        conditions=record.get("conditions", ""),
+        conditions=record.get("conditions", "") or "",
+        steps=_optional(record.get("steps"), int),
+        settings=record.get("settings", "") or "",
+        peak_memory_gb=_optional(record.get("peak_memory_gb"), float),
     )
 
 
@@ -74,7 +97,12 @@ CALIBRATION_FIELDS = (
     "seconds_per_step",
     "source",
     "conditions",
+    "steps",
+    "settings",
+    "peak_memory_gb",
 )
+# A calibration.tsv written before the last three columns existed is still read.
+_CALIBRATION_REQUIRED = CALIBRATION_FIELDS[:8]
 
 
 def load_calibration(path: str | Path | None) -> list[SpeedRow]:
@@ -82,15 +110,20 @@ def load_calibration(path: str | Path | None) -> list[SpeedRow]:
     if not path:
         return []
     try:
-        return [_row_from(r) for r in tables.read_table(path, CALIBRATION_FIELDS)]
+        return [_row_from(r) for r in tables.read_table(path, _CALIBRATION_REQUIRED)]
     except (LikenessError, KeyError, ValueError):
         return []
 
 
+def _measurement_key(row: SpeedRow) -> tuple[Any, ...]:
+    return (row.gpu, row.resolution, row.batch_size, row.gradient_checkpointing, row.settings)
+
+
 def record_calibration(path: str | Path, row: SpeedRow) -> None:
-    """Store a measured speed; it replaces an earlier measurement for the same GPU and conditions."""
-    key = (row.gpu, row.resolution, row.batch_size, row.gradient_checkpointing)
-    rows = [r for r in load_calibration(path) if (r.gpu, r.resolution, r.batch_size, r.gradient_checkpointing) != key]
+    """Store a measured speed (every one is kept, plausible or not: the estimate judges them); it replaces
+    an earlier measurement for the same GPU and settings."""
+    key = _measurement_key(row)
+    rows = [r for r in load_calibration(path) if _measurement_key(r) != key]
     rows.append(row)
     atomic_write_bytes(
         path, tables.table_bytes(CALIBRATION_FIELDS, ([getattr(r, n) for n in CALIBRATION_FIELDS] for r in rows))
@@ -105,28 +138,26 @@ def _gc_label(gradient_checkpointing: bool) -> str:
     return "yes" if gradient_checkpointing else "no"
 
 
-def lookup_speed(
-    gpu: str,
-    *,
-    resolution: int,
-    batch_size: int,
-    gradient_checkpointing: bool,
-    table: Sequence[SpeedRow],
-    calibration: Sequence[SpeedRow] = (),
-) -> tuple[float, str, SpeedRow]:
-    """Seconds per step for these settings, a sentence saying where the figure comes from, and its row.
+def speed_settings(cfg: Mapping[str, Any]) -> str:
+    """The settings besides resolution, batch size and gradient checkpointing that change the time of a
+    step: a measurement counts only for the same ones."""
+    extra = cfg.get("extra") or {}
+    return (
+        f"{cfg.get('mixed_precision')}, dim {cfg.get('network_dim')}, {cfg.get('optimizer_type')}"
+        f", text encoders {'frozen' if trains_unet_only(extra) else 'trained'}"
+        f"{', outputs cached' if caches_text_encoder_outputs(extra) else ''}"
+    )
 
-    A measured row for the GPU wins over the table. The closest row (same gradient checkpointing setting,
-    then batch size, then resolution) is scaled: time grows with the pixel count; between two batch sizes
-    it is interpolated, beyond them it grows in proportion to the batch (conservative).
-    """
-    measured = [r for r in calibration if r.gpu == gpu]
-    rows = measured or [r for r in table if r.gpu == gpu]
-    if not rows:
-        raise ConfigError("train.gpu", f"unknown GPU {gpu!r}; known: {', '.join(known_gpus(table))}")
+
+def _scaled(
+    rows: Sequence[SpeedRow], resolution: int, batch_size: int, gradient_checkpointing: bool
+) -> tuple[float, SpeedRow, list[str]]:
+    """Seconds per step from the closest of ``rows`` (same gradient checkpointing setting, then batch size,
+    then resolution), scaled: time grows with the pixel count; between two batch sizes it is interpolated,
+    beyond them it grows in proportion to the batch (conservative). Returns the figure, its row, the notes."""
     wanted_gc = _gc_label(gradient_checkpointing)
     same_gc = [r for r in rows if r.gradient_checkpointing in (wanted_gc, "any")]
-    pool = same_gc or rows
+    pool = same_gc or list(rows)
 
     def distance(row: SpeedRow) -> tuple[float, float, int]:
         # a row stating the same checkpointing setting beats one that did not say ("any")
@@ -157,13 +188,63 @@ def lookup_speed(
         factor = GRADIENT_CHECKPOINTING_FACTOR if gradient_checkpointing else 1 / GRADIENT_CHECKPOINTING_FACTOR
         seconds *= factor
         notes.append(f"x{factor:.2f} for gradient checkpointing {wanted_gc}")
-    origin = "measured" if measured else "table"
+    return seconds, best, notes
+
+
+def judge_measurement(row: SpeedRow, table_rows: Sequence[SpeedRow], settings: str = "") -> str:
+    """Why a measured row must not replace the table ("" when it may): too few steps, other settings, or
+    outside the plausible band of the table's figure for its GPU at the row's own conditions."""
+    if settings and row.settings and row.settings != settings:
+        return f"measured with other settings ({row.settings})"
+    if row.steps is not None and row.steps < MIN_MEASURED_STEPS:
+        return f"only {row.steps} steps timed (it takes {MIN_MEASURED_STEPS})"
+    if table_rows:
+        expected, _, _ = _scaled(table_rows, row.resolution, row.batch_size, row.gradient_checkpointing == "yes")
+        ratio = row.seconds_per_step / expected
+        low, high = PLAUSIBLE_BAND
+        if not low <= ratio <= high:
+            return (
+                f"{ratio:.2g}x the table's {expected:.3g} s/step for these settings,"
+                f" outside the plausible {low:g}x-{high:g}x"
+            )
+    return ""
+
+
+def lookup_speed(
+    gpu: str,
+    *,
+    resolution: int,
+    batch_size: int,
+    gradient_checkpointing: bool,
+    table: Sequence[SpeedRow],
+    calibration: Sequence[SpeedRow] = (),
+    settings: str = "",
+    speed_of: str | None = None,
+) -> tuple[float, str, SpeedRow]:
+    """Seconds per step for these settings, a sentence saying where the figure comes from, and its row.
+
+    ``speed_of``: the table row to use for a GPU without one of its own (its class, likeness.train.gpus).
+    A measured row for the GPU wins over the table once ``judge_measurement`` accepts it; the ones it
+    refuses are named in the sentence with the reason. See ``_scaled`` for how a row is scaled.
+    """
+    table_rows = [r for r in table if r.gpu == (speed_of or gpu)]
+    measured = [r for r in calibration if r.gpu == gpu]
+    if not table_rows and not measured:
+        raise ConfigError("train.gpu", f"unknown GPU {gpu!r}; known: {', '.join(known_gpus(table))}")
+    verdicts = [(r, judge_measurement(r, table_rows, settings)) for r in measured]
+    usable = [r for r, why in verdicts if not why]
+    seconds, best, notes = _scaled(usable or table_rows, resolution, batch_size, gradient_checkpointing)
+    origin = "measured" if usable else "table"
     text = (
         f"{origin}: {best.gpu}, {best.resolution} px, batch {best.batch_size}, gradient checkpointing "
         f"{best.gradient_checkpointing}, {best.seconds_per_step:g} s/step ({best.source})"
     )
     if notes:
         text += "; " + ", ".join(notes)
+    for row, why in verdicts:
+        if why:
+            steps = f", {row.steps} steps" if row.steps is not None else ""
+            text += f"; not used: measured {row.seconds_per_step:g} s/step ({row.source}{steps}): {why}"
     return seconds, text, best
 
 
@@ -280,9 +361,15 @@ def estimate(
     table: Sequence[SpeedRow] | None = None,
     sample_steps: Sequence[int] | None = None,
     with_hints: bool = True,
+    detected: Sequence[gpus.DetectedGpu] | None = None,
 ) -> Estimate:
-    """Estimate for the ``train`` section and the training (and regularisation) image sizes or counts."""
+    """Estimate for the ``train`` section and the training (and regularisation) image sizes or counts.
+
+    ``detected``: the training machine's GPUs, for ``train.gpu: auto``; None looks on this machine unless
+    the training is submitted elsewhere (``train.submit``), whose GPU cannot be seen from here."""
     table = list(table) if table is not None else load_speed_table()
+    if detected is None and str(cfg["gpu"]).strip().lower() == gpus.AUTO and not cfg.get("submit"):
+        detected = gpus.query_gpus()
     calibration = load_calibration(calibration_path)
     resolution = int(cfg["resolution"])
     train_sizes = _as_sizes(images, resolution)
@@ -299,7 +386,8 @@ def estimate(
         reg_sizes=reg_sizes,
         settings=bucket_settings(int(cfg["resolution"]), bool(cfg["bucket_no_upscale"])),
     )
-    gpu = str(cfg["gpu"])
+    resolved = gpus.resolve(str(cfg["gpu"]), known_gpus(table), detected)
+    gpu = resolved.name
     seconds, source, row = lookup_speed(
         gpu,
         resolution=resolution,
@@ -307,6 +395,8 @@ def estimate(
         gradient_checkpointing=bool(cfg["gradient_checkpointing"]),
         table=table,
         calibration=calibration,
+        settings=speed_settings(cfg),
+        speed_of=resolved.speed_of,
     )
     if sample_steps is None:  # the prompts the run would get, with their own --s options
         sample_steps = overheads.configured_sample_steps(cfg, resolution)
@@ -323,10 +413,19 @@ def estimate(
         currency=str(cfg["currency"]),
         max_gpu_hours=float(cfg["max_gpu_hours"]),
     )
+    if resolved.note:
+        result.notes.append(resolved.note)
+    if source.startswith("table:") and row.source.startswith("estimate:"):
+        # the card's first row states the figures (later rows of the same card say "as above")
+        stated = next(r.conditions for r in table if r.gpu == row.gpu)
+        result.notes.append(
+            f"the {row.gpu} figure is an estimate, not a measurement ({stated}): "
+            "`snakemake --cores 1 calibrate` on that GPU measures it"
+        )
     note = budget.note(len(train_sizes))
     if note:
         result.notes.append(note)
-    vram = max((r.vram_gb for r in table if r.gpu == gpu), default=row.vram_gb)
+    vram = resolved.memory_gb or max((r.vram_gb for r in table if r.gpu == gpu), default=row.vram_gb)
     needed = overheads.estimated_vram_gb(cfg)
     if vram > 0 and needed > vram:
         result.warnings.append(
@@ -342,7 +441,8 @@ def estimate(
             """The estimate's hours with the first ``images`` training images and changed settings."""
             changed = {**cfg, **changes}
             return estimate(changed, train_sizes[:images], reg_sizes, calibration_path=calibration_path,
-                            table=table, sample_steps=sample_steps, with_hints=False).total_hours  # fmt: skip
+                            table=table, sample_steps=sample_steps, with_hints=False,
+                            detected=detected).total_hours  # fmt: skip
 
         result.under_budget_hints = budget_hints.under_budget_hints(cfg, len(train_sizes), hours_with, budget.auto_keys)
     return result

@@ -36,6 +36,7 @@ from likeness.sdscripts import names, progress
 from likeness.sdscripts.states import find_resume_state
 from likeness.train import base_model as bm
 from likeness.train import calibration as cal
+from likeness.train import gpus
 from likeness.train import readiness as rd
 from likeness.train import status as st
 from likeness.train import trainer_install as ti
@@ -169,7 +170,8 @@ def run_training(
     plan = as_plan(plan)
     cfg = plan.settings(current)
     calibration_path = calibration_path or Path(plan.run_dir).parent / "calibration.tsv"
-    estimate = plan_estimate(plan, cfg, calibration_path)
+    # this is the training machine (a Slurm node too): train.gpu auto is the GPU it has
+    estimate = plan_estimate(plan, cfg, calibration_path, gpus.query_gpus(env))
     for line in [*estimate.format_lines(), *(f"excluded: {reason}" for reason in plan.excluded)]:
         log(line)
     details = {} if readiness is None else {"readiness": readiness}
@@ -295,10 +297,15 @@ def _launch(
         log(f"training stopped (exit code {code}; see {log.file.name}); running it again resumes {where}")
         st.write_run_status(plan, status_path, "failed", exit_code=code)
         return code or 1
-    measured = progress.measured_seconds_per_step(output)
-    if measured:
-        cal.record_measured_speed(plan, cfg, measured, calibration_path, rd.detect_gpus(env))
-        log(f"measured {measured:.3f} s/step on {cfg.gpu}; stored in {calibration_path}")
+    last = progress.measured_progress(output)
+    measured = last.seconds_per_step if last else None
+    if last:
+        gpus_here = rd.detect_gpus(env)
+        log(
+            cal.record_measured_speed(
+                plan, cfg, last.seconds_per_step, calibration_path, gpus_here, steps=last.done, env=env
+            )
+        )
     st.write_run_status(
         plan, status_path, "done", seconds=round(elapsed, 1), measured_seconds_per_step=measured, **details
     )

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from likeness.sdscripts import RELEASE, configs, images, names, prompts
 from likeness.sdscripts.tomlfile import dumps_toml
 from likeness.train import base_model as bm
 from likeness.train import estimate as est
-from likeness.train import step_budget
+from likeness.train import gpus, step_budget
 
 HASH_LENGTH = 12
 # Where and how sd-scripts is installed and the base model cached: the machine's business, not the LoRA's.
@@ -268,9 +269,18 @@ def prepare_run(
     return plan
 
 
-def plan_estimate(plan: RunPlan, cfg: Section, calibration_path: str | Path | None) -> est.Estimate:
+def plan_estimate(
+    plan: RunPlan,
+    cfg: Section,
+    calibration_path: str | Path | None,
+    detected: Sequence[gpus.DetectedGpu] | None = None,
+) -> est.Estimate:
+    """The run's estimate; ``detected``: the GPUs of the machine it trains on (for train.gpu: auto)."""
     values, steps = cfg.as_dict(), plan.sample_steps
-    return est.estimate(values, plan.train_sizes, plan.reg_sizes, calibration_path=calibration_path, sample_steps=steps)
+    return est.estimate(
+        values, plan.train_sizes, plan.reg_sizes, calibration_path=calibration_path, sample_steps=steps,
+        detected=detected,
+    )  # fmt: skip
 
 
 def estimate_record(estimate: est.Estimate) -> dict[str, Any]:
