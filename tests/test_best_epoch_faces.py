@@ -13,9 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from likeness import identity
 from likeness.config import validate_section
 from likeness.joblog import run_logged
-from likeness.select import identity
 from likeness.train import best_epoch
 from synthlib.drawing import background, paste_portrait
 from synthlib.portraits import PORTRAITS, relit
