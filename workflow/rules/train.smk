@@ -121,7 +121,7 @@ rule calibrate:
         gpu=1,
         # model loading, latent caching and 65 steps: half an hour covers the slowest card in the table
         runtime=30,
-        mem_mb=config["train"]["mem_mb"],
+        mem_mb=TRAIN_MEM_MB,
         cpus_per_gpu=config["train"]["cpus_per_gpu"],
     params:
         settings=config["train"],
