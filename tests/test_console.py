@@ -52,7 +52,10 @@ def test_the_demo_prints_a_line_per_face_job_and_ends_with_the_summary(tmp_path)
 
     block = summary_block(lines)
     assert block[0] == "likeness: ---- summary (finished) ----"
-    assert re.fullmatch(r"likeness: faces: \d+ kept for training, \d+ excluded \(.+\)", block[1])
+    assert re.fullmatch(r"likeness: faces: kept \d+ \(\d+ by masking\) of \d+ faces: .+", block[1])
+    # the same counts, in the same words, as the select job's own line (archived and missing not "unreadable")
+    select_line = next(line for line in lines if line.startswith("likeness: kept "))
+    assert block[1] == "likeness: faces: " + select_line.removeprefix("likeness: ")
     assert block[2].startswith("likeness: training: ready in results/train/")
     assert block[-1].startswith("likeness: next: ") and "snakemake" in block[-1]
     assert all(line.startswith("likeness: ") for line in block)

@@ -14,12 +14,12 @@ import os
 import re
 import shlex
 import sys
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from likeness import tables
+from likeness.errors import LikenessError
 from likeness.joblog import PREFIX
 
 # The environment variable the main process sets to invoked_command(), for the hints jobs print.
@@ -100,18 +100,20 @@ def training_state(status_path: str | os.PathLike[str]) -> str:
 
 
 def faces_line(manifest: str | os.PathLike[str], excluded: str | os.PathLike[str]) -> str:
-    """One line: faces kept for training and the excluded ones by reason."""
-    kept = tables.count_rows(manifest)
-    if kept is None:
+    """One line: faces kept for training (those kept by masking counted) and the excluded ones by reason, in
+    the select job's own words (tables.kept_line)."""
+    try:
+        kept = tables.read_table(manifest, ("image",))
+    except LikenessError:
         return "faces: not selected yet"
     try:
-        reasons = Counter(row["reason_key"] for row in tables.read_table(excluded, ("reason_key",)))
-    except Exception:
-        reasons = Counter()
-    by_reason = ", ".join(f"{reason} {count}" for reason, count in reasons.most_common())
-    return f"faces: {kept} kept for training, {sum(reasons.values())} excluded" + (
-        f" ({by_reason})" if by_reason else ""
-    )
+        reasons = [(row["reason_key"], row["reason"]) for row in tables.read_table(excluded, ("reason_key", "reason"))]
+    except LikenessError:
+        reasons = []
+    # A masked face's training image is the PNG that carries its mask (likeness.select.outputs.image_name).
+    by_masking = sum(1 for row in kept if row["image"].endswith(".png"))
+    line = tables.kept_line(len(kept), by_masking, len(kept) + len(reasons), tables.exclusion_parts(reasons))
+    return f"faces: {line}"
 
 
 def lora_line(best_lora_json: str | os.PathLike[str], status_path: str | os.PathLike[str]) -> str:

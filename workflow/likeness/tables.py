@@ -228,6 +228,32 @@ REASON_ORDER = (
     Reason.BELOW_TOP_N,
 )
 
+
+def exclusion_parts(reasons: Iterable[tuple[str, str]]) -> list[str]:
+    """["archived 1", "missing 1", "unreadable 2", "too small 3"] from (reason_key, reason) pairs: a face the
+    manager archived, trashed, hid, took offline or lost counts by that word (tables.photo_state), not as
+    unreadable; the rest by reason in REASON_ORDER. The select job's line and the closing summary share it."""
+    counts: dict[str, int] = {}
+    states: dict[str, int] = {}
+    for key, reason in reasons:
+        state = photo_state(reason) if key == Reason.UNREADABLE else ""
+        if state:
+            states[state] = states.get(state, 0) + 1
+        elif key:
+            counts[key] = counts.get(key, 0) + 1
+    order = dict.fromkeys(state for _word, state in PHOTO_STATE_WORDS)
+    return [f"{state} {states[state]}" for state in order if states.get(state)] + [
+        f"{key} {counts[key]}" for key in REASON_ORDER if counts.get(key)
+    ]
+
+
+def kept_line(kept: int, by_masking: int, faces: int, parts: Sequence[str]) -> str:
+    """ "kept K (M by masking) of N faces: ..." (no parenthesis when no kept face was masked)."""
+    masking = f" ({by_masking} by masking)" if by_masking else ""
+    line = f"kept {kept}{masking} of {faces} faces"
+    return f"{line}: {', '.join(parts)}" if parts else line
+
+
 # Image files the workflow's own stages accept (the dataset images folder, reference photos), any case.
 # sd-scripts has its own, case-sensitive list: that one belongs to the train stage.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")

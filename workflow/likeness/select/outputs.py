@@ -10,7 +10,7 @@ from typing import Any
 from likeness import tables
 from likeness.names import file_stem
 from likeness.select.faces import Face, one_line
-from likeness.tables import EXCLUDED_COLUMNS, MANIFEST_COLUMNS, REASON_ORDER, Reason
+from likeness.tables import EXCLUDED_COLUMNS, MANIFEST_COLUMNS, REASON_ORDER
 
 
 def _fmt(value: Any, digits: int | None = None) -> str:
@@ -95,25 +95,10 @@ def excluded_bytes(excluded: Sequence[Face]) -> bytes:
 
 
 def summary_line(selected: Sequence[Face], faces: Sequence[Face]) -> str:
-    """ "kept K of N faces: archived 1, missing 1, unreadable 2, too small 3": a face the manager archived,
-    trashed, hid, took offline or lost counts by that word (tables.photo_state), not as unreadable.
-    "kept K (M by masking) of N faces" when M of the kept faces have other heads masked out."""
-    kept = len(selected)
-    counts: dict[str, int] = {}
-    states: dict[str, int] = {}
-    for face in faces:
-        state = tables.photo_state(face.reason) if face.reason_key == Reason.UNREADABLE else ""
-        if state:
-            states[state] = states.get(state, 0) + 1
-        elif face.reason_key:
-            counts[face.reason_key] = counts.get(face.reason_key, 0) + 1
-    order = dict.fromkeys(state for _word, state in tables.PHOTO_STATE_WORDS)
-    parts = [f"{state} {states[state]}" for state in order if states.get(state)]
-    parts += [f"{key} {counts[key]}" for key in REASON_ORDER if counts.get(key)]
+    """The select job's line: kept_line over every face of the person."""
+    parts = tables.exclusion_parts((face.reason_key, face.reason) for face in faces)
     by_masking = sum(1 for face in selected if face.masked)
-    masking = f" ({by_masking} by masking)" if by_masking else ""
-    line = f"kept {kept}{masking} of {len(faces)} faces"
-    return f"{line}: {', '.join(parts)}" if parts else line
+    return tables.kept_line(len(selected), by_masking, len(faces), parts)
 
 
 def identity_json_bytes(summary: Mapping[str, Any]) -> bytes:
