@@ -114,3 +114,13 @@ def test_read_table_errors_are_one_line(tmp_path: Path):
     good = tmp_path / "good.tsv"
     tables.write_table(good, ("a", "b"), [["1", "x\ny"], ["2", ""]])
     assert tables.count_rows(good) == 2
+
+
+def test_a_cell_over_the_csv_modules_default_limit_reads_back() -> None:
+    """A duplicates cell of a 10,000-face burst group (about 170 kB) broke the caption stage at 20,000 faces."""
+    from likeness import tables
+
+    big = ",".join(f"marker{i:011d}" for i in range(10_000))
+    assert len(big) > 131_072
+    text = tables.table_bytes(("marker_uid", "duplicates"), [("a", big)]).decode()
+    assert tables.parse_table(text) == [{"marker_uid": "a", "duplicates": big}]

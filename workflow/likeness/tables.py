@@ -74,6 +74,11 @@ def write_table(path: str | os.PathLike[str], columns: Sequence[str], rows: Iter
     return write_if_changed(path, table_bytes(columns, rows))
 
 
+# The csv module refuses a cell over 128 KiB by default. A kept face's duplicates cell lists its whole group
+# (a person photographed in bursts: thousands of UIDs at 20,000 faces), and the text is in memory anyway.
+csv.field_size_limit(2**31 - 1)
+
+
 def parse_table(text: str, source: str = "table", required: Sequence[str] = ()) -> list[dict[str, str]]:
     """The rows of a table's text as dicts; a missing column or a ragged row is one readable error."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", strict=True)
