@@ -9,6 +9,7 @@ not the same person; a second run embeds nothing again.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 import sys
 import textwrap
@@ -299,9 +300,15 @@ def test_a_workflow_without_the_identity_model_says_so_in_one_line(tmp_path: Pat
     assert failed.returncode != 0
     lines = [line for line in output.splitlines() if "identity model is not installed" in line]
     print("\n".join(lines))
-    # One message: the job's line, and the same line again where Snakemake shows the job's log.
+    # One message: the job's line, the same line again where Snakemake shows the job's log, and last the
+    # closing summary's "select_faces failed: <the same message> (log: ...)".
     assert lines[0].startswith("likeness: the identity model is not installed")
-    assert {line.split(": ", 1)[1] for line in lines} == {lines[0].split(": ", 1)[1]}
+    assert lines[-1].startswith("likeness: select_faces failed: the identity model is not installed")
+    messages = {
+        re.sub(r"^select_faces failed: ", "", line.split(": ", 1)[1]).removesuffix(" (log: logs/select_faces.log)")
+        for line in lines
+    }
+    assert messages == {lines[0].split(": ", 1)[1]}
     assert "select.max_identity_distance: null" in lines[0]
     assert "Traceback" not in output and "in check_identity" not in output
     assert (workdir / "logs/select_faces.log").read_text().startswith("error: the identity model is not installed")
