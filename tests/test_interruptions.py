@@ -224,7 +224,9 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, library, reference
         locks = workdir / ".snakemake" / "locks"
         assert not locks.exists() or not any(locks.iterdir()), "SIGINT releases the lock"
 
-    resumed = snakemake(workdir, *README_COMMAND)
+    # "--quiet host" on the command line replaces the profile's "quiet: [rules, host]": the per-job blocks,
+    # which name each job's wildcards, come back for _cropped_uids.
+    resumed = snakemake(workdir, *README_COMMAND, "--quiet", "host")
 
     assert_same_results(reference, workdir, N_FACES)
     # No finished work redone: the faces cropped now are exactly those without a finished record ...
