@@ -202,6 +202,11 @@ def test_env_builds_and_imports_its_rules_modules(env_file: Path, tmp_path: Path
 
 def test_the_script_rules_share_the_likeness_environment() -> None:
     rules = rules_using(REPO / "envs" / "likeness.yaml")
-    assert set(rules) == {"train", "headshots", "install_trainer"}
+    assert set(rules) == {"train", "calibrate", "headshots", "install_trainer"}
     modules, _ = reached(list(rules.values()))
-    assert {"likeness.train.launch", "likeness.train.headshots", "likeness.train.trainer_install"} <= modules
+    assert {
+        "likeness.train.launch",
+        "likeness.train.calibrate",
+        "likeness.train.headshots",
+        "likeness.train.trainer_install",
+    } <= modules
