@@ -68,3 +68,23 @@ def test_the_demo_ends_with_the_summary(tmp_path):
         block[-1],
     ), block[-1]
     assert any("run `" in line and "snakemake" in line and "again" in line for line in block)
+
+
+def test_a_failed_jobs_line_is_read_only_from_a_log_of_this_run(tmp_path):
+    """A job refused before it ran (sbatch said no) wrote no log: the earlier run's last line is not its error."""
+    import os
+    import time
+
+    from likeness import summary
+
+    old, new = tmp_path / "old.log", tmp_path / "new.log"
+    old.write_text("likeness: training is ready in results/train/x/\n")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    new.write_text("error: training refused: over train.max_gpu_hours\n")
+    started = time.time() - 10
+    assert summary.job_errors([("train", (str(old),))], started) == [
+        "likeness: train failed: it wrote no log in this run: see the lines above (log: " + str(old) + ")"
+    ]
+    assert summary.job_errors([("train", (str(new),))], started) == [
+        f"likeness: train failed: training refused: over train.max_gpu_hours (log: {new})"
+    ]

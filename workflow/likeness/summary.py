@@ -136,15 +136,25 @@ def _last_line(path: str | os.PathLike[str]) -> str:
     return lines[-1].removeprefix("error: ") if lines else ""
 
 
-def job_errors(failed: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+def job_errors(failed: Sequence[tuple[str, Sequence[str]]], since: float | None = None) -> list[str]:
     """One line per failed job: its rule and the last line of its log (a job's error is its last line,
-    likeness.joblog), and the log's path."""
+    likeness.joblog), and the log's path. A log older than ``since`` (the run's start) is an earlier run's:
+    a job refused before it ran (sbatch said no) wrote none, and the old line would tell a stale story."""
     lines = []
     for rule, logs in failed:
-        last = next((line for line in map(_last_line, logs) if line), "")
+        current = [log for log in logs if since is None or _modified_since(log, since)]
+        last = next((line for line in map(_last_line, current) if line), "")
         where = f" (log: {', '.join(logs)})" if logs else ""
-        lines.append(f"{PREFIX}{rule} failed: {last or 'no log line'}{where}")
+        lines.append(f"{PREFIX}{rule} failed: {last or 'it wrote no log in this run: see the lines above'}{where}")
     return lines
+
+
+def _modified_since(path: str | os.PathLike[str], since: float) -> bool:
+    # A second's slack: file times come from the kernel's coarse clock, which can trail time.time().
+    try:
+        return Path(path).stat().st_mtime >= since - 1.0
+    except OSError:
+        return False
 
 
 def closing_summary(
@@ -156,8 +166,10 @@ def closing_summary(
     status_path: str,
     best_lora_json: str,
     failed: Sequence[tuple[str, Sequence[str]]] = (),
+    started_at: float | None = None,
 ) -> list[str]:
-    """The last block of a run: faces, training, LoRA, what to run next; on failure, the errors last."""
+    """The last block of a run: faces, training, LoRA, what to run next; on failure, the errors last
+    (from the logs written since ``started_at``)."""
     status = _status(status_path) or {}
     lines = [
         f"{PREFIX}---- summary ({'finished' if outcome == 'success' else 'FAILED'}) ----",
@@ -167,7 +179,7 @@ def closing_summary(
     ]
     if outcome != "success":
         lines.append(f"{PREFIX}next: fix what the line below says, then run `{command}` again (it resumes)")
-        lines += job_errors(failed) or [f"{PREFIX}a job failed: see the log named above"]
+        lines += job_errors(failed, started_at) or [f"{PREFIX}a job failed: see the log named above"]
         return lines
     if status.get("state") == "ready":
         lines.append(f"{PREFIX}next: once that is fixed, `{command}` launches the training")

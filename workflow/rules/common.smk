@@ -2,6 +2,7 @@
 import atexit
 import os
 import sys
+import time
 
 from snakemake.exceptions import WorkflowError
 from pathlib import Path
@@ -87,7 +88,7 @@ if not workflow.remote_exec:
     }:
         lk_summary.quiet_per_job_lines()
 # How this run ends, for the closing summary (set by onstart, onsuccess and onerror below).
-LK_RUN = {"started": False, "outcome": "", "failed": []}
+LK_RUN = {"started": False, "started_at": None, "outcome": "", "failed": []}
 
 
 # The training's parts of the hooks below; the TRAIN_* names come from train.smk.
@@ -122,7 +123,7 @@ onstart:
     # other writer can own a temporary file under results/ now.
     lk_atomic.remove_stale_temporaries("results")
     lk_train_onstart()
-    LK_RUN["started"] = True
+    LK_RUN.update(started=True, started_at=time.time())
 
 
 onsuccess:
@@ -198,6 +199,7 @@ def lk_print_last():
             status_path=TRAIN_STATUS,
             best_lora_json=BEST_LORA_JSON,
             failed=LK_RUN["failed"],
+            started_at=LK_RUN["started_at"],
         )
     if lines:
         sys.stderr.flush()
