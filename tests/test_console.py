@@ -1,5 +1,5 @@
-"""What the demo's console shows: one line per face job, and the closing summary as the last block, on
-success and on a failure (the summary's last line is the failed job's own error)."""
+"""What the demo's console shows: two lines per face job, and the closing summary as the last block, on
+success and on a failure (the summary's last line is the failed job's own error); the dry run after it."""
 
 from __future__ import annotations
 
@@ -39,10 +39,32 @@ def test_the_demo_ends_with_the_summary(tmp_path):
     table = dict(re.findall(r"^(\w+)\s+(\d+)$", "\n".join(lines), re.MULTILINE))
     faces, jobs = int(table["crop_face"]), int(table["total"])
     print(f"{len(lines)} console lines for {jobs} jobs, {faces} of them face jobs")
-    # Snakemake's progress count, once per job. (The per-job rule blocks stay: quieting them in the profile
-    # also emptied the dry run's job list, which `snakemake -n` exists to show.)
+    # Snakemake's progress count, once per job.
     progress = re.findall(rf"(\d+) of {jobs} steps \(\d+%\) done", "\n".join(lines))
     assert sorted(map(int, progress)) == list(range(1, jobs + 1))
+    # Per face job: its progress count and the crop job's own line ("likeness: UID PHOTO: ok"), nothing
+    # else. No crop rule block and no "Finished jobid" block reaches the console (the log file keeps them).
+    assert not [line for line in lines if re.match(r"(local)?rule crop_face:|Finished jobid", line.strip())]
+    face_lines = [line for line in lines if re.match(r"likeness: \S+ \S+: (ok|excluded: .+)$", line)]
+    assert len(face_lines) == faces
+    other_jobs = [line for line in lines if re.match(r"(local)?rule \w+:$", line)]
+    assert len(other_jobs) == jobs - faces
+    # What is not a face job's line belongs to the other jobs' blocks, Snakemake's header and the summary.
+    per_face = (len(face_lines) + faces) / faces
+    rest = len(lines) - len(face_lines) - len(progress)
+    print(f"{per_face:.1f} lines per face job; {rest} other lines for {jobs - faces} other jobs")
+    assert per_face <= 2
+    # The dry run still lists every job, with its block (that is what `snakemake -n` is for) ...
+    code, dry = console(workdir, "-n", "--forcerun", "crop_face")
+    assert code == 0, "\n".join(dry)
+    assert sum(1 for line in dry if re.match(r"(local)?rule crop_face:$", line)) == faces
+    # ... and after the demo, with nothing to be done, it still ends with the training's state and price.
+    code, dry = console(workdir, "-n")
+    assert code == 0 and "Nothing to be done" in "\n".join(dry)
+    assert dry[-5].startswith("likeness: training: ready in results/train/"), dry[-5:]
+    assert re.fullmatch(r"likeness: training estimate \(.+\): cost: [0-9.]+ h x [0-9.]+ USD/h = [0-9.]+ USD", dry[-4])
+    assert re.match(r"likeness:   steps: \d+ images x ", dry[-3])
+    assert re.fullmatch(r"likeness:   \(exact: \d+ images in results/dataset/images, the selection is up to date\)", dry[-1])
 
     block = summary_block(lines)
     assert block[0] == "likeness: ---- summary (finished) ----"

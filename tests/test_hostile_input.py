@@ -243,7 +243,7 @@ def test_hostile_person_names_are_plain_strings(tmp_path, hostile):
     # The real name, quotes, '%', ';' and '--' included, selects exactly that subject's faces.
     write_config(workdir, hostile.library.root, person=HOSTILE_PERSON)
     dry_run = snakemake(workdir, "-n")
-    # The dry run's job table (the profile quiets the per-job blocks): one crop job per face of that subject.
+    # The dry run's job table: one crop job per face of that subject.
     assert re.search(r"^crop_face\s+(\d+)$", dry_run.stdout, re.MULTILINE).group(1) == str(len(hostile.expected))
 
 

@@ -124,3 +124,27 @@ def test_a_cell_over_the_csv_modules_default_limit_reads_back() -> None:
     assert len(big) > 131_072
     text = tables.table_bytes(("marker_uid", "duplicates"), [("a", big)]).decode()
     assert tables.parse_table(text) == [{"marker_uid": "a", "duplicates": big}]
+
+
+@given(st.one_of(st.integers(), st.floats(allow_nan=True, allow_infinity=True)))
+@settings(max_examples=500)
+def test_the_fast_path_for_numbers_writes_what_the_quoting_rule_writes(number):
+    """tables._cell skips the quoting check for ints and finite floats; the cell must be the same."""
+    text = str(number)
+    expected = '"' + text.replace('"', '""') + '"' if tables.needs_quotes(text) else text
+    assert tables.row_text([number]) == expected
+
+
+def test_markers_tsv_writes_every_field_in_column_order():
+    from likeness.export.records import MarkerRow
+    from likeness.export.tsv import markers_tsv
+
+    fields = {column: f"v{index}" for index, column in enumerate(tables.MARKER_COLUMNS)}
+    numbers = {"marker_review": 1, "score": -2, "q": 3, "size": 4, "file_width": 5, "file_height": 6}
+    numbers |= {"file_orientation": 7, "x": 0.5, "y": float("nan"), "w": 1e-05, "h": -0.25, "face_dist": -1.0}
+    row = MarkerRow(**(fields | numbers))
+    header, line = markers_tsv([row]).decode().splitlines()
+    cells = dict(zip(header.split("\t"), line.split("\t"), strict=True))
+    assert list(cells) == list(tables.MARKER_COLUMNS)
+    assert cells["y"] == "" and cells["w"] == "1e-05" and cells["h"] == "-0.25" and cells["score"] == "-2"
+    assert cells["file_name"] == fields["file_name"] and cells["reason"] == fields["reason"]

@@ -33,14 +33,20 @@ from likeness import WORKFLOW_DIR
 from likeness.errors import ConfigError, LikenessError
 
 SCHEMA_DIR = WORKFLOW_DIR / "schemas"
+# The schemas are read on every parse: libyaml's loader where PyYAML has it (ten times faster), else PyYAML's.
+_SCHEMA_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_SCHEMA_LOADER)  # noqa: S506 (a safe loader)
 
 
 def load_schema(schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
-    schema = yaml.safe_load((schema_dir / "config.schema.yaml").read_text())
+    schema = _load_yaml((schema_dir / "config.schema.yaml").read_text())
     for section_file in sorted(schema_dir.glob("*.schema.yaml")):
         section = section_file.name.removesuffix(".schema.yaml")
         if section != "config":
-            section_schema = yaml.safe_load(section_file.read_text())
+            section_schema = _load_yaml(section_file.read_text())
             # A nested "$schema" would make jsonschema switch to a plain validator for the section,
             # which fills no defaults: each file keeps it for editors, the merged schema drops it.
             section_schema.pop("$schema", None)

@@ -14,7 +14,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,28 +204,38 @@ def dry_run_footer(status_path: str, estimate_lines: Sequence[str]) -> list[str]
 
 
 class PerJobQuiet(logging.Filter):
-    """Drops the scheduler's per-job chatter from Snakemake's console handler (not from its log file):
-    "Select jobs to execute...", "Execute N jobs..." and each job's "[time] Finished jobid" block. What
-    stays per job is Snakemake's progress line with counts ("12 of 33 steps (36%) done"); the per-job
-    rule blocks are quieted by the profile (quiet: rules). Measured on Snakemake 9.27: these records are
-    plain INFO messages or JOB_FINISHED events of the logger ``snakemake.logging``."""
+    """Drops the scheduler's per-job chatter from Snakemake's console handler (not from its log file under
+    .snakemake/log/, which keeps everything): "Select jobs to execute...", "Execute N jobs..." and each
+    job's "[time] Finished jobid" block, and the rule blocks of ``rules`` (the per-face jobs: 7 lines
+    each). What stays per such job is Snakemake's progress line with counts ("12 of 33 steps (36%) done").
+    Measured on Snakemake 9.27: these records are plain INFO messages, JOB_FINISHED and JOB_INFO events
+    (with ``rule_name``) of the logger ``snakemake.logging``."""
 
     _SCHEDULING = re.compile(r"^(Select jobs to execute\.\.\.|Execute \d+ jobs\.\.\.)$")
 
+    def __init__(self, rules: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.rules = frozenset(rules)
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if str(getattr(record, "event", "")).lower().endswith("job_finished"):
+        event = str(getattr(record, "event", "")).lower()
+        if event.endswith("job_finished"):
+            return False
+        if event.endswith("job_info") and getattr(record, "rule_name", None) in self.rules:
             return False
         return not (isinstance(record.msg, str) and self._SCHEDULING.match(record.msg))
 
 
-def quiet_per_job_lines(logger_name: str = "snakemake.logging") -> int:
-    """Add :class:`PerJobQuiet` to the console handlers of Snakemake's logger; returns how many got it."""
+def quiet_per_job_lines(rules: Iterable[str] = (), logger_name: str = "snakemake.logging") -> int:
+    """Add :class:`PerJobQuiet` (quieting the blocks of ``rules``) to the console handlers of Snakemake's
+    logger; returns how many got it."""
     handlers = [
         handler
         for handler in logging.getLogger(logger_name).handlers
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
     ]
     for handler in handlers:
-        if not any(isinstance(f, PerJobQuiet) for f in handler.filters):
-            handler.addFilter(PerJobQuiet())
+        for old in [f for f in handler.filters if isinstance(f, PerJobQuiet)]:
+            handler.removeFilter(old)
+        handler.addFilter(PerJobQuiet(rules))
     return len(handlers)

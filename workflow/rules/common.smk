@@ -66,10 +66,16 @@ FACE_SPECS = {
     for marker in EXPORT.croppable
 }
 FACE_STEMS = sorted(FACE_SPECS)
+# The export rule's param and part of the selection's key: taken once a parse (it serialises every row).
+EXPORT_DIGEST = lk_export_tsv.export_digest(EXPORT)
 
 
 wildcard_constraints:
     stem=lk_names.STEM_PATTERN,
+
+
+# The rules with one job per face: their per-job blocks are quieted on the console (below).
+PER_FACE_RULES = ("crop_face",)
 
 
 def crop_records(wildcards=None):
@@ -82,11 +88,11 @@ def crop_records(wildcards=None):
 LK_COMMAND = lk_summary.invoked_command()
 if not workflow.remote_exec:
     os.environ.update({lk_summary.COMMAND_VARIABLE: LK_COMMAND})
-    # With the profile's quiet: rules, at most one line per job reaches the console (the progress count).
-    if "RULES" in {
-        str(q).rsplit(".", 1)[-1].upper() for q in workflow.output_settings.quiet or ()
-    }:
-        lk_summary.quiet_per_job_lines()
+    # A run (not a dry run, whose job list is what it is for) prints one line per face job: Snakemake's
+    # progress count. The crop jobs' rule blocks and every "Finished jobid" block stay in Snakemake's log
+    # file under .snakemake/log/; --verbose brings them back to the console.
+    if not workflow.dryrun and not workflow.output_settings.verbose:
+        lk_summary.quiet_per_job_lines(PER_FACE_RULES)
 # How this run ends, for the closing summary (set by onstart, onsuccess and onerror below).
 LK_RUN = {"started": False, "started_at": None, "outcome": "", "failed": []}
 

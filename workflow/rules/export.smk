@@ -11,7 +11,7 @@ rule export_markers:
         "logs/export_markers.log",
     params:
         # A digest, not the rows: params are stored in plain text in .snakemake/metadata.
-        digest=lk_export_tsv.export_digest(EXPORT),
+        digest=EXPORT_DIGEST,
     run:
         run_logged(
             log[0],

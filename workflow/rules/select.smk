@@ -13,7 +13,7 @@ SELECTION_KEY = lk_select_freshness.inputs_key(
     config["select"],
     config["crop"],
     lk_crop.code_digest(),
-    lk_export_tsv.export_digest(EXPORT),
+    EXPORT_DIGEST,
     FACE_SPECS,
 )
 SELECTION_OUTPUTS = [

@@ -19,18 +19,24 @@ def locate_photos(export: Export, roots: Mapping[str, str]) -> None:
     """Find each usable marker's photo on this machine; a path that cannot be read makes it unreachable."""
     # An export read back from markers.tsv names no manager: its reasons keep PhotoPrism's wording, as before.
     manager = MANAGER_NAMES.get(export.manager or "photoprism", "the photo manager")
+    real_roots: dict[Path, Path] = {}  # each root resolved once, not once a face (10,000 lstat walks)
     for marker in export.usable:
-        marker.path, reason = resolve_photo(roots, marker.file_root, marker.file_name, manager)
+        marker.path, reason = resolve_photo(roots, marker.file_root, marker.file_name, manager, real_roots)
         if reason:
             marker.status, marker.reason = UNREACHABLE, reason
 
 
 def resolve_photo(
-    roots: Mapping[str, str], file_root: str, file_name: str, manager: str = "PhotoPrism"
+    roots: Mapping[str, str],
+    file_root: str,
+    file_name: str,
+    manager: str = "PhotoPrism",
+    real_roots: dict[Path, Path] | None = None,
 ) -> tuple[str, str]:
     """(path, '') for a photo inside its root folder, or ('', reason) when it must not or cannot be read.
 
-    Too long for the OS, a symlink loop, a folder that cannot be read: each is a reason.
+    Too long for the OS, a symlink loop, a folder that cannot be read: each is a reason. ``real_roots``
+    memoises each root's resolved path across calls.
     """
     root = roots.get(file_root or "/")
     if not root:
@@ -38,7 +44,7 @@ def resolve_photo(
     if not file_name or "\x00" in file_name:
         return "", "file_name is empty or invalid"
     try:
-        return _resolve_inside(Path(root), file_name, manager)
+        return _resolve_inside(Path(root), file_name, manager, real_roots)
     except FileNotFoundError:
         return "", f"photo missing on disk: {Path(root) / file_name}"
     except RuntimeError:  # Python 3.11's resolve() on a symlink loop
@@ -48,13 +54,19 @@ def resolve_photo(
         return "", f"photo cannot be reached: {detail}: {Path(root) / file_name}"
 
 
-def _resolve_inside(root: Path, file_name: str, manager: str = "PhotoPrism") -> tuple[str, str]:
+def _resolve_inside(
+    root: Path, file_name: str, manager: str = "PhotoPrism", real_roots: dict[Path, Path] | None = None
+) -> tuple[str, str]:
     if file_name.startswith(("/", "\\")) or Path(file_name).is_absolute():
         return "", f"file_name '{file_name}' is an absolute path; {manager} stores paths relative to a root"
     if ".." in Path(file_name).parts:
         return "", f"file_name '{file_name}' escapes its root ('..')"
     path = root / file_name
-    real_root = root.resolve()
+    real_root = real_roots.get(root) if real_roots is not None else None
+    if real_root is None:
+        real_root = root.resolve()
+        if real_roots is not None:
+            real_roots[root] = real_root
     real_path = path.resolve(strict=True)  # OSError (missing, too long, a loop, no permission): a reason
     if real_path != real_root and real_root not in real_path.parents:
         return "", f"file_name '{file_name}' resolves outside its root (symlink to {real_path})"
