@@ -210,7 +210,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     base = args.workdir or Path(tempfile.mkdtemp(prefix="likeness-scale-"))
     base.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}; in {base}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}; in {base}; "
+        f"load average {os.getloadavg()[0]:.2f} (figures from a busy machine are not comparable)"
+    )
     try:
         measures = run_workflow(args.faces, base, identity=not args.no_identity)
         print_table(args.faces, measures)
@@ -223,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(f"crop stage per face / Snakemake's empty job: {crop.per_face / job.per_face:.2f}")
             noop, empty_noop = measures[-1], empty[-1]
             print(f"no-op re-run / empty workflow's no-op re-run: {noop.wall_s / empty_noop.wall_s:.2f}")
+        print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
         if args.json:
             figures = {
                 "faces": args.faces,

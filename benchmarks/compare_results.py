@@ -66,8 +66,12 @@ def result_digests(workdir: Path) -> dict[str, str]:
     }
 
 
-def prepare_demo(workdir: Path, repo: Path) -> Path:
-    """A copy of ``repo``'s workflow with the demo library built by this checkout's builder."""
+def prepare_demo(workdir: Path, repo: Path, library: Path) -> Path:
+    """A copy of ``repo``'s workflow with the demo ``library`` (built once by this checkout's builder).
+
+    The library is copied with its files' times: selection.json's key covers each photo's size and
+    modification time, so two separately built libraries would differ there and nowhere else.
+    """
     workdir.mkdir(parents=True)
     for name in ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "resources"):
         source = repo / name
@@ -75,12 +79,17 @@ def prepare_demo(workdir: Path, repo: Path) -> Path:
             shutil.copytree(source, workdir / name, ignore=shutil.ignore_patterns("__pycache__", "library"))
         else:
             shutil.copy2(source, workdir / name)
+    shutil.copytree(library, workdir / "resources" / "demo" / "library", symlinks=True)
+    return workdir
+
+
+def build_demo_library(library: Path) -> Path:
     subprocess.run(
-        [sys.executable, str(REPO / "resources" / "demo" / "build_demo.py"), str(workdir / "resources/demo/library")],
+        [sys.executable, str(REPO / "resources" / "demo" / "build_demo.py"), str(library)],
         check=True,
         capture_output=True,
     )
-    return workdir
+    return library
 
 
 def parse_setting(text: str) -> tuple[list[str], object]:
@@ -149,9 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     base.mkdir(parents=True, exist_ok=True)
     baseline_tree = baseline_checkout(args.baseline, base)
     if args.library == "demo":
+        library = build_demo_library(base / "demo-library")
         workdirs = {
-            args.baseline: prepare_demo(base / "before", baseline_tree),
-            "working tree": prepare_demo(base / "after", REPO),
+            args.baseline: prepare_demo(base / "before", baseline_tree, library),
+            "working tree": prepare_demo(base / "after", REPO, library),
         }
     else:
         library = base / "library"

@@ -113,6 +113,9 @@ def test_training_is_submitted_to_slurm_cancelled_and_resumed(tmp_path):
     log = second.stdout + second.stderr
     assert second.returncode == 0, log
     (resumed_id,) = re.findall(r"submitted with SLURM jobid (\d+)", log)
+    # While the job ran, its progress reached this console from its log (a line a minute by default).
+    relayed = re.findall(r"^likeness: on the cluster: epoch (\d+)/3, step (\d+)/(\d+), .* \(log: logs/train\.log\)$", log, re.M)
+    assert relayed, log
     completed = _sacct(resumed_id, "COMPLETED")
     assert "gres/gpu=1" in completed["AllocTRES"] and completed["ExitCode"] == "0:0"
     invocations = read_jsonl(output / "double_invocations.jsonl")

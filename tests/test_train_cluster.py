@@ -103,3 +103,38 @@ def test_the_earlier_log_is_set_aside_while_a_submitting_run_lasts(tmp_path: Pat
     log.write_text("training finished\n")  # the job wrote its own
     assert not aside.put_back()
     assert log.read_text() == "training finished\n" and "ready" in aside.aside.read_text()
+
+
+def test_the_progress_relay_prints_each_new_progress_line_once(tmp_path):
+    log = tmp_path / "train.log"
+    relay = cluster.ProgressRelay(log, interval=60, emit=lambda line: None)
+    assert relay.poll() is None  # no log yet: the job has not started on its node
+    log.write_text("training run 3aef: 15 images, 1950 steps\nsteps:  0%|          | 0/1950\n")
+    assert relay.poll() is None
+    with log.open("a") as handle:
+        # sd-scripts' bar ends in a carriage return: the job's own line follows it on the same line
+        handle.write("steps: 10%|# | 195/1950\rtraining: epoch 1/10, step 195/1950, 1.45 s/step, ETA 0:42:25\n")
+    assert relay.poll() == (
+        f"likeness: on the cluster: epoch 1/10, step 195/1950, 1.45 s/step, ETA 0:42:25 (log: {log})"
+    )
+    assert relay.poll() is None  # nothing new since
+    with log.open("a") as handle:
+        handle.write("training: epoch 2/10, step 390/1950, 1.44 s/step, ETA 0:37:26\n")
+    assert relay.poll().startswith("likeness: on the cluster: epoch 2/10, step 390/1950")
+
+
+def test_the_progress_relay_runs_until_stopped(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text("training: epoch 1/1, step 1/3, 1.00 s/step, ETA 0:00:02\n")
+    shown: list[str] = []
+    relay = cluster.ProgressRelay(log, interval=0, emit=shown.append)
+    assert relay.interval == 1.0  # never a busy loop, whatever the environment asks
+    relay.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not shown and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        relay.stop()
+    assert shown == [f"likeness: on the cluster: epoch 1/1, step 1/3, 1.00 s/step, ETA 0:00:02 (log: {log})"]
+    assert relay._thread is not None and not relay._thread.is_alive()

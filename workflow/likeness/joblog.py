@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,6 +21,7 @@ from likeness.errors import LikenessError
 PREFIX = "likeness: "
 # Seconds between a long job's progress lines (the training, the identity pass); tests set it low.
 PROGRESS_INTERVAL_ENV = "LIKENESS_PROGRESS_SECONDS"
+_CONSOLE_LOCK = threading.Lock()
 
 
 class JobLog:
@@ -38,7 +40,11 @@ class JobLog:
         self._handle.write(f"{line}\n")
         self._handle.flush()
         if self._echo:
-            print(f"{PREFIX}{line}", flush=True)
+            # One write of the whole line: print() writes the text and its newline separately, and the
+            # crop jobs of one Snakemake run in two threads, whose lines then ran together on the console.
+            with _CONSOLE_LOCK:
+                sys.stdout.write(f"{PREFIX}{line}\n")
+                sys.stdout.flush()
 
 
 def _open(log_path: str | os.PathLike[str]) -> TextIO:

@@ -88,11 +88,6 @@ def crop_records(wildcards=None):
 LK_COMMAND = lk_summary.invoked_command()
 if not workflow.remote_exec:
     os.environ.update({lk_summary.COMMAND_VARIABLE: LK_COMMAND})
-    # A run (not a dry run, whose job list is what it is for) prints one line per face job: Snakemake's
-    # progress count. The crop jobs' rule blocks and every "Finished jobid" block stay in Snakemake's log
-    # file under .snakemake/log/; --verbose brings them back to the console.
-    if not workflow.dryrun and not workflow.output_settings.verbose:
-        lk_summary.quiet_per_job_lines(PER_FACE_RULES)
 # How this run ends, for the closing summary (set by onstart, onsuccess and onerror below).
 LK_RUN = {"started": False, "started_at": None, "outcome": "", "failed": []}
 
@@ -102,11 +97,13 @@ def lk_train_onstart():
     """The training's part of onstart: with train.submit, the earlier log out of the way."""
     if SETTINGS.train.submit and not workflow.remote_exec:
         TRAIN_LOG_ASIDE.set_aside()
+        TRAIN_PROGRESS.start()
 
 
 def lk_train_onsuccess():
     """The training's part of onsuccess: the earlier log back, unless a job wrote a new one."""
     if not workflow.remote_exec:
+        TRAIN_PROGRESS.stop()
         TRAIN_LOG_ASIDE.put_back()
 
 
@@ -116,6 +113,7 @@ def lk_train_onerror(snakemake_log):
     """
     if workflow.remote_exec:
         return
+    TRAIN_PROGRESS.stop()
     for line in lk_train_cluster.report_failure(
         TRAIN_STATUS_AT_START, snakemake_log, TRAIN_LOG, TRAIN_PARSED_AT, TRAIN_MEM_MB
     ):
@@ -130,6 +128,12 @@ onstart:
     lk_atomic.remove_stale_temporaries("results")
     lk_train_onstart()
     LK_RUN.update(started=True, started_at=time.time())
+    # A run prints two lines per face job: the job's own and Snakemake's progress count. Here, because a dry
+    # run (whose job list is what it is for) never calls onstart, and the parse cannot tell the two apart.
+    # The crop jobs' rule blocks and every "Finished jobid" block stay in Snakemake's log file under
+    # .snakemake/log/; --verbose brings them back to the console.
+    if not workflow.output_settings.verbose:
+        lk_summary.quiet_per_job_lines(PER_FACE_RULES)
 
 
 onsuccess:

@@ -54,6 +54,8 @@ TRAIN_STATUS_AT_START = lk_train_cluster.StatusSnapshot.take(TRAIN_STATUS)
 TRAIN_PARSED_AT = time.time()
 # A submitted job's log is written on the node; an earlier run's is set aside meanwhile (onstart).
 TRAIN_LOG_ASIDE = lk_train_cluster.LogAside(Path(TRAIN_LOG))
+# ... and its progress is relayed from there to this console while it runs (onstart to the end).
+TRAIN_PROGRESS = lk_train_cluster.ProgressRelay(TRAIN_LOG)
 
 
 rule train:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+import sys
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from likeness.joblog import PREFIX
+from likeness.joblog import PREFIX, PROGRESS_INTERVAL_ENV
 
 TRAIN_RULE = "train"
 # What the plugin (2.8.0) logs for a refused sbatch call, and Slurm's words for memory it cannot give.
@@ -26,6 +28,12 @@ SBATCH_FAILED = re.compile(r"SLURM sbatch failed\. The error message was '(.*?)'
 MEMORY_REFUSAL = re.compile(r"memory specification|mem(ory)? .*(exceed|not available|too (large|much))", re.I)
 # The lines of a training job's log that say why it stopped (likeness.train.launch).
 REASON_LINE = re.compile(r"^(training cannot run on this node|training refused|training stopped|error:) ")
+# The job's progress lines in its log (likeness.train.launch): "training: epoch 2/3, step 40/120, 1.02 s/step,
+# ETA 00:42". Not anchored: sd-scripts' progress bar, copied into the same log, ends in a carriage return
+# and no newline, so a progress line often starts in the middle of a line of the file.
+PROGRESS_LINE = re.compile(r"training: epoch \S+, step \d+/\d+, [0-9.]+ s/step, ETA [^\s]+")
+# How much of the log's end a progress check reads: sd-scripts' own output is copied into it too.
+_LOG_TAIL_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -149,3 +157,66 @@ def report_failure(
     if snapshot.restore():
         lines.append(f"{PREFIX}{snapshot.path} is back as it was before this run (a failed job's output is removed)")
     return lines
+
+
+def latest_progress(text: str) -> str | None:
+    """The last progress line of a training log's text, or None."""
+    found = PROGRESS_LINE.findall(text)
+    return found[-1] if found else None
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        with path.open("rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(0, size - _LOG_TAIL_BYTES))
+            return log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+class ProgressRelay:
+    """A submitted training's progress on the console where Snakemake was started.
+
+    Snakemake prints nothing between "submitted with SLURM jobid" and the job's end, which can be hours.
+    The job writes its progress lines to the rule's log on the shared folder; this relay reads that log's
+    end every ``interval`` seconds and prints its newest progress line when it is new.
+    """
+
+    def __init__(
+        self,
+        log_path: str | os.PathLike[str],
+        interval: float | None = None,
+        emit: Callable[[str], None] | None = None,
+    ) -> None:
+        self.log_path = Path(log_path)
+        wanted = float(os.environ.get(PROGRESS_INTERVAL_ENV, 60)) if interval is None else interval
+        self.interval = max(wanted, 1.0)  # a read of the log's end a second at most (the tests ask for 0)
+        self.emit = emit or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._shown: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll(self) -> str | None:
+        """The console line for the log's newest progress line, once; None when there is nothing new."""
+        latest = latest_progress(_log_tail(self.log_path))
+        if latest is None or latest == self._shown:
+            return None
+        self._shown = latest
+        return f"{PREFIX}on the cluster: {latest.removeprefix('training: ')} (log: {self.log_path})"
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            line = self.poll()
+            if line:
+                self.emit(line)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="likeness-train-progress", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
