@@ -42,7 +42,8 @@ def test_prompt_lines_fill_the_trigger_and_fix_seeds_and_negative() -> None:
 def test_default_prompts_are_six_headshots_with_the_trigger() -> None:
     lines = headshots.prompt_lines(validate_section("train", {}), "ohwx", "man")
     assert len(lines) == 6
-    assert all(line.startswith("ohwx man, ") and "head and shoulders" in line and " --n " in line for line in lines)
+    # the trigger and class word as the captions wrote them (likeness.caption.rules.caption_line)
+    assert all(line.startswith("ohwx, man, ") and "head and shoulders" in line and " --n " in line for line in lines)
 
 
 def test_generation_command_uses_only_real_options(tmp_path: Path) -> None:
@@ -132,7 +133,16 @@ def test_headshots_wait_for_the_training_and_say_what_is_missing(tmp_path: Path,
     assert code == 0 and record["state"] == "ready"
     assert "no GPU found (nvidia-smi -L)" in record["missing"]
     assert any("has no sdxl_gen_img.py" in m for m in record["missing"])
-    assert "snakemake --cores 2 best_lora" in capsys.readouterr().out
+    # no command of a run in the environment (the stage called directly): the setup's own snakemake
+    assert "fix that and run `.venv/bin/snakemake --cores 2 best_lora`" in capsys.readouterr().out
+    # inside a run: the command it was started with (profile kept), asking for the best epoch's LoRA
+    code = run_script(
+        tmp_path / "l", headshots.headshots_stage, validate_section("train", cfg), status,
+        trigger="ohwx", class_word="woman", status_path=out,
+        env={"LIKENESS_COMMAND": ".venv/bin/snakemake --profile profiles/slurm headshots"},
+    )  # fmt: skip
+    assert code == 0
+    assert "fix that and run `.venv/bin/snakemake best_lora --profile profiles/slurm`" in capsys.readouterr().out
 
 
 def test_best_lora_without_the_identity_check_takes_the_last_epoch(tmp_path: Path) -> None:
