@@ -169,7 +169,20 @@ def test_best_lora_without_the_identity_check_takes_the_last_epoch(tmp_path: Pat
     )  # fmt: skip
     assert record["epoch"] == 2 and "identity check is off" in record["why"]
     assert (tmp_path / "lora" / "ohwx.safetensors").read_bytes() == b"lora 2"
-    assert json.loads(out.read_text())["epoch"] == 2
+    written = json.loads(out.read_text())
+    assert written["epoch"] == 2
+    assert (written["trigger"], written["class_word"], written["prompts"]) == ("ohwx", "woman", ["p"])
+    # headshots rendered by an earlier likeness recorded no base model: null, and the record says why
+    assert written["base_model"]["sha256"] is None and "not recorded" in written["base_model"]["sha256_from"]
+
+    # the headshots' record names the model the run trained on: the LoRA's record carries it unchanged
+    base = {"name": "me/sdxl", "file": "m.safetensors", "revision": "abc", "sha256": "cd" * 32, "sha256_from": "x"}
+    shots.write_text(json.dumps({**json.loads(shots.read_text()), "base_model": base}))
+    run_logged(
+        tmp_path / "log", best_epoch.best_lora_stage, shots, identity_json, validate_section("select", {}),
+        trigger="ohwx", class_word="woman", out_json=out,
+    )  # fmt: skip
+    assert json.loads(out.read_text())["base_model"] == base
 
 
 def test_best_lora_waits_for_headshots(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ face of the person. So an epoch whose headshots mostly show no face has a median
 one whose headshots all show the person, however close its one good headshot came. An epoch's score is
 that median over all its headshots; the lowest wins. Its LoRA is copied to
 ``results/lora/<trigger>.safetensors`` and ``results/lora/<trigger>.json`` says which epoch, why, and
-every epoch's score, how many of its headshots were scored, and every image's distance.
+every epoch's score, how many of its headshots were scored, and every image's distance, beside the trigger,
+the class word, the prompts and the base model the LoRA belongs to (name, revision, sha256).
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ from likeness.config import Section
 from likeness.errors import LikenessError
 from likeness.joblog import JobLog
 from likeness.train.status import require_record
+
+# The base model entry when the headshots' record has none (rendered by an earlier likeness): said, not guessed.
+UNRECORDED_BASE_MODEL: dict[str, Any] = {
+    "name": None,
+    "file": None,
+    "revision": None,
+    "sha256": None,
+    "sha256_from": "not recorded: the headshots were rendered before likeness recorded the base model"
+    " (run the headshots rule again: --forcerun headshots)",
+}
 
 
 def lora_stem(trigger: str) -> str:
@@ -116,6 +127,7 @@ def best_lora_stage(
         "class_word": class_word,
         "run_id": shots["run_id"],
         "prompts": shots["prompts"],
+        "base_model": shots.get("base_model") or dict(UNRECORDED_BASE_MODEL),
         "lora": str(lora_out),
     }
     centre = summary.get("selected_centre")

@@ -25,6 +25,7 @@ from likeness.joblog import JobLog
 from likeness.sdscripts import names
 from likeness.sdscripts.states import saved_epochs
 from likeness.summary import hint
+from likeness.train import base_model as bm
 from likeness.train import readiness as rd
 from likeness.train import status as st
 from likeness.train.runplan import RunPlan, plan_estimate
@@ -186,6 +187,9 @@ def headshots_stage(
         "folder": str(folder),
         "prompts": lines,
         "trigger": trigger,
+        # What the run trained on (its plan's settings, not the config's now): best_lora records it beside
+        # the chosen LoRA, which only works with that model.
+        "base_model": bm.record(plan.settings(cfg)),
         "epochs": [
             {"epoch": epoch, "lora": str(lora), "images": [str(folder / f"e{epoch:06d}" / n) for n in image_names]}
             for epoch, lora in epochs
