@@ -847,3 +847,29 @@ def test_every_selected_face_shows_its_score_parts(tmp_path):
     assert cells[4:] == ["0.3000", "0.2500", "0.1500", "0.0500", "0.0500", "0.0000"]
     assert abs(sum(map(float, cells[4:])) - float(cells[3])) < 1e-6  # the parts add up to the score
     assert "Sharpness" in page and "Confidence" in page
+
+
+@pytest.mark.snakemake
+def test_a_digikam_librarys_report_names_digikam(tmp_path):
+    """The intro and the selected sheet's caption name the manager the export came from, not PhotoPrism."""
+    import yaml
+    from fixtures.databases import source_configs, write_digikam_sqlite
+    from fixtures.library import PERSON, build_cross_library
+    from fixtures.runs import copy_workflow, snakemake, write_config
+
+    library = build_cross_library(tmp_path / "library")
+    write_digikam_sqlite(library)
+    workdir = copy_workflow(tmp_path / "wf")
+    config = write_config(workdir, library.root, person=PERSON)
+    config["source"] = source_configs(library, "unused")["digikam"]
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    targets = ["results/report/intro.rst", "results/report/summary.html", "results/report/selected.png"]
+    snakemake(workdir, "--cores", "2", *targets)
+    intro = (workdir / "results" / "report" / "intro.rst").read_text()
+    assert ".. |source| replace:: digiKam" in intro and "* **Source**: digiKam" in intro
+    assert f"* **Person**: {PERSON}" in intro
+    snakemake(workdir, "--report", "report.html", *targets)
+    page = (workdir / "report.html").read_text()
+    assert "face markers of one person in digiKam into a personal SDXL LoRA" in page
+    assert "marker uid of digiKam (search it there" in page
+    assert "PhotoPrism library" not in page and "PhotoPrism marker" not in page  # what the report said before
