@@ -42,8 +42,7 @@ def test_prompt_lines_fill_the_trigger_and_fix_seeds_and_negative() -> None:
 def test_default_prompts_are_six_headshots_with_the_trigger() -> None:
     lines = headshots.prompt_lines(validate_section("train", {}), "ohwx", "man")
     assert len(lines) == 6
-    # the trigger and class word as the captions wrote them (likeness.caption.rules.caption_line)
-    assert all(line.startswith("ohwx, man, ") and "head and shoulders" in line and " --n " in line for line in lines)
+    assert all(line.startswith("ohwx man, ") and "head and shoulders" in line and " --n " in line for line in lines)
 
 
 def test_generation_command_uses_only_real_options(tmp_path: Path) -> None:
