@@ -144,7 +144,8 @@ def test_headshots_wait_for_the_training_and_say_what_is_missing(tmp_path: Path,
     assert "fix that and run `.venv/bin/snakemake best_lora --profile profiles/slurm`" in capsys.readouterr().out
 
 
-def test_best_lora_without_the_identity_check_takes_the_last_epoch(tmp_path: Path) -> None:
+def test_best_lora_without_the_identity_check_takes_the_last_epoch(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("LIKENESS_COMMAND", raising=False)  # the hint in the record: no run command here
     loras = {e: tmp_path / f"e{e}.safetensors" for e in (1, 2)}
     for epoch, path in loras.items():
         path.write_bytes(f"lora {epoch}".encode())
@@ -173,6 +174,9 @@ def test_best_lora_without_the_identity_check_takes_the_last_epoch(tmp_path: Pat
     assert (written["trigger"], written["class_word"], written["prompts"]) == ("ohwx", "woman", ["p"])
     # headshots rendered by an earlier likeness recorded no base model: null, and the record says why
     assert written["base_model"]["sha256"] is None and "not recorded" in written["base_model"]["sha256_from"]
+    assert (
+        "(run `.venv/bin/snakemake --cores 2 best_lora --forcerun headshots`)" in written["base_model"]["sha256_from"]
+    )
 
     # the headshots' record names the model the run trained on: the LoRA's record carries it unchanged
     base = {"name": "me/sdxl", "file": "m.safetensors", "revision": "abc", "sha256": "cd" * 32, "sha256_from": "x"}

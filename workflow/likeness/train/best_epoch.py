@@ -28,17 +28,21 @@ from likeness.atomic import atomic_write_bytes, atomic_write_json
 from likeness.config import Section
 from likeness.errors import LikenessError
 from likeness.joblog import JobLog
+from likeness.summary import hint
 from likeness.train.status import require_record
 
-# The base model entry when the headshots' record has none (rendered by an earlier likeness): said, not guessed.
-UNRECORDED_BASE_MODEL: dict[str, Any] = {
-    "name": None,
-    "file": None,
-    "revision": None,
-    "sha256": None,
-    "sha256_from": "not recorded: the headshots were rendered before likeness recorded the base model"
-    " (run the headshots rule again: --forcerun headshots)",
-}
+
+def unrecorded_base_model() -> dict[str, Any]:
+    """The base model entry when the headshots' record has none (written by an earlier likeness): said, not
+    guessed, with the command that records it (the headshots job again; no epoch is rendered twice)."""
+    again = f"{hint('best_lora')} --forcerun headshots"
+    return {
+        "name": None,
+        "file": None,
+        "revision": None,
+        "sha256": None,
+        "sha256_from": f"not recorded: the headshots' record predates the base model entry (run `{again}`)",
+    }
 
 
 def lora_stem(trigger: str) -> str:
@@ -127,7 +131,7 @@ def best_lora_stage(
         "class_word": class_word,
         "run_id": shots["run_id"],
         "prompts": shots["prompts"],
-        "base_model": shots.get("base_model") or dict(UNRECORDED_BASE_MODEL),
+        "base_model": shots.get("base_model") or unrecorded_base_model(),
         "lora": str(lora_out),
     }
     centre = summary.get("selected_centre")
