@@ -3,6 +3,7 @@ hint's target in place of the run's), else the setup's ``.venv/bin/snakemake`` (
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import pytest
@@ -15,7 +16,7 @@ COMMAND = summary.COMMAND_VARIABLE
 
 def parsed(command: str):
     """What Snakemake's own argument parser makes of ``command`` (its program words dropped)."""
-    words = summary.shlex.split(command)
+    words = shlex.split(command)
     head = 3 if words[1:3] == ["-m", "snakemake"] else 1
     return get_argument_parser().parse_args(words[head:])
 
