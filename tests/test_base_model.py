@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.training import FILENAME, REPO_ID, REVISION, make_hub_cache
+from likeness import hub
 from likeness.config import Section, validate_config
 from likeness.errors import ConfigError
 from likeness.train import base_model as bm
@@ -108,3 +109,57 @@ def test_another_revision_is_not_taken_for_the_pinned_one(tmp_path: Path, monkey
     make_hub_cache(tmp_path / "hub", CONTENT, revision="f" * 40)  # cached, but at another commit
     with pytest.raises(ConfigError, match=r"train\.base_model'"):
         bm.resolve(_cfg(tmp_path), log=lambda _line: None)
+
+
+def _no_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record is a look-up: reading a multi-GB file to hash it again fails the test."""
+
+    def refuse(path: Path) -> str:
+        raise AssertionError(f"hashed {path}")
+
+    monkeypatch.setattr(hub, "file_sha256", refuse)
+
+
+def test_the_record_names_the_repo_revision_and_the_pinned_hash(tmp_path: Path, monkeypatch) -> None:
+    _no_hashing(monkeypatch)
+    record = bm.record(_cfg(tmp_path))
+    assert record == {
+        "name": REPO_ID,
+        "file": FILENAME,
+        "revision": REVISION,
+        "sha256": hashlib.sha256(CONTENT).hexdigest(),
+        "sha256_from": "train.base_model_sha256 (the download is checked against it before training)",
+    }
+
+
+def test_without_a_pinned_hash_the_record_takes_the_remembered_one_or_says_null(tmp_path: Path, monkeypatch) -> None:
+    snapshot = make_hub_cache(tmp_path / "hub", CONTENT)
+    cfg = _cfg(tmp_path, base_model_sha256="")
+    before = bm.record(cfg)
+    assert before["sha256"] is None and before["sha256_from"].startswith("not known:")
+    assert before["revision"] == REVISION
+    # once a check hashed the cached file (verified.json), the record reads that hash and hashes nothing
+    hub.remembered_sha256(snapshot, tmp_path / "cache" / "train" / bm.VERIFIED)
+    _no_hashing(monkeypatch)
+    after = bm.record(cfg)
+    assert after["sha256"] == hashlib.sha256(CONTENT).hexdigest()
+    assert bm.VERIFIED in after["sha256_from"]
+
+
+def test_a_local_model_is_recorded_by_path_and_a_remembered_hash_only(tmp_path: Path, monkeypatch) -> None:
+    local = tmp_path / "merge.safetensors"
+    local.write_bytes(b"my own merge")
+    cfg = _cfg(tmp_path, base_model=str(local))
+    _no_hashing(monkeypatch)
+    record = bm.record(cfg)
+    assert record["name"] == str(local) and record["file"] == "merge.safetensors" and record["revision"] is None
+    assert record["sha256"] is None and "never hashed" in record["sha256_from"]
+    memo = tmp_path / "cache" / "train" / bm.VERIFIED
+    memo.parent.mkdir(parents=True)
+    stat = local.stat()
+    memo.write_text(
+        json.dumps({str(local.resolve()): {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": "ab" * 32}})
+    )
+    assert bm.record(cfg)["sha256"] == "ab" * 32
+    local.write_bytes(b"changed since")  # another size: the remembered hash is not this file's
+    assert bm.record(cfg)["sha256"] is None

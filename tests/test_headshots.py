@@ -132,10 +132,20 @@ def test_headshots_wait_for_the_training_and_say_what_is_missing(tmp_path: Path,
     assert code == 0 and record["state"] == "ready"
     assert "no GPU found (nvidia-smi -L)" in record["missing"]
     assert any("has no sdxl_gen_img.py" in m for m in record["missing"])
-    assert "snakemake --cores 2 best_lora" in capsys.readouterr().out
+    # no command of a run in the environment (the stage called directly): the setup's own snakemake
+    assert "fix that and run `.venv/bin/snakemake --cores 2 best_lora`" in capsys.readouterr().out
+    # inside a run: the command it was started with (profile kept), asking for the best epoch's LoRA
+    code = run_script(
+        tmp_path / "l", headshots.headshots_stage, validate_section("train", cfg), status,
+        trigger="ohwx", class_word="woman", status_path=out,
+        env={"LIKENESS_COMMAND": ".venv/bin/snakemake --profile profiles/slurm headshots"},
+    )  # fmt: skip
+    assert code == 0
+    assert "fix that and run `.venv/bin/snakemake best_lora --profile profiles/slurm`" in capsys.readouterr().out
 
 
-def test_best_lora_without_the_identity_check_takes_the_last_epoch(tmp_path: Path) -> None:
+def test_best_lora_without_the_identity_check_takes_the_last_epoch(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("LIKENESS_COMMAND", raising=False)  # the hint in the record: no run command here
     loras = {e: tmp_path / f"e{e}.safetensors" for e in (1, 2)}
     for epoch, path in loras.items():
         path.write_bytes(f"lora {epoch}".encode())
@@ -159,7 +169,23 @@ def test_best_lora_without_the_identity_check_takes_the_last_epoch(tmp_path: Pat
     )  # fmt: skip
     assert record["epoch"] == 2 and "identity check is off" in record["why"]
     assert (tmp_path / "lora" / "ohwx.safetensors").read_bytes() == b"lora 2"
-    assert json.loads(out.read_text())["epoch"] == 2
+    written = json.loads(out.read_text())
+    assert written["epoch"] == 2
+    assert (written["trigger"], written["class_word"], written["prompts"]) == ("ohwx", "woman", ["p"])
+    # headshots rendered by an earlier likeness recorded no base model: null, and the record says why
+    assert written["base_model"]["sha256"] is None and "not recorded" in written["base_model"]["sha256_from"]
+    assert (
+        "(run `.venv/bin/snakemake --cores 2 best_lora --forcerun headshots`)" in written["base_model"]["sha256_from"]
+    )
+
+    # the headshots' record names the model the run trained on: the LoRA's record carries it unchanged
+    base = {"name": "me/sdxl", "file": "m.safetensors", "revision": "abc", "sha256": "cd" * 32, "sha256_from": "x"}
+    shots.write_text(json.dumps({**json.loads(shots.read_text()), "base_model": base}))
+    run_logged(
+        tmp_path / "log", best_epoch.best_lora_stage, shots, identity_json, validate_section("select", {}),
+        trigger="ohwx", class_word="woman", out_json=out,
+    )  # fmt: skip
+    assert json.loads(out.read_text())["base_model"] == base
 
 
 def test_best_lora_waits_for_headshots(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -15,7 +16,7 @@ from fixtures.images import COLOURS, solid_png, textured_jpeg
 from fixtures.stage_inputs import write_table
 from fixtures.tb_events import write_events
 from fixtures.training import sample_name
-from likeness.report import charts, dataset, estimate_page, sheets, text, training_figures
+from likeness.report import charts, dataset, estimate_page, sheets, summary_page, text, training_figures
 from likeness.tables import EXCLUDED_COLUMNS, MANIFEST_COLUMNS
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -616,7 +617,8 @@ def test_snakemake_report_includes_every_figure(tmp_path):
     targets = [
         "results/report/selected.png", "results/report/excluded", "results/report/exclusion_reasons.svg",
         "results/report/caption_tags.svg", "results/report/estimate.html", "results/report/loss.svg",
-        "results/report/samples.png",
+        "results/report/samples.png", "results/report/summary.html", "results/report/selected_scores.html",
+        "results/report/intro.rst",
     ]  # fmt: skip
     snakemake(workdir, "--cores", "2", *targets)
     sheets = sorted(p.name for p in (workdir / "results" / "report" / "excluded").glob("*.png"))
@@ -626,10 +628,23 @@ def test_snakemake_report_includes_every_figure(tmp_path):
     page = (workdir / "report.html").read_text()
     log = result.stdout + result.stderr
     for name in ["selected.png", *sheets, "exclusion_reasons.svg", "caption_tags.svg", "estimate.html",
-                 "loss.svg", "samples.png"]:  # fmt: skip
+                 "loss.svg", "samples.png", "summary.html", "selected_scores.html"]:  # fmt: skip
         assert f"Adding {name}" in log
         assert name in page
     assert "The training set in rank order" in page  # a caption from workflow/report/
+    assert "marker uid of PhotoPrism (search it there" in page  # the caption names the export's manager
+    # The report opens on the run's facts, naming the manager the export came from (this library's is
+    # PhotoPrism: the template itself names none).
+    intro = (workdir / "results" / "report" / "intro.rst").read_text()
+    assert "face markers of one person in |source| into" in intro and ".. |source| replace:: PhotoPrism" in intro
+    assert "* **Faces**: kept 2 of " in intro and "* **Source**: PhotoPrism" in intro
+    assert "face markers of one person in PhotoPrism into a personal SDXL LoRA" in page
+    assert "Chosen epoch" in page and "none chosen yet" in page
+    manifest = dataset.read_tsv(workdir / "results" / "dataset" / "manifest.tsv")
+    scores = (workdir / "results" / "report" / "selected_scores.html").read_text()
+    for row in manifest:  # every selected face's score parts, as the selection wrote them
+        assert row["score_sharpness"] and f"<td>{row['marker_uid']}</td>" in scores
+        assert f'<td class="n">{row["score_resolution"]}</td>' in scores
     shutil.rmtree(workdir / ".snakemake", ignore_errors=True)
 
 
@@ -723,3 +738,138 @@ def test_the_selected_sheet_hatches_a_masked_faces_mask(tmp_path):
     colour = np.array(COLOURS[1])
     not_hatch = np.abs(masked - np.array(sheets.MASK_HATCH)).sum(axis=2) > 0
     assert np.abs(masked[not_hatch] - colour).mean() > np.abs(kept - colour).mean() + 20
+
+
+# ---------------------------------------------------------------------------------------------------
+# the first page: the run's facts, the intro naming the source, the selected faces' score parts
+
+
+def _run_files(tmp_path: Path) -> dict[str, Path]:
+    """What the stages write, for a run that chose epoch 3: 2 faces kept (1 masked), 3 excluded."""
+    kept = [
+        {"rank": "1", "marker_uid": "m1", "score": "0.8000", "image": "images/m1.jpg",
+         "taken_at": "2021-05-01T10:00:00Z", "score_sharpness": "0.3000", "score_resolution": "0.2500",
+         "score_exposure": "0.1500", "score_crowding": "0.0500", "score_recency": "0.0500",
+         "score_confidence": "0.0000"},
+        {"rank": "2", "marker_uid": "m2", "score": "0.5000", "image": "images/m2.png"},
+    ]  # fmt: skip
+    excluded = [
+        {"marker_uid": "x1", "reason_key": "too small", "reason": "too small: 40 px"},
+        {"marker_uid": "x2", "reason_key": "too small", "reason": "too small: 50 px"},
+        {"marker_uid": "x3", "reason_key": "duplicate", "reason": "duplicate of m1"},
+    ]
+    run_dir = tmp_path / "results" / "train" / "run-1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "estimate.json").write_text(json.dumps({"gpu": "RTX 4090", "cost": 0.92, "total_hours": 1.33}))
+    status = tmp_path / "status.json"
+    status.write_text(json.dumps({"state": "done", "run_dir": str(run_dir)}))  # a finished run: no estimate in it
+    best = tmp_path / "ohwx.json"
+    best.write_text(json.dumps({
+        "state": "done", "epoch": 3, "base_model": {"name": "stabilityai/stable-diffusion-xl-base-1.0"},
+        "scores": {"2": {"median": 0.5, "scored": 6, "headshots": 6},
+                   "3": {"median": 0.4123, "scored": 5, "headshots": 6}},
+    }))  # fmt: skip
+    return {
+        "manifest": write_table(tmp_path / "manifest.tsv", MANIFEST_COLUMNS, kept),
+        "excluded": write_table(tmp_path / "excluded.tsv", EXCLUDED_COLUMNS, excluded),
+        "status_json": status,
+        "best_lora_json": best,
+    }
+
+
+def test_the_summary_states_person_source_faces_cost_and_the_chosen_epoch(tmp_path):
+    facts = summary_page.run_facts(person="Grace Hopper", source="Immich", currency="EUR", **_run_files(tmp_path))
+    rows = dict(facts.rows)
+    assert rows["Person"] == "Grace Hopper" and rows["Source"] == "Immich"
+    assert rows["Faces"] == "kept 2 (1 by masking) of 5 faces"
+    assert facts.excluded == [("too small", 2), ("duplicate", 1)]  # the selection's order, not the file's
+    # a finished run's status holds no estimate: the run folder's estimate.json has it
+    assert rows["Estimated cost"] == "0.92 EUR for 1.33 h (1 h 20 min) on RTX 4090"
+    assert (
+        rows["Chosen epoch"] == "epoch 3: median identity distance 0.412 to the selected faces, 5 of 6 headshots scored"
+    )
+    assert rows["Base model"] == "stabilityai/stable-diffusion-xl-base-1.0"
+    page = summary_page.summary_html(facts)
+    assert '<th>too small</th><td class="n">2</td>' in page and "Grace Hopper" in page
+
+
+def test_before_anything_ran_the_summary_says_not_yet(tmp_path):
+    facts = summary_page.run_facts(
+        person="p", source="digiKam", currency="USD", manifest=tmp_path / "none.tsv", excluded=tmp_path / "none.tsv",
+        status_json=tmp_path / "none.json", best_lora_json=tmp_path / "none.json",
+    )  # fmt: skip
+    rows = dict(facts.rows)
+    assert rows["Faces"] == "not selected yet" and rows["Training"] == "not prepared yet"
+    assert rows["Estimated cost"].startswith("not estimated yet")
+    assert rows["Chosen epoch"].startswith("none chosen yet")
+    waiting = tmp_path / "waiting.json"
+    waiting.write_text(json.dumps({"state": "waiting", "reason": "headshots are ready"}))
+    assert summary_page.epoch_text(json.loads(waiting.read_text())) == "none chosen yet (headshots are ready)"
+
+
+@pytest.mark.parametrize(
+    ("manager", "kind", "name"),
+    [("immich", "", "Immich"), ("digikam", "", "digiKam"), ("photoprism", "", "PhotoPrism"),
+     ("", "immich", "Immich"), ("", "", "a photo manager")],
+)  # fmt: skip
+def test_the_source_is_the_exports_manager(manager, kind, name):
+    assert summary_page.source_name(manager, kind) == name
+
+
+def test_the_intro_names_the_source_and_opens_on_the_facts(tmp_path):
+    from docutils.core import publish_parts
+    from jinja2 import Environment
+
+    template = (Path(__file__).parents[1] / "workflow" / "report" / "workflow.rst").read_text()
+    assert "PhotoPrism" not in template  # the source comes from the export, never assumed
+    facts = summary_page.run_facts(person="Ada {{ config }} *Lovelace*", source="digiKam", currency="EUR",
+                                   **_run_files(tmp_path))  # fmt: skip
+    intro = summary_page.intro_text(template, "digiKam", facts)
+    # rendered as Snakemake renders the report's intro: Jinja, then docutils
+    rendered = publish_parts(Environment().from_string(intro).render(snakemake=None), writer_name="html")["html_body"]
+    text = re.sub(r"<[^>]+>", "", rendered)
+    assert "face markers of one person in digiKam into a personal SDXL LoRA" in " ".join(text.split())
+    assert "Ada {{ config }} *Lovelace*" in text  # neither Jinja nor rst markup: the name as typed
+    assert "kept 2 (1 by masking) of 5 faces" in text and "too small 2, duplicate 1" in text
+    assert "epoch 3: median identity distance 0.412" in text
+    assert text.index("This run") < text.index("This report shows")  # the facts come first
+    # the template as it is (before the summary job ran) renders too, naming no manager
+    plain = publish_parts(template, writer_name="html")["html_body"]
+    assert "in a photo manager&#x27;s library" in plain or "in a photo manager's library" in plain
+
+
+def test_every_selected_face_shows_its_score_parts(tmp_path):
+    files = _run_files(tmp_path)
+    page = summary_page.scores_html(dataset.read_tsv(files["manifest"]))
+    first = page.split("<tr>")[2]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", first)
+    assert cells[:4] == ["1", "m1", "2021-05-01", "0.8000"]
+    assert cells[4:] == ["0.3000", "0.2500", "0.1500", "0.0500", "0.0500", "0.0000"]
+    assert abs(sum(map(float, cells[4:])) - float(cells[3])) < 1e-6  # the parts add up to the score
+    assert "Sharpness" in page and "Confidence" in page
+
+
+@pytest.mark.snakemake
+def test_a_digikam_librarys_report_names_digikam(tmp_path):
+    """The intro and the selected sheet's caption name the manager the export came from, not PhotoPrism."""
+    import yaml
+    from fixtures.databases import source_configs, write_digikam_sqlite
+    from fixtures.library import PERSON, build_cross_library
+    from fixtures.runs import copy_workflow, snakemake, write_config
+
+    library = build_cross_library(tmp_path / "library")
+    write_digikam_sqlite(library)
+    workdir = copy_workflow(tmp_path / "wf")
+    config = write_config(workdir, library.root, person=PERSON)
+    config["source"] = source_configs(library, "unused")["digikam"]
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    targets = ["results/report/intro.rst", "results/report/summary.html", "results/report/selected.png"]
+    snakemake(workdir, "--cores", "2", *targets)
+    intro = (workdir / "results" / "report" / "intro.rst").read_text()
+    assert ".. |source| replace:: digiKam" in intro and "* **Source**: digiKam" in intro
+    assert f"* **Person**: {PERSON}" in intro
+    snakemake(workdir, "--report", "report.html", *targets)
+    page = (workdir / "report.html").read_text()
+    assert "face markers of one person in digiKam into a personal SDXL LoRA" in page
+    assert "marker uid of digiKam (search it there" in page
+    assert "PhotoPrism library" not in page and "PhotoPrism marker" not in page  # what the report said before

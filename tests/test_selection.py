@@ -563,3 +563,20 @@ def test_choose_breaks_score_ties_by_marker_uid_whatever_the_input_order() -> No
     chosen = choose(faces, select_settings({"top_n": 2}))
     assert [f.marker_uid for f in chosen] == ["m1", "m2"]
     assert faces[0].reason_key == "below top_n"
+
+
+def test_each_kept_faces_row_carries_the_parts_its_score_adds_up_from(lib: Library) -> None:
+    from likeness import tables
+    from likeness.select.ranking import WEIGHTS
+
+    assert tuple(WEIGHTS) == tables.SCORE_PARTS  # the manifest's score_* columns are the ranking's terms
+    sharp = add_distinct(lib, 1)
+    smaller = add_distinct(lib, 2, native_crop_side=700)  # kept, but its resolution part is lower
+    run(lib, {"min_crop_side": 512})
+    rows = {row["marker_uid"]: row for row in manifest()}
+    for row in rows.values():
+        parts = {part: float(row[f"score_{part}"]) for part in tables.SCORE_PARTS}
+        assert abs(sum(parts.values()) - float(row["score"])) <= 6 * 5e-5  # each part rounded to 4 places
+        assert all(0 <= parts[part] <= WEIGHTS[part] + 1e-9 for part in parts)
+    assert float(rows[smaller]["score_resolution"]) == pytest.approx(0.25 * 700 / 1024, abs=1e-4)
+    assert float(rows[sharp]["score_resolution"]) > float(rows[smaller]["score_resolution"])

@@ -316,8 +316,17 @@ def test_without_gpu_the_stage_stops_ready_and_succeeds(tmp_path: Path) -> None:
     assert (Path(plan.run_dir) / "READY").is_file()
     assert any(line.startswith("training estimate") for line in text.splitlines())
     ready_lines = [line for line in text.splitlines() if line.startswith("training is ready in")]
-    assert len(ready_lines) == 1 and launch.LAUNCH_COMMAND in ready_lines[0]
+    # no run's command in the environment: the setup's snakemake, which is not on PATH
+    assert len(ready_lines) == 1 and ready_lines[0].endswith("fix that and run `.venv/bin/snakemake --cores 2 train`")
     assert not plan.final_lora.exists()
+    # started by Snakemake (common.smk sets LIKENESS_COMMAND): the run's own command, options kept, for `train`
+    run_command = ".venv/bin/snakemake --profile profiles/slurm results/lora/x.json --config select='{top_n: 5}'"
+    env = {**env, "LIKENESS_COMMAND": run_command}
+    code, text = run(plan, cfg, tmp_path / "train2.log", status_path=status, env=env)
+    assert code == 0
+    ready_lines = [line for line in text.splitlines() if line.startswith("training is ready in")]
+    expected = ".venv/bin/snakemake train --profile profiles/slurm --config 'select={top_n: 5}'"
+    assert len(ready_lines) == 1 and ready_lines[0].endswith(f"fix that and run `{expected}`"), ready_lines
 
 
 def test_readiness_fingerprint_names_what_is_missing(tmp_path: Path) -> None:

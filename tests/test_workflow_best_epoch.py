@@ -48,6 +48,10 @@ def test_the_workflow_picks_the_epoch_the_double_made_best(tmp_path: Path, best:
     for epoch, score in record["scores"].items():
         print(f"  epoch {epoch}: median {score['median']}  {[i['distance'] for i in score['images']]}")
     assert record["epoch"] == best
+    # the base model the LoRA belongs to: the double's local file, whose hash no check remembered
+    assert record["base_model"]["name"] == train["base_model"] and record["base_model"]["revision"] is None
+    assert record["base_model"]["sha256"] is None and record["base_model"]["sha256_from"].startswith("not known")
+    assert record["class_word"] == "woman" and record["prompts"][0].startswith("ohwx woman, professional headshot")
     assert set(record["scores"]) == {"1", "2", "3", "4", "5"}
     assert all(len(s["images"]) == 3 for s in record["scores"].values())
     # A headshot counts only with exactly one face; the strongest warps may lose it, and say so.

@@ -18,6 +18,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from likeness.atomic import atomic_write_json
@@ -130,16 +131,23 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def remembered_sha256(path: Path, memo_path: Path, before_hashing: Callable[[int], None] | None = None) -> str:
-    """The file's SHA-256, computed once per (path, size, mtime) and remembered in the JSON ``memo_path``;
-    ``before_hashing(size)`` is called when it has to be computed (a 6.9 GB file takes half a minute)."""
-    real = path.resolve()
-    stat = real.stat()
+def _read_memo(memo_path: Path) -> dict[str, Any]:
     try:
         memo = json.loads(memo_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        memo = {}
-    entry = memo.get(str(real)) if isinstance(memo, dict) else None
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def known_sha256(path: Path, memo_path: Path) -> str | None:
+    """The file's SHA-256 as ``memo_path`` remembers it for its path, size and mtime; None when it is not
+    remembered (or the file changed since). Never reads the file itself: a 6.9 GB hash is not a look-up."""
+    try:
+        real = path.resolve()
+        stat = real.stat()
+    except OSError:
+        return None
+    entry = _read_memo(memo_path).get(str(real))
     if (
         isinstance(entry, dict)
         and entry.get("size") == stat.st_size
@@ -147,10 +155,21 @@ def remembered_sha256(path: Path, memo_path: Path, before_hashing: Callable[[int
         and isinstance(entry.get("sha256"), str)
     ):
         return entry["sha256"]
+    return None
+
+
+def remembered_sha256(path: Path, memo_path: Path, before_hashing: Callable[[int], None] | None = None) -> str:
+    """The file's SHA-256, computed once per (path, size, mtime) and remembered in the JSON ``memo_path``;
+    ``before_hashing(size)`` is called when it has to be computed (a 6.9 GB file takes half a minute)."""
+    real = path.resolve()
+    stat = real.stat()
+    known = known_sha256(real, memo_path)
+    if known is not None:
+        return known
+    memo = _read_memo(memo_path)
     if before_hashing is not None:
         before_hashing(stat.st_size)
     sha = file_sha256(real)
-    memo = memo if isinstance(memo, dict) else {}
     memo[str(real)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
     memo_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(memo_path, memo)

@@ -14,7 +14,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,29 @@ from likeness.joblog import PREFIX
 COMMAND_VARIABLE = "LIKENESS_COMMAND"
 
 
+# Where workflow/scripts/setup.sh puts Snakemake (it is not on PATH): what a hint names when it cannot know
+# the command of the run (a job started outside Snakemake, a test calling the package directly).
+SNAKEMAKE = ".venv/bin/snakemake"
+
+
 def hint_command(default: str) -> str:
     """The command a job's hint names: the one this run was started with, else ``default``."""
     return os.environ.get(COMMAND_VARIABLE) or default
+
+
+def hint(target: str, cores: int = 2, env: Mapping[str, str] | None = None) -> str:
+    """The command a hint tells the user to run for ``target``, as it can be typed again here: this run's
+    own command (its profile and options kept, its targets replaced by ``target``), else
+    ``.venv/bin/snakemake --cores <cores> <target>``. ``env``: the environment to read (default: this one)."""
+    command = (os.environ if env is None else env).get(COMMAND_VARIABLE, "").strip()
+    if not command:
+        return shlex.join([SNAKEMAKE, "--cores", str(cores), target])
+    # A dry run prints hints too (the estimate's notes): the command it names must do the work.
+    words = [word for word in shlex.split(command) if word not in _DRY_RUN_FLAGS]
+    return with_targets(shlex.join(words), target)
+
+
+_DRY_RUN_FLAGS = {"-n", "--dry-run", "--dryrun", "--just-print"}
 
 
 def invoked_command(argv: Sequence[str] | None = None, cwd: str | os.PathLike[str] | None = None) -> str:
@@ -55,10 +75,14 @@ def _relative(path: str, cwd: str | os.PathLike[str] | None) -> str:
 
 
 def with_targets(command: str, *targets: str) -> str:
-    """``command`` asking for ``targets`` instead of the targets it named, its options kept as typed."""
+    """``command`` asking for ``targets`` instead of the targets it named, its options kept as typed.
+
+    The targets come right after the program: after an option that takes any number of values (--config,
+    --forcerun) argparse would read them as more of its values."""
     words = shlex.split(command)
     head = 3 if words[1:3] == ["-m", "snakemake"] else 1
-    kept, rest = words[:head], words[head:]
+    program, rest = words[:head], words[head:]
+    kept: list[str] = []
     taking: int | None = 0  # values the last option still takes (None: any number, as --config)
     for word in rest:
         if word.startswith("-"):
@@ -69,12 +93,27 @@ def with_targets(command: str, *targets: str) -> str:
         elif taking is None or taking > 0:
             kept.append(word)
             taking = taking - 1 if taking else taking
-    return shlex.join([*kept, *targets])
+    return shlex.join([*program, *targets, *kept])
 
 
 # This workflow's options that take one value, and those that take several (everything up to the next option).
 _OPTIONS_WITH_ONE_VALUE = {"--cores", "-c", "--jobs", "-j", "--profile", "--directory", "-d", "--report"}
-_OPTIONS_WITH_VALUES = {"--config", "-C", "--configfile", "--configfiles", "--set-resources", "--resources"}
+# --forcerun and --until name rules, not targets: their values are kept with them (a hint that dropped them
+# would turn `-R install_trainer` into a bare -R that swallows the hint's own target).
+_OPTIONS_WITH_VALUES = {
+    "--config",
+    "-C",
+    "--configfile",
+    "--configfiles",
+    "--set-resources",
+    "--resources",
+    "--forcerun",
+    "-R",
+    "--until",
+    "-U",
+    "--omit-from",
+    "-O",
+}
 
 
 def _status(path: str | os.PathLike[str]) -> dict[str, Any] | None:

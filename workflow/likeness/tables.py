@@ -287,12 +287,16 @@ def pose_bin(yaw: float, pitch: float) -> str:
     return f"{turn}, {tilt}"
 
 
+# The rank score's parts (likeness.select.ranking.WEIGHTS, in that order): each term's weight times its 0-1
+# value, so that a selected face's row (and the report) says what its score is made of; they add up to score.
+SCORE_PARTS = ("sharpness", "resolution", "exposure", "crowding", "recency", "confidence")
+SCORE_PART_COLUMNS = tuple(f"score_{part}" for part in SCORE_PARTS)
 MANIFEST_COLUMNS = (
     "rank", "marker_uid", "score", "image", "crop", "file_uid", "photo_uid", "subj_uid", "subj_src",
     "marker_src", "taken_at", "native_face_side", "native_crop_side", "output_side", "sharpness",
     "brightness", "contrast", "clipped_dark", "clipped_bright", "other_face_share", "phash", "pp_score",
     "pp_q", "duplicates", "source", "identity_distance", "face_found", "yaw", "pitch", "pp_face_dist",
-    "pp_identity_distance", "identity_note",
+    "pp_identity_distance", "identity_note", *SCORE_PART_COLUMNS,
 )  # fmt: skip
 EXCLUDED_COLUMNS = (
     "marker_uid", "reason_key", "reason", "score", "native_crop_side", "sharpness", "brightness",

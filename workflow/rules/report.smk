@@ -2,10 +2,74 @@
 # after training, the loss curve and the sample images. Cheap jobs that read the stages' tables.
 from likeness.report import dataset as lk_report_dataset
 from likeness.report import estimate_page as lk_estimate_page
+from likeness.report import summary_page as lk_summary_page
 from likeness.report import training_figures as lk_training_figures
 
+# The report opens on its intro: the report_summary job's rendering of workflow/report/workflow.rst (the
+# photo manager named, the run's facts added) once it has run, the template as it is before.
+REPORT_INTRO = "results/report/intro.rst"
+# The photo manager the export came from, by its own name (PhotoPrism, Immich, digiKam), for captions.
+REPORT_SOURCE = lk_summary_page.source_name(EXPORT.manager, SETTINGS.source.kind)
+REPORT_INTRO_TEMPLATE = str(
+    Path(workflow.basedir) / "workflow" / "report" / "workflow.rst"
+)
+REPORT_TEXT = (
+    str(Path(REPORT_INTRO).resolve())
+    if Path(REPORT_INTRO).is_file()
+    else "../report/workflow.rst"
+)
 
-report: "../report/workflow.rst"
+
+report: REPORT_TEXT
+
+
+rule report_summary:
+    """The report's first page: person, source, faces kept and excluded by reason, the training's state and
+    estimated cost, the chosen epoch and its identity distance; every selected face's score parts.
+    """
+    input:
+        manifest="results/dataset/manifest.tsv",
+        excluded="results/dataset/excluded.tsv",
+        status=TRAIN_STATUS,
+        record=BEST_LORA_JSON,
+        template=REPORT_INTRO_TEMPLATE,
+    output:
+        summary=report(
+            "results/report/summary.html",
+            caption="../report/summary.rst",
+            category="0. Summary",
+            labels={"figure": "this run"},
+        ),
+        scores=report(
+            "results/report/selected_scores.html",
+            caption="../report/scores.rst",
+            category="1. Training set",
+            labels={"figure": "selected faces (score parts)"},
+        ),
+        intro=REPORT_INTRO,
+    log:
+        "logs/report/summary.log",
+    params:
+        # Who and where from, as the export found them (the manager's name, not an assumed PhotoPrism).
+        person=EXPORT.subject.name or SETTINGS.person,
+        source=REPORT_SOURCE,
+        train=config["train"],
+    run:
+        run_logged(
+            log[0],
+            lk_summary_page.summary_job,
+            input.manifest,
+            input.excluded,
+            input.status,
+            input.record,
+            input.template,
+            output.summary,
+            output.scores,
+            output.intro,
+            person=params.person,
+            source=params.source,
+            train=params.train,
+        )
 
 
 rule report_selection:
@@ -44,6 +108,9 @@ rule report_selection:
         ),
     log:
         "logs/report/selection.log",
+    params:
+        # For the caption: the manager whose marker uids the sheet shows.
+        source=REPORT_SOURCE,
     run:
         run_logged(
             log[0],
@@ -162,6 +229,9 @@ rule report_headshots:
 # headshot grid say that there is nothing yet; they follow status.json and the best-epoch record, so the
 # run that finishes the training draws them too (nothing is decided from status.json while parsing).
 REPORT_FIGURES = [
+    "results/report/summary.html",
+    "results/report/selected_scores.html",
+    "results/report/intro.rst",
     "results/report/selected.png",
     "results/report/excluded",
     "results/report/exclusion_reasons.svg",

@@ -32,6 +32,7 @@ class Face:
     masked: bool = False  # select.crowded: mask gives other heads in the crop weight 0 (likeness.select.masks)
     masked_share: float | None = None  # the loss weight the mask takes away (likeness.select.masks)
     score: float | None = None
+    score_parts: dict[str, float] = field(default_factory=dict)  # each term's weighted share (ranking.score_parts)
     reason_key: str = ""
     reason: str = ""
     duplicates: list[str] = field(default_factory=list)

@@ -18,7 +18,7 @@ from likeness.select.faces import Face, gather_faces
 from likeness.select.filters import apply_filters, check_record, check_settings
 from likeness.select.identity_check import check_identity, selected_centre
 from likeness.select.outputs import excluded_bytes, identity_json_bytes, image_name, manifest_bytes, summary_line
-from likeness.select.ranking import choose, rank_score
+from likeness.select.ranking import choose, rank_score, score_parts
 
 # The columns of the export's markers.tsv and neighbours.tsv that the selection cannot do without: it
 # requires only these (one readable error names a missing one) and reads any other column when present.
@@ -70,6 +70,7 @@ def run_selection(
         check_record(face, neighbours_by_file)
         if not face.reason_key:
             # Scored before the filters so that excluded.tsv shows the score of filtered faces too.
+            face.score_parts = score_parts(face, newest)
             face.score = rank_score(face, newest)
         apply_filters(face, settings, window)
     identity_summary = check_identity(faces, settings, log, workers)

@@ -62,6 +62,7 @@ def _measure_cells(face: Face) -> dict[str, str]:
         "pp_face_dist": _fmt(marker.get("face_dist")),
         "pp_identity_distance": _fmt(face.pp_identity_distance, 4),
         "identity_note": face.identity_note,
+        **{f"score_{part}": _fmt(face.score_parts.get(part), 4) for part in tables.SCORE_PARTS},
     }
 
 

@@ -47,6 +47,12 @@ RECENCY_YEARS = 10.0
 
 def rank_score(face: Face, newest: dt.datetime | None) -> float:
     """The documented 0-1 score (module docstring); needs a record with valid measurements."""
+    return round(sum(score_parts(face, newest).values()), 6)
+
+
+def score_parts(face: Face, newest: dt.datetime | None) -> dict[str, float]:
+    """Each term's share of the score: its weight times its 0-1 value, by name in WEIGHTS' order. They add
+    up to the score (rank_score rounds their unrounded sum), so a reader sees why a face ranks where it does."""
     m = face.measurements
     record = face.record or {}
     sharpness = max(0.0, float(m["sharpness"]))
@@ -59,7 +65,7 @@ def rank_score(face: Face, newest: dt.datetime | None) -> float:
         "recency": _recency(face.taken_at, newest),
         "confidence": _clamp01(_to_float((face.marker or {}).get("score")) / 100),
     }
-    return round(sum(WEIGHTS[name] * value for name, value in terms.items()), 6)
+    return {name: WEIGHTS[name] * terms[name] for name in WEIGHTS}
 
 
 def _recency(taken_at: dt.datetime | None, newest: dt.datetime | None) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from likeness import hub
 from likeness.config import Section
@@ -52,9 +53,9 @@ def _not_available(settings: Section, why: str) -> ConfigError:
     )
 
 
-def hub_file(settings: Section, log: hub.Log) -> Path:
-    """The repo file from the hub cache, downloaded (resumably, into the cache) when it is not there yet."""
-    file = hub.HubFile(
+def hub_spec(settings: Section) -> hub.HubFile:
+    """The repo file ``train.base_model`` names, with the keys that chose each part."""
+    return hub.HubFile(
         repo=settings.base_model,
         filename=settings.base_model_file,
         revision=settings.base_model_revision,
@@ -63,6 +64,11 @@ def hub_file(settings: Section, log: hub.Log) -> Path:
         revision_key="train.base_model_revision",
         file_key="train.base_model_file",
     )
+
+
+def hub_file(settings: Section, log: hub.Log) -> Path:
+    """The repo file from the hub cache, downloaded (resumably, into the cache) when it is not there yet."""
+    file = hub_spec(settings)
     announce = (
         f"base model: downloading {file.filename} of {file.repo} at {settings.base_model_revision[:12]} "
         "into the Hugging Face cache"
@@ -105,3 +111,59 @@ def resolve(settings: Section, log: hub.Log = print) -> Path:
     if not path.is_file():
         raise LikenessError(f"base model {path} is not a file")
     return path
+
+
+def record(settings: Section) -> dict[str, Any]:
+    """The base model a LoRA was trained on, for results/lora/<trigger>.json: ``name`` (the repo id or the
+    local file), ``file`` and ``revision`` (a repo's; None for a local file) and ``sha256`` with
+    ``sha256_from``, which says where the hash comes from, or why it is null.
+
+    Never hashes the multi-GB file: the hash is ``train.base_model_sha256`` (resolve() checked the download
+    against it before the training could launch) or the one ``verified.json`` remembers for this file's
+    path, size and mtime (hub.known_sha256); otherwise null, and ``sha256_from`` says so."""
+    name = settings.base_model
+    memo = Path(settings.cache_dir).expanduser() / VERIFIED
+    if not name:
+        return {
+            "name": None,
+            "file": None,
+            "revision": None,
+            "sha256": None,
+            "sha256_from": "train.base_model is not set",
+        }
+    if is_repo_id(name):
+        entry: dict[str, Any] = {
+            "name": name,
+            "file": settings.base_model_file,
+            "revision": settings.base_model_revision,
+        }
+        if settings.base_model_sha256:
+            return entry | {
+                "sha256": settings.base_model_sha256,
+                "sha256_from": "train.base_model_sha256 (the download is checked against it before training)",
+            }
+        path = _cached_hub_file(settings)
+        known = hub.known_sha256(path, memo) if path is not None else None
+        if known:
+            return entry | {"sha256": known, "sha256_from": f"{memo} (computed when the file was checked)"}
+        return entry | {
+            "sha256": None,
+            "sha256_from": "not known: train.base_model_sha256 is empty and no hash of the file is remembered here",
+        }
+    path = Path(name).expanduser()
+    entry = {"name": name, "file": path.name, "revision": None}
+    known = hub.known_sha256(path, memo)
+    if known:
+        return entry | {"sha256": known, "sha256_from": f"{memo} (computed when the file was checked)"}
+    return entry | {
+        "sha256": None,
+        "sha256_from": "not known: a local train.base_model is used as it is, never hashed (a multi-GB read)",
+    }
+
+
+def _cached_hub_file(settings: Section) -> Path | None:
+    """The repo file in the hub cache, or None (not downloaded here, or the hub library cannot say)."""
+    try:
+        return hub.cached(hub_spec(settings))
+    except (LikenessError, ImportError):
+        return None

@@ -8,7 +8,8 @@ face of the person. So an epoch whose headshots mostly show no face has a median
 one whose headshots all show the person, however close its one good headshot came. An epoch's score is
 that median over all its headshots; the lowest wins. Its LoRA is copied to
 ``results/lora/<trigger>.safetensors`` and ``results/lora/<trigger>.json`` says which epoch, why, and
-every epoch's score, how many of its headshots were scored, and every image's distance.
+every epoch's score, how many of its headshots were scored, and every image's distance, beside the trigger,
+the class word, the prompts and the base model the LoRA belongs to (name, revision, sha256).
 """
 
 from __future__ import annotations
@@ -27,7 +28,21 @@ from likeness.atomic import atomic_write_bytes, atomic_write_json
 from likeness.config import Section
 from likeness.errors import LikenessError
 from likeness.joblog import JobLog
+from likeness.summary import hint
 from likeness.train.status import require_record
+
+
+def unrecorded_base_model() -> dict[str, Any]:
+    """The base model entry when the headshots' record has none (written by an earlier likeness): said, not
+    guessed, with the command that records it (the headshots job again; no epoch is rendered twice)."""
+    again = f"{hint('best_lora')} --forcerun headshots"
+    return {
+        "name": None,
+        "file": None,
+        "revision": None,
+        "sha256": None,
+        "sha256_from": f"not recorded: the headshots' record predates the base model entry (run `{again}`)",
+    }
 
 
 def lora_stem(trigger: str) -> str:
@@ -116,6 +131,7 @@ def best_lora_stage(
         "class_word": class_word,
         "run_id": shots["run_id"],
         "prompts": shots["prompts"],
+        "base_model": shots.get("base_model") or unrecorded_base_model(),
         "lora": str(lora_out),
     }
     centre = summary.get("selected_centre")

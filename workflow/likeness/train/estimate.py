@@ -24,6 +24,7 @@ from likeness.errors import ConfigError, LikenessError
 from likeness.sdscripts.buckets import StepPlan, bucket_settings, plan_steps
 from likeness.sdscripts.configs import caches_text_encoder_outputs, trains_unet_only
 from likeness.sdscripts.images import image_sizes
+from likeness.summary import hint
 from likeness.train import budget_hints, gpus, overheads, step_budget
 
 GPU_SPEEDS_TSV = RESOURCES / "gpu_speeds.tsv"
@@ -420,7 +421,7 @@ def estimate(
         stated = next(r.conditions for r in table if r.gpu == row.gpu)
         result.notes.append(
             f"the {row.gpu} figure is an estimate, not a measurement ({stated}): "
-            "`snakemake --cores 1 calibrate` on that GPU measures it"
+            f"`{hint('calibrate', cores=1)}` on that GPU measures it"
         )
     note = budget.note(len(train_sizes))
     if note:

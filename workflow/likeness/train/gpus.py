@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from likeness import RESOURCES, tables
+from likeness.summary import hint
 
 GPU_CLASSES_TSV = RESOURCES / "gpu_classes.tsv"
 AUTO = "auto"
@@ -138,7 +139,7 @@ def resolve(
                 AUTO_ASSUMED_GPU,
                 AUTO_ASSUMED_GPU,
                 f"train.gpu auto: {where}; priced as an {AUTO_ASSUMED_GPU} (set train.gpu to the GPU you will"
-                " train on, or run `snakemake --cores 1 calibrate` there)",
+                f" train on, or run `{hint('calibrate', cores=1)}` there)",
             )
         reported, memory = detected[0].name, detected[0].memory_gb
         note = f"train.gpu auto: nvidia-smi reports {reported}"
@@ -155,6 +156,6 @@ def resolve(
     why = (
         f"{reported!r} has no row in resources/gpu_speeds.tsv ({size}): estimated as the {gpu_class.name},"
         f" with the speed of the {gpu_class.like} ({gpu_class.throughput}); add its row or run"
-        " `snakemake --cores 1 calibrate` on it"
+        f" `{hint('calibrate', cores=1)}` on it"
     )
     return ResolvedGpu(name, gpu_class.like, f"{note}; {why}" if note else f"train.gpu {why}", memory)

@@ -24,6 +24,8 @@ from likeness.config import Section
 from likeness.joblog import JobLog
 from likeness.sdscripts import names
 from likeness.sdscripts.states import saved_epochs
+from likeness.summary import hint
+from likeness.train import base_model as bm
 from likeness.train import readiness as rd
 from likeness.train import status as st
 from likeness.train.runplan import RunPlan, plan_estimate
@@ -38,7 +40,9 @@ HEADSHOT_KEYS = (
     "headshot_sampler",
     "headshot_lora_weight",
 )
-LAUNCH_COMMAND = "snakemake --cores 2 best_lora"
+# The target the ready line names, in this run's own command (likeness.summary.hint): the best epoch's
+# LoRA, which renders the headshots it is chosen by.
+LAUNCH_TARGET = "best_lora"
 
 
 def prompt_lines(cfg: Section, trigger: str, class_word: str) -> list[str]:
@@ -161,7 +165,7 @@ def headshots_stage(
     if todo and cfg.sd_scripts and not (sd_scripts / names.GEN_SCRIPT).is_file():
         missing.append(f"train.sd_scripts {cfg.sd_scripts!r} has no {names.GEN_SCRIPT}")
     if todo and missing:
-        log(f"headshots are ready to render ({'; '.join(missing)}): fix that and run `{LAUNCH_COMMAND}`")
+        log(f"headshots are ready to render ({'; '.join(missing)}): fix that and run `{hint(LAUNCH_TARGET, env=env)}`")
         st.write_status(status_path, {"state": "ready", "run_id": plan.run_id, "missing": missing}, readiness)
         return 0
     refusal = budget_refusal(plan, cfg, len(todo), len(epochs), Path(status["run_dir"]).parent)
@@ -183,6 +187,9 @@ def headshots_stage(
         "folder": str(folder),
         "prompts": lines,
         "trigger": trigger,
+        # What the run trained on (its plan's settings, not the config's now): best_lora records it beside
+        # the chosen LoRA, which only works with that model.
+        "base_model": bm.record(plan.settings(cfg)),
         "epochs": [
             {"epoch": epoch, "lora": str(lora), "images": [str(folder / f"e{epoch:06d}" / n) for n in image_names]}
             for epoch, lora in epochs

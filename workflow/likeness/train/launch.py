@@ -34,6 +34,7 @@ from likeness.errors import LikenessError
 from likeness.joblog import PROGRESS_INTERVAL_ENV, JobLog, run_script
 from likeness.sdscripts import names, progress
 from likeness.sdscripts.states import find_resume_state
+from likeness.summary import hint
 from likeness.train import base_model as bm
 from likeness.train import calibration as cal
 from likeness.train import gpus
@@ -42,7 +43,8 @@ from likeness.train import status as st
 from likeness.train import trainer_install as ti
 from likeness.train.runplan import RUN_OUTPUT, RunPlan, as_plan, estimate_record, plan_estimate, prepare_run
 
-LAUNCH_COMMAND = "snakemake --cores 2 train"  # what the README tells users to run; logged in the ready line
+# The target the ready and interrupted lines name, in this run's own command (likeness.summary.hint).
+LAUNCH_TARGET = "train"
 # The run folder's state when a launch cannot happen where the job runs (a submitted job without a GPU,
 # trainer or base model; a base model that cannot be fetched): running the same job again cannot help.
 UNAVAILABLE = "unavailable"
@@ -204,7 +206,8 @@ def run_training(
     if missing:
         (Path(plan.run_dir) / "READY").write_text(" ".join(launch_command_preview(cfg, plan)) + "\n")
         st.write_run_status(plan, status_path, "ready", missing=missing, estimate=estimate_record(estimate), **details)
-        log(f"training is ready in {plan.run_dir}/ ({'; '.join(missing)}): fix that and run `{LAUNCH_COMMAND}`")
+        again = hint(LAUNCH_TARGET, env=run_env)
+        log(f"training is ready in {plan.run_dir}/ ({'; '.join(missing)}): fix that and run `{again}`")
         return 0
     budget = estimate.budget_message()
     if budget:
@@ -289,7 +292,7 @@ def _launch(
     elapsed = time.monotonic() - started
     if received:
         st.write_run_status(plan, status_path, "interrupted", signal=received[0])
-        log(f"training interrupted by signal {received[0]}; run `{LAUNCH_COMMAND}` again to resume")
+        log(f"training interrupted by signal {received[0]}; run `{hint(LAUNCH_TARGET, env=env)}` again to resume")
         return 128 + received[0]
     if code != 0 or not st.training_finished(plan):
         latest = find_resume_state(plan.output_dir, plan.output_name)

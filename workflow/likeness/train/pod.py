@@ -26,6 +26,7 @@ import yaml
 
 from likeness.errors import ConfigError, LikenessError
 from likeness.sdscripts.states import find_resume_state
+from likeness.summary import SNAKEMAKE
 from likeness.train import status as st
 from likeness.train.best_epoch import lora_stem
 from likeness.train.bundle import MARKER
@@ -33,6 +34,9 @@ from likeness.train.runplan import RUNTIME_KEYS, RunPlan
 
 HOME_ARCHIVE = "home.tar.gz"
 AGAIN = "run `bash pod.sh` again"
+# What the user runs at home once the archive is unpacked: the home machine's command is not known here (this
+# is the rented machine), so the setup's own snakemake, which takes the copied-back files up from there.
+HOME_COMMAND = f"{SNAKEMAKE} --cores 2"
 # What each stage's status file is on the pod (the Snakefile's names).
 TRAIN_STATUS = Path("results/train/status.json")
 HEADSHOTS_STATUS = Path("results/headshots/status.json")
@@ -218,7 +222,7 @@ def finish(workdir: Path, code: int, started: float, trigger: str) -> tuple[list
     size = archive.stat().st_size / 1e6
     return [
         f"pod.sh: {archive} ({size:.1f} MB): the run's LoRA files, headshots, results/lora/ and the grid",
-        f"{line}; at home, in the workflow's folder: `{copy_back_command(workdir)}`, then `snakemake --cores 2`",
+        f"{line}; at home, in the workflow's folder: `{copy_back_command(workdir)}`, then `{HOME_COMMAND}`",
     ], 0
 
 
