@@ -114,7 +114,8 @@ def test_training_is_submitted_to_slurm_cancelled_and_resumed(tmp_path):
     assert second.returncode == 0, log
     (resumed_id,) = re.findall(r"submitted with SLURM jobid (\d+)", log)
     # While the job ran, its progress reached this console from its log (a line a minute by default).
-    relayed = re.findall(r"^likeness: on the cluster: epoch (\d+)/3, step (\d+)/(\d+), .* \(log: logs/train\.log\)$", log, re.M)
+    relay_line = r"^likeness: on the cluster: epoch (\d+)/3, step (\d+)/(\d+), .* \(log: logs/train\.log\)$"
+    relayed = re.findall(relay_line, log, re.MULTILINE)
     assert relayed, log
     completed = _sacct(resumed_id, "COMPLETED")
     assert "gres/gpu=1" in completed["AllocTRES"] and completed["ExitCode"] == "0:0"

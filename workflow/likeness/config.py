@@ -38,7 +38,7 @@ _SCHEMA_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_SCHEMA_LOADER)  # noqa: S506 (a safe loader)
+    return yaml.load(text, Loader=_SCHEMA_LOADER)  # a safe loader: CSafeLoader or SafeLoader
 
 
 def load_schema(schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
