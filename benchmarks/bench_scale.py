@@ -226,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(f"crop stage per face / Snakemake's empty job: {crop.per_face / job.per_face:.2f}")
             noop, empty_noop = measures[-1], empty[-1]
             print(f"no-op re-run / empty workflow's no-op re-run: {noop.wall_s / empty_noop.wall_s:.2f}")
+        # The benchmark's own Snakemake threads count in it: a high figure here alone is no sign of a busy machine.
         print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
         if args.json:
             figures = {
