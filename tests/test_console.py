@@ -55,6 +55,15 @@ def test_the_demo_ends_with_the_summary(tmp_path):
     rest = len(lines) - len(face_lines) - len(progress)
     print(f"{per_face:.1f} lines per face job; {rest} other lines for {jobs - faces} other jobs")
     assert per_face <= 2
+    # The blocks of the jobs that read every face's record name 8 records and a count; the log file of the
+    # run keeps every name.
+    (crop_summary_input,) = [line for i, line in enumerate(lines) if i and lines[i - 1] == "localrule crop_summary:"]
+    assert crop_summary_input.endswith(f", ... and {faces + 1 - 8:,} more"), crop_summary_input
+    assert max(map(len, lines)) < 1000
+    run_log = max((workdir / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
+    logged = run_log.read_text().splitlines()
+    (logged_input,) = [line for i, line in enumerate(logged) if i and logged[i - 1] == "localrule crop_summary:"]
+    assert len(logged_input.split(", ")) == faces + 1 and "more" not in logged_input
     # The dry run still lists every job, with its block (that is what `snakemake -n` is for) ...
     code, dry = console(workdir, "-n", "--forcerun", "crop_face")
     assert code == 0, "\n".join(dry)
@@ -112,3 +121,18 @@ def test_a_failed_jobs_line_is_read_only_from_a_log_of_this_run(tmp_path):
     assert summary.job_errors([("train", (str(new),))], started) == [
         f"likeness: train failed: training refused: over train.max_gpu_hours (log: {new})"
     ]
+
+
+def test_long_file_lists_are_cut_to_eight_names_and_a_count():
+    from likeness import summary
+
+    files = [f"results/crops/{i:05d}.json" for i in range(20000)]
+    assert summary.shorten_files(files) == [*files[:8], "... and 19,992 more"]
+    assert summary.shorten_files(files[:8]) == files[:8]
+    reason = "Missing output files: a.tsv, b.tsv; Input files updated by another job: " + ", ".join(files)
+    assert summary.shorten_reason(reason) == (
+        "Missing output files: a.tsv, b.tsv; Input files updated by another job: "
+        + ", ".join(files[:8])
+        + ", ... and 19,992 more"
+    )
+    assert summary.shorten_reason("Forced execution") == "Forced execution"

@@ -268,13 +268,74 @@ class PerJobQuiet(logging.Filter):
 def quiet_per_job_lines(rules: Iterable[str] = (), logger_name: str = "snakemake.logging") -> int:
     """Add :class:`PerJobQuiet` (quieting the blocks of ``rules``) to the console handlers of Snakemake's
     logger; returns how many got it."""
-    handlers = [
-        handler
-        for handler in logging.getLogger(logger_name).handlers
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
-    ]
+    handlers = _console_handlers(logger_name)
     for handler in handlers:
         for old in [f for f in handler.filters if isinstance(f, PerJobQuiet)]:
             handler.removeFilter(old)
         handler.addFilter(PerJobQuiet(rules))
     return len(handlers)
+
+
+# A job block lists at most this many files of a kind on the console; the log file keeps every one.
+CONSOLE_FILES = 8
+
+
+def shorten_files(files: Sequence[str], limit: int = CONSOLE_FILES) -> list[str]:
+    """The first ``limit`` names and how many more there are."""
+    if len(files) <= limit:
+        return list(files)
+    return [*files[:limit], f"... and {len(files) - limit:,} more"]
+
+
+def shorten_reason(reason: str, limit: int = CONSOLE_FILES) -> str:
+    """Snakemake's reason ("Missing output files: a, b; Input files updated by another job: c, d, ...") with
+    each list of files cut to ``limit`` names and a count."""
+    parts = []
+    for part in reason.split("; "):
+        label, colon, listed = part.partition(": ")
+        names = listed.split(", ") if colon else []
+        parts.append(f"{label}: {', '.join(shorten_files(names, limit))}" if len(names) > limit else part)
+    return "; ".join(parts)
+
+
+class ShortFileLists(logging.Formatter):
+    """Snakemake's console formatter, with each job block's inputs, outputs, logs and reason cut to
+    CONSOLE_FILES names: the jobs that read every face's record (crop_summary, select_faces,
+    report_selection) would print each as one line of every record (600 kB at 20,000 faces). The record
+    itself is not changed, so the log file under .snakemake/log/ keeps the whole lists."""
+
+    def __init__(self, inner: logging.Formatter, limit: int = CONSOLE_FILES) -> None:
+        super().__init__()
+        self.inner = inner
+        self.limit = limit
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not str(getattr(record, "event", "")).lower().endswith("job_info"):
+            return self.inner.format(record)
+        short = logging.makeLogRecord(record.__dict__)
+        for item in ("input", "output", "log"):
+            files = getattr(record, item, None)
+            if isinstance(files, (list, tuple)):
+                setattr(short, item, shorten_files(files, self.limit))
+        if isinstance(getattr(record, "reason", None), str):
+            short.reason = shorten_reason(record.reason, self.limit)
+        return self.inner.format(short)
+
+
+def _console_handlers(logger_name: str) -> list[logging.Handler]:
+    return [
+        handler
+        for handler in logging.getLogger(logger_name).handlers
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+    ]
+
+
+def shorten_console_file_lists(logger_name: str = "snakemake.logging") -> int:
+    """Wrap the formatter of each console handler of Snakemake's logger in :class:`ShortFileLists` (once);
+    returns how many handlers it wrapped."""
+    wrapped = 0
+    for handler in _console_handlers(logger_name):
+        if handler.formatter is not None and not isinstance(handler.formatter, ShortFileLists):
+            handler.setFormatter(ShortFileLists(handler.formatter))
+            wrapped += 1
+    return wrapped

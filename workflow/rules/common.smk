@@ -88,6 +88,9 @@ def crop_records(wildcards=None):
 LK_COMMAND = lk_summary.invoked_command()
 if not workflow.remote_exec:
     os.environ.update({lk_summary.COMMAND_VARIABLE: LK_COMMAND})
+    # In a run and in a dry run, a job block names at most 8 files of a kind on the console (the jobs that
+    # read every face's record would print one line of all of them); the log file keeps the whole lists.
+    lk_summary.shorten_console_file_lists()
 # How this run ends, for the closing summary (set by onstart, onsuccess and onerror below).
 LK_RUN = {"started": False, "started_at": None, "outcome": "", "failed": []}
 
