@@ -7,6 +7,7 @@ its own. Each job takes ``log`` (likeness.joblog) and is run through ``run_logge
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -16,7 +17,6 @@ from typing import Any
 from likeness import tables
 from likeness.config import Section
 from likeness.crop.cropping import crop_face
-from likeness.export.photos import photo_stat
 
 # A path Snakemake would read as holding a wildcard (its own pattern, snakemake_interface_storage_plugins).
 _WILDCARD = re.compile(r"\{\s*[.\w]+\s*(,[^{}]*)?\}")
@@ -66,8 +66,11 @@ def photo_fingerprint(spec: dict[str, Any]) -> str:
     path = spec["path"]
     if not path or not _WILDCARD.search(path):
         return ""
-    stat = photo_stat(path)
-    return stat if isinstance(stat, str) else f"{stat[0]} bytes, mtime {stat[1]} ns"
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    return f"{info.st_size} bytes, mtime {info.st_mtime_ns} ns"
 
 
 def crop_job(

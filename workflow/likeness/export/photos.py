@@ -7,7 +7,6 @@ name holds, the answer is a reason, never an exception: this runs while the Snak
 
 from __future__ import annotations
 
-import os
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -74,16 +73,6 @@ def _resolve_inside(
     if not real_path.is_file():
         return "", f"photo is not a regular file: {path}"
     return str(path), ""
-
-
-def photo_stat(path: str) -> tuple[int, int] | str:
-    """(size, modification time in ns) of a photo, or why it cannot be read ("unreadable: <reason>"): what
-    stands for a photo's content where its path is not a Snakemake input, and in the selection's key."""
-    try:
-        info = os.stat(path)
-    except OSError as exc:
-        return f"unreadable: {exc.strerror}"
-    return info.st_size, info.st_mtime_ns
 
 
 # -- paths -----------------------------------------------------------------------------------------------

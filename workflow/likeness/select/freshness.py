@@ -19,15 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from likeness.atomic import atomic_write_json
-from likeness.export.photos import photo_stat
 
 
 def _photo_stat(path: str) -> str:
     """Size and modification time of a face's photo (a replaced photo re-crops its faces)."""
     if not path:
         return ""
-    stat = photo_stat(path)
-    return stat if isinstance(stat, str) else f"{stat[0]}:{stat[1]}"
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    return f"{info.st_size}:{info.st_mtime_ns}"
 
 
 def inputs_key(
